@@ -1,0 +1,89 @@
+//! Test and benchmark support: a fresh, migrated database per test on the local PostgreSQL.
+//!
+//! Used by the integration tests in `tests/` and by `wedsync-jobs bench`; it is public so they
+//! can reach it, not part of the product's interface.
+
+use anyhow::{Context, Result};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use std::str::FromStr;
+
+/// A database created for one test (or one benchmark run) and dropped when it ends.
+pub struct TestDb {
+    pub name: String,
+    /// Connection URL of this database.
+    pub url: String,
+    pub pool: PgPool,
+    admin_url: String,
+}
+
+impl TestDb {
+    /// Create `wedsync_test_<random>` on the local server (see [`crate::local::admin_url`]),
+    /// apply all migrations and connect a pool to it.
+    pub async fn new() -> Result<Self> {
+        Self::named(&format!("wedsync_test_{}", uuid_simple())).await
+    }
+
+    /// Like [`TestDb::new`] with a chosen name; an existing database of that name is replaced.
+    pub async fn named(name: &str) -> Result<Self> {
+        let admin_url = crate::local::admin_url().await?;
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .with_context(|| "connecting to the local PostgreSQL as admin")?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE); CREATE DATABASE \"{name}\""
+        )))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("creating database {name}"))?;
+        admin.close().await.ok();
+        let options = PgConnectOptions::from_str(&admin_url)?.database(name);
+        let url = options.to_url_lossy().to_string();
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect_with(options)
+            .await?;
+        crate::MIGRATOR
+            .run(&pool)
+            .await
+            .context("running migrations")?;
+        Ok(TestDb {
+            name: name.to_owned(),
+            url,
+            pool,
+            admin_url,
+        })
+    }
+}
+
+impl Drop for TestDb {
+    /// Drop the database in the background; a leftover is harmless (names are random).
+    fn drop(&mut self) {
+        let (admin_url, name, pool) = (self.admin_url.clone(), self.name.clone(), self.pool.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async move {
+                    pool.close().await;
+                    if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        )))
+                        .execute(&mut admin)
+                        .await;
+                    }
+                });
+            }
+        });
+    }
+}
+
+fn uuid_simple() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+        .collect()
+}

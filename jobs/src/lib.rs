@@ -1,0 +1,1 @@
+//! The job families and register_all()

@@ -1,0 +1,283 @@
+//! The hot path: enqueue, claim, complete, fail, and the worker bookkeeping the rescuer relies on.
+
+use crate::error::QueueError;
+use crate::model::{Enqueued, JobRow, JobState, NewJob};
+use crate::sql;
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool, Row};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Rows per INSERT statement in a bulk enqueue; keeps each statement's parameters bounded.
+const ENQUEUE_CHUNK: usize = 5_000;
+
+/// Handle to the queue tables. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pool: PgPool,
+}
+
+impl Queue {
+    pub fn new(pool: PgPool) -> Self {
+        Queue { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
+        let mut conn = self.pool.acquire().await?;
+        enqueue(&mut conn, job).await
+    }
+
+    pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, QueueError> {
+        let mut conn = self.pool.acquire().await?;
+        enqueue_many(&mut conn, jobs).await
+    }
+
+    /// Claim up to `limit` available jobs of `queue` for `worker_id`, highest priority first.
+    pub async fn claim_batch(
+        &self,
+        queue: &str,
+        limit: i64,
+        worker_id: &str,
+    ) -> Result<Vec<JobRow>, QueueError> {
+        Ok(sqlx::query_as(sql::CLAIM_BATCH)
+            .bind(queue)
+            .bind(limit)
+            .bind(worker_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Mark jobs completed and move them to the archive in one statement. Returns how many of
+    /// them were still held by this worker (a rescued job is not completed twice).
+    pub async fn complete_batch(
+        &self,
+        worker_id: &str,
+        done: &[(i64, Option<Value>)],
+    ) -> Result<u64, QueueError> {
+        let ids: Vec<i64> = done.iter().map(|(id, _)| *id).collect();
+        let results: Vec<Option<Value>> = done.iter().map(|(_, r)| r.clone()).collect();
+        let outcome = sqlx::query(sql::COMPLETE_BATCH)
+            .bind(ids)
+            .bind(results)
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(outcome.rows_affected())
+    }
+
+    /// Record a failed attempt to be retried after `delay`.
+    pub async fn fail_retry(
+        &self,
+        job: &JobRow,
+        worker_id: &str,
+        delay: Duration,
+        error: Value,
+    ) -> Result<bool, QueueError> {
+        let outcome = sqlx::query(sql::FAIL_RETRY)
+            .bind(job.id)
+            .bind(worker_id)
+            .bind(delay.as_secs_f64())
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(outcome.rows_affected() == 1)
+    }
+
+    /// Finalise a running job as discarded or cancelled, appending `error` to its history.
+    pub async fn finalize_running(
+        &self,
+        job_id: i64,
+        worker_id: &str,
+        state: JobState,
+        error: Option<Value>,
+    ) -> Result<bool, QueueError> {
+        debug_assert!(matches!(state, JobState::Discarded | JobState::Cancelled));
+        let outcome = sqlx::query(sql::FINALIZE_RUNNING)
+            .bind(job_id)
+            .bind(worker_id)
+            .bind(state.as_str())
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(outcome.rows_affected() == 1)
+    }
+
+    /// Return jobs a stopping worker did not finish; their attempt is not counted.
+    pub async fn hand_back(&self, worker_id: &str, ids: &[i64]) -> Result<u64, QueueError> {
+        let outcome = sqlx::query(sql::HAND_BACK)
+            .bind(ids)
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(outcome.rows_affected())
+    }
+
+    pub async fn register_worker(
+        &self,
+        worker_id: &str,
+        host: &str,
+        queues: &[String],
+    ) -> Result<(), QueueError> {
+        sqlx::query(sql::REGISTER_WORKER)
+            .bind(worker_id)
+            .bind(host)
+            .bind(std::process::id() as i32)
+            .bind(queues)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Returns false when the worker's row is gone (it was declared dead and its jobs rescued).
+    pub async fn heartbeat(&self, worker_id: &str) -> Result<bool, QueueError> {
+        let row = sqlx::query(sql::HEARTBEAT)
+            .bind(worker_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn deregister_worker(&self, worker_id: &str) -> Result<(), QueueError> {
+        sqlx::query(sql::DEREGISTER_WORKER)
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// One maintenance pass, run by at most one process at a time: promote due scheduled and
+    /// retryable jobs, and rescue the jobs of workers silent for longer than `heartbeat_timeout`.
+    pub async fn maintain(&self, heartbeat_timeout: Duration) -> Result<Maintenance, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let locked: bool = sqlx::query_scalar(sql::TRY_MAINTENANCE_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok(Maintenance::default());
+        }
+        let promoted: i64 = sqlx::query(sql::PROMOTE_DUE)
+            .bind(10_000_i64)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.get::<i64, _>("n"))
+            .sum();
+        let rescue = sqlx::query(sql::RESCUE_ORPHANS)
+            .bind(heartbeat_timeout.as_secs_f64())
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Maintenance {
+            promoted,
+            rescued: rescue.get("rescued"),
+            discarded: rescue.get("discarded"),
+        })
+    }
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Maintenance {
+    pub promoted: i64,
+    pub rescued: i64,
+    pub discarded: i64,
+}
+
+/// Enqueue one job on `conn` (which may be inside the caller's transaction).
+pub async fn enqueue(conn: &mut PgConnection, job: NewJob) -> Result<Enqueued, QueueError> {
+    let mut out = enqueue_many(conn, std::slice::from_ref(&job)).await?;
+    Ok(out.remove(0))
+}
+
+/// Enqueue many jobs on `conn` in statements of up to 5,000 rows. Jobs whose unique key is held
+/// by an unfinished job are not inserted; their entry names the existing job.
+pub async fn enqueue_many(
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+) -> Result<Vec<Enqueued>, QueueError> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for chunk in jobs.chunks(ENQUEUE_CHUNK) {
+        out.extend(enqueue_chunk(conn, chunk).await?);
+    }
+    Ok(out)
+}
+
+async fn enqueue_chunk(
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+) -> Result<Vec<Enqueued>, QueueError> {
+    let rows: Vec<(i64, Option<String>)> = sqlx::query_as(sql::ENQUEUE_MANY)
+        .bind(jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| &j.args).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.scheduled_at).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.unique_key.as_deref()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.org_id.as_deref()).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.len() == jobs.len() {
+        return Ok(rows
+            .into_iter()
+            .map(|(id, _)| Enqueued { id, duplicate: false })
+            .collect());
+    }
+    // Some unique keys were taken. Returned rows come in input order, so a keyed job was
+    // inserted exactly when the next returned row carries its key.
+    let mut returned = rows.into_iter().peekable();
+    let mut fresh: Vec<Option<i64>> = Vec::with_capacity(jobs.len());
+    let mut ids_by_key: HashMap<String, i64> = HashMap::new();
+    for job in jobs {
+        let matches_next = returned
+            .peek()
+            .is_some_and(|(_, key)| key.as_deref() == job.unique_key.as_deref());
+        if matches_next {
+            let (id, key) = returned.next().expect("peeked");
+            if let Some(key) = key {
+                ids_by_key.insert(key, id);
+            }
+            fresh.push(Some(id));
+        } else {
+            fresh.push(None);
+        }
+    }
+    let missing: Vec<&str> = jobs
+        .iter()
+        .zip(&fresh)
+        .filter(|(_, id)| id.is_none())
+        .filter_map(|(job, _)| job.unique_key.as_deref())
+        .filter(|key| !ids_by_key.contains_key(*key))
+        .collect();
+    if !missing.is_empty() {
+        let existing: Vec<(i64, String)> = sqlx::query_as(sql::IDS_BY_UNIQUE_KEY)
+            .bind(&missing)
+            .fetch_all(&mut *conn)
+            .await?;
+        ids_by_key.extend(existing.into_iter().map(|(id, key)| (key, id)));
+    }
+    jobs.iter()
+        .zip(fresh)
+        .map(|(job, id)| match id {
+            Some(id) => Ok(Enqueued { id, duplicate: false }),
+            None => {
+                let key = job.unique_key.as_deref().unwrap_or_default();
+                ids_by_key
+                    .get(key)
+                    .map(|&id| Enqueued { id, duplicate: true })
+                    .ok_or_else(|| {
+                        QueueError::Conflict(format!("unique key `{key}` was released during enqueue; try again"))
+                    })
+            }
+        })
+        .collect()
+}
+
+/// An error entry for a job's history.
+pub fn error_entry(attempt: i32, class: &str, message: &str) -> Value {
+    json!({ "attempt": attempt, "kind": class, "error": message, "at": chrono::Utc::now() })
+}

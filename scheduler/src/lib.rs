@@ -1,0 +1,1 @@
+//! Cron entries, leader election and pool rules

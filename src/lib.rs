@@ -1,0 +1,1 @@
+//! WedSync Jobs: start-up wiring of the `wedsync-jobs` binary.

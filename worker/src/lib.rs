@@ -1,0 +1,1 @@
+//! The worker runtime: fetch loop, live concurrency, heartbeats, rescue, graceful shutdown
