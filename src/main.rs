@@ -1,1 +1,26 @@
-fn main() {}
+//! `wedsync-jobs`: one binary, many roles (SPEC §1). Exit codes: 0 ok, 1 runtime failure,
+//! 2 bad usage or configuration.
+
+use clap::Parser;
+use std::process::ExitCode;
+use wedsync_jobs::{Failure, cli::Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    match runtime.block_on(wedsync_jobs::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(err)) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(err)) => {
+            tracing::error!(error = format!("{err:#}"), "wedsync-jobs failed");
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}

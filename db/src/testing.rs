@@ -30,12 +30,15 @@ impl TestDb {
         let mut admin = PgConnection::connect(&admin_url)
             .await
             .with_context(|| "connecting to the local PostgreSQL as admin")?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE); CREATE DATABASE \"{name}\""
-        )))
-        .execute(&mut admin)
-        .await
-        .with_context(|| format!("creating database {name}"))?;
+        for statement in [
+            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{name}\""),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await
+                .with_context(|| format!("creating database {name}"))?;
+        }
         admin.close().await.ok();
         let options = PgConnectOptions::from_str(&admin_url)?.database(name);
         let url = options.to_url_lossy().to_string();

@@ -1,1 +1,17 @@
-//! The job families and register_all()
+//! The job families of WedSync Jobs, one module per family, and [`register_all`] that hands
+//! them to the worker.
+
+mod context;
+mod noop;
+
+pub use context::AppContext;
+pub use noop::Noop;
+
+use wedsync_queue::Registry;
+
+/// Every job kind the product runs.
+pub fn register_all() -> Registry<AppContext> {
+    let mut registry = Registry::new();
+    registry.register::<Noop>();
+    registry
+}

@@ -166,6 +166,31 @@ impl<C> Default for Registry<C> {
     }
 }
 
+impl<C> Registry<C> {
+    pub fn kind(&self, kind: &str) -> Option<&KindInfo> {
+        self.handlers.get(kind).map(|h| &h.info)
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &KindInfo> {
+        self.handlers.values().map(|h| &h.info)
+    }
+
+    /// The queues the registered kinds run on by default, deduplicated.
+    pub fn queues(&self) -> Vec<&'static str> {
+        let mut queues: Vec<_> = self.handlers.values().map(|h| h.info.queue).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        queues
+    }
+
+    /// The backoff of `kind` for failed attempt `attempt`, or the default one.
+    pub fn backoff(&self, kind: &str, attempt: i32) -> Duration {
+        self.handlers
+            .get(kind)
+            .map_or_else(|| exponential_backoff(attempt), |h| (h.backoff)(attempt))
+    }
+}
+
 impl<C: Clone + Send + Sync + 'static> Registry<C> {
     pub fn new() -> Self {
         Self::default()
@@ -190,22 +215,6 @@ impl<C: Clone + Send + Sync + 'static> Registry<C> {
         self
     }
 
-    pub fn kind(&self, kind: &str) -> Option<&KindInfo> {
-        self.handlers.get(kind).map(|h| &h.info)
-    }
-
-    pub fn kinds(&self) -> impl Iterator<Item = &KindInfo> {
-        self.handlers.values().map(|h| &h.info)
-    }
-
-    /// The queues the registered kinds run on by default, deduplicated.
-    pub fn queues(&self) -> Vec<&'static str> {
-        let mut queues: Vec<_> = self.handlers.values().map(|h| h.info.queue).collect();
-        queues.sort_unstable();
-        queues.dedup();
-        queues
-    }
-
     /// Decode `row`'s args and build the future that runs it. An unknown kind is retried (a
     /// deploy may bring its handler); args that do not decode are a permanent failure.
     pub fn prepare(&self, row: &JobRow, app: C) -> Result<PreparedRun, JobError> {
@@ -215,12 +224,6 @@ impl<C: Clone + Send + Sync + 'static> Registry<C> {
         (handler.prepare)(row, app)
     }
 
-    /// The backoff of `kind` for failed attempt `attempt`, or the default one.
-    pub fn backoff(&self, kind: &str, attempt: i32) -> Duration {
-        self.handlers
-            .get(kind)
-            .map_or_else(|| exponential_backoff(attempt), |h| (h.backoff)(attempt))
-    }
 }
 
 fn prepare<J: Job>(row: &JobRow, app: J::Context) -> Result<PreparedRun, JobError> {

@@ -1,0 +1,242 @@
+//! `Idempotency-Key` on POST writes: a repeat returns the first result and never does the work
+//! twice (SPEC §3).
+//!
+//! A middleware rather than per-handler code, so every write gets the same guarantee:
+//! 1. Claim `(org, key)` with the hash of method, path and body (`INSERT … ON CONFLICT DO
+//!    NOTHING`, committed at once so a concurrent duplicate sees it).
+//! 2. Run the handler in its own task: a client that disconnects mid-request does not cancel the
+//!    work half-way, and the outcome is always recorded for its retry.
+//! 3. Store the response status and JSON body. A 5xx is not stored: the claim is released so the
+//!    client may retry with the same key.
+//!
+//! A repeat with the same key and the same request replays the stored response (with
+//! `idempotent-replayed: true`); with a different request it is 422 `IDEMPOTENCY_KEY_REUSED`;
+//! while the first is still running it is 409 `CONFLICT`. A claim whose process died before
+//! recording stays "in flight" rather than risk doing the work twice; old rows are for retention
+//! to prune.
+
+use crate::ApiState;
+use crate::auth::Principal;
+use crate::error::{ApiError, PROBLEM_JSON, error_chain};
+use crate::extract;
+use axum::RequestExt;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tracing::Instrument;
+
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Longest key accepted; UUIDs and ULIDs fit with room to spare.
+const MAX_KEY_LEN: usize = 255;
+/// Our own responses are small; this only bounds a runaway one.
+const MAX_STORED_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// The middleware; requests other than POST, or without the header, pass straight through.
+pub async fn middleware(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST || !req.headers().contains_key(IDEMPOTENCY_KEY) {
+        return next.run(req).await;
+    }
+    once(state, req, next)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn once(state: ApiState, req: Request, next: Next) -> Result<Response, ApiError> {
+    let key = idempotency_key(req.headers().get(IDEMPOTENCY_KEY))?;
+    let (mut parts, body) = req.with_limited_body().into_parts();
+    let principal = Principal::from_request_parts(&mut parts, &state).await?;
+    let body = extract::body_bytes(Request::new(body), &()).await?;
+    let hash = request_hash(&parts.method, parts.uri.path(), &body);
+    let pool = state.pool;
+
+    match claim(&pool, &principal.org_id, &key, &hash).await? {
+        Claim::Owned => {}
+        Claim::Done { status, body } => return Ok(replay(status, &body)),
+        Claim::InFlight => {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still being processed; retry later"
+                    .to_owned(),
+            ));
+        }
+        Claim::Reused => return Err(ApiError::IdempotencyKeyReused),
+    }
+
+    let req = Request::from_parts(parts, Body::from(body));
+    let org = principal.org_id;
+    let task = tokio::spawn({
+        let (pool, org, key) = (pool.clone(), org.clone(), key.clone());
+        async move {
+            let response = next.run(req).await;
+            record(&pool, &org, &key, response).await
+        }
+        .instrument(tracing::Span::current())
+    });
+    match task.await {
+        Ok(response) => Ok(response),
+        Err(panicked) => {
+            // The handler panicked before anything was recorded: free the key for a retry.
+            log_failure(release(&pool, &org, &key).await);
+            Err(ApiError::internal(panicked))
+        }
+    }
+}
+
+fn idempotency_key(value: Option<&HeaderValue>) -> Result<String, ApiError> {
+    let invalid = || {
+        ApiError::invalid_field(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+        )
+    };
+    let key = value.and_then(|v| v.to_str().ok()).ok_or_else(invalid)?;
+    let valid = (1..=MAX_KEY_LEN).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+    valid.then(|| key.to_owned()).ok_or_else(invalid)
+}
+
+/// Identifies "the same request": a key reused on another endpoint or body is a different one.
+fn request_hash(method: &Method, path: &str, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_str());
+    hasher.update(b" ");
+    hasher.update(path);
+    hasher.update(b"\n");
+    hasher.update(body);
+    hex::encode(hasher.finalize())
+}
+
+enum Claim {
+    Owned,
+    Done { status: i16, body: Value },
+    InFlight,
+    Reused,
+}
+
+async fn claim(pool: &PgPool, org: &str, key: &str, hash: &str) -> Result<Claim, ApiError> {
+    // A claim released by a failed first attempt between our two statements: claim again.
+    for _ in 0..3 {
+        let inserted: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO idempotency_keys (org_id, key, request_hash) VALUES ($1, $2, $3) \
+             ON CONFLICT (org_id, key) DO NOTHING RETURNING 1",
+        )
+        .bind(org)
+        .bind(key)
+        .bind(hash)
+        .fetch_optional(pool)
+        .await?;
+        if inserted.is_some() {
+            return Ok(Claim::Owned);
+        }
+        let existing: Option<(String, Option<i16>, Option<Value>)> = sqlx::query_as(
+            "SELECT request_hash, status, response FROM idempotency_keys \
+             WHERE org_id = $1 AND key = $2",
+        )
+        .bind(org)
+        .bind(key)
+        .fetch_optional(pool)
+        .await?;
+        return Ok(match existing {
+            None => continue,
+            Some((stored, _, _)) if stored != hash => Claim::Reused,
+            Some((_, Some(status), Some(body))) => Claim::Done { status, body },
+            Some(_) => Claim::InFlight,
+        });
+    }
+    Err(ApiError::Conflict(
+        "this Idempotency-Key is being retried concurrently; retry later".to_owned(),
+    ))
+}
+
+/// Store the outcome of the first request (or release the claim after a server error) and hand
+/// the response on unchanged.
+async fn record(pool: &PgPool, org: &str, key: &str, response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    if parts.status.is_server_error() {
+        log_failure(release(pool, org, key).await);
+        return Response::from_parts(parts, body);
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_STORED_RESPONSE).await else {
+        log_failure(release(pool, org, key).await);
+        return ApiError::internal("a response body could not be buffered").into_response();
+    };
+    let outcome = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(json) => sqlx::query(
+            "UPDATE idempotency_keys SET status = $3, response = $4 WHERE org_id = $1 AND key = $2",
+        )
+        .bind(org)
+        .bind(key)
+        .bind(parts.status.as_u16() as i16)
+        .bind(json)
+        .execute(pool)
+        .await
+        .map(drop),
+        // Not JSON (none of our routes answers so): nothing to replay, so let a retry run it.
+        Err(_) => release(pool, org, key).await,
+    };
+    log_failure(outcome);
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// A failed bookkeeping statement leaves the key in flight: a retry gets 409, never a second run.
+fn log_failure(outcome: Result<(), sqlx::Error>) {
+    if let Err(err) = outcome {
+        tracing::error!(error = %error_chain(&err), "could not record an idempotent response");
+    }
+}
+
+async fn release(pool: &PgPool, org: &str, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2 AND status IS NULL")
+        .bind(org)
+        .bind(key)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+fn replay(status: i16, body: &Value) -> Response {
+    let status = u16::try_from(status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let content_type = if status.is_client_error() {
+        PROBLEM_JSON
+    } else {
+        "application/json"
+    };
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (REPLAYED, HeaderValue::from_static("true")),
+        ],
+        Bytes::from(body.to_string()),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_be_short_visible_ascii() {
+        let key = |s: &'static str| idempotency_key(Some(&HeaderValue::from_static(s)));
+        assert_eq!(key("order-42").unwrap(), "order-42");
+        assert!(key("").is_err());
+        assert!(key("has space").is_err());
+        assert!(idempotency_key(None).is_err());
+    }
+
+    #[test]
+    fn the_same_key_on_another_path_or_body_is_another_request() {
+        let a = request_hash(&Method::POST, "/v1/jobs", b"{}");
+        assert_eq!(a, request_hash(&Method::POST, "/v1/jobs", b"{}"));
+        assert_ne!(a, request_hash(&Method::POST, "/v1/jobs/1/retry", b"{}"));
+        assert_ne!(a, request_hash(&Method::POST, "/v1/jobs", b"{\"a\":1}"));
+    }
+}

@@ -1,0 +1,126 @@
+//! `GET /metrics`: Prometheus text.
+//!
+//! Two parts: whatever the process recorded through the `metrics` facade (API latency, job
+//! durations, breakers… rendered by the installed recorder's handle), then gauges read from the
+//! database at scrape time. The latter are written straight from a fresh snapshot instead of being
+//! set on the global recorder: a recorder keeps every series it has seen, so a queue/kind/state
+//! that drained to nothing would report its last count forever.
+
+use crate::ApiState;
+use crate::error::error_chain;
+use crate::routes::Route;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::formatting::{
+    sanitize_label_value, write_help_line, write_type_line,
+};
+use std::fmt::Write;
+use wedsync_queue::{QueueStats, StateCount};
+
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub fn routes() -> Vec<Route> {
+    vec![("/metrics", get(render))]
+}
+
+async fn render(State(state): State<ApiState>) -> impl IntoResponse {
+    let mut out = state.prometheus.render();
+    match state.queue.state_counts().await {
+        Ok(counts) => write_job_counts(&mut out, &counts),
+        Err(err) => tracing::warn!(error = %error_chain(&err), "metrics: job counts unavailable"),
+    }
+    match state.queue.queue_stats().await {
+        Ok(stats) => write_queue_stats(&mut out, &stats),
+        Err(err) => tracing::warn!(error = %error_chain(&err), "metrics: queue stats unavailable"),
+    }
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], out)
+}
+
+fn gauge_header(out: &mut String, name: &str, help: &str) {
+    write_help_line(out, name, None, None, help);
+    write_type_line(out, name, None, None, "gauge");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", sanitize_label_value(v)))
+        .collect();
+    let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+}
+
+/// `wedsync_jobs{queue,kind,state}`: unfinished jobs, and jobs finished in the last hour.
+pub fn write_job_counts(out: &mut String, counts: &[StateCount]) {
+    let name = "wedsync_jobs";
+    gauge_header(
+        out,
+        name,
+        "Jobs by queue, kind and state (finished states: last hour).",
+    );
+    for c in counts {
+        let labels = [
+            ("queue", c.queue.as_str()),
+            ("kind", &c.kind),
+            ("state", &c.state),
+        ];
+        sample(out, name, &labels, c.n as f64);
+    }
+}
+
+/// Pool size, pause flag and lag per queue.
+pub fn write_queue_stats(out: &mut String, stats: &[QueueStats]) {
+    let concurrency = "wedsync_pool_concurrency";
+    gauge_header(
+        out,
+        concurrency,
+        "Per-process concurrency of each queue's pool.",
+    );
+    for s in stats {
+        if let Some(n) = s.concurrency {
+            sample(out, concurrency, &[("queue", &s.queue)], f64::from(n));
+        }
+    }
+    let paused = "wedsync_queue_paused";
+    gauge_header(out, paused, "1 when the queue is paused.");
+    for s in stats {
+        sample(
+            out,
+            paused,
+            &[("queue", &s.queue)],
+            f64::from(u8::from(s.paused)),
+        );
+    }
+    let lag = "wedsync_queue_lag_seconds";
+    gauge_header(out, lag, "Age of the oldest available job of each queue.");
+    for s in stats {
+        sample(
+            out,
+            lag,
+            &[("queue", &s.queue)],
+            s.lag_seconds.unwrap_or(0.0),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_counts_render_as_labelled_gauges() {
+        let mut out = String::new();
+        let count = StateCount {
+            queue: "email".into(),
+            kind: "send \"x\"".into(),
+            state: "available".into(),
+            n: 3,
+        };
+        write_job_counts(&mut out, &[count]);
+        assert!(out.contains("# TYPE wedsync_jobs gauge"));
+        assert!(
+            out.contains(r#"wedsync_jobs{queue="email",kind="send \"x\"",state="available"} 3"#)
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! One module per resource; each lists its own routes, and [`all`] is the table the router is
+//! built from (and that the OpenAPI test checks against the document).
+
+pub mod health;
+pub mod jobs;
+pub mod metrics;
+pub mod openapi;
+pub mod queues;
+
+use crate::ApiState;
+use crate::error::ApiError;
+use axum::http::{Method, Uri};
+use axum::routing::MethodRouter;
+
+/// A path template and its handlers.
+pub type Route = (&'static str, MethodRouter<ApiState>);
+
+/// Every route of the API.
+pub fn all() -> Vec<Route> {
+    [
+        health::routes(),
+        metrics::routes(),
+        openapi::routes(),
+        jobs::routes(),
+        queues::routes(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Fallback for paths no route matches.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+/// Fallback for a known path with a method it does not support.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not supported on {}", uri.path()))
+}

@@ -1,0 +1,58 @@
+//! What every handler shares.
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use wedsync_queue::{KindInfo, Queue};
+
+/// Pool concurrency given to a queue that gets its first pool row from the API (pause/resume).
+pub const DEFAULT_CONCURRENCY: i32 = 10;
+
+/// Shared state of the API; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub queue: Queue,
+    /// The job kinds `POST /v1/jobs` accepts, with their default queue, priority and attempts.
+    pub kinds: Arc<Vec<KindInfo>>,
+    /// Renders the process's metrics for `GET /metrics`.
+    pub prometheus: PrometheusHandle,
+    pub default_concurrency: i32,
+    /// `GET /readyz` fails when a queue's oldest available job is older than this; `None` only
+    /// reports the lag. Off by default: a backlog is the workers' problem, and taking API pods
+    /// out of service would not help it.
+    pub ready_max_lag: Option<Duration>,
+}
+
+impl ApiState {
+    pub fn new(
+        pool: PgPool,
+        kinds: impl IntoIterator<Item = KindInfo>,
+        prometheus: PrometheusHandle,
+    ) -> Self {
+        ApiState {
+            queue: Queue::new(pool.clone()),
+            pool,
+            kinds: Arc::new(kinds.into_iter().collect()),
+            prometheus,
+            default_concurrency: DEFAULT_CONCURRENCY,
+            ready_max_lag: None,
+        }
+    }
+
+    pub fn with_default_concurrency(mut self, concurrency: i32) -> Self {
+        self.default_concurrency = concurrency;
+        self
+    }
+
+    pub fn with_ready_max_lag(mut self, lag: Duration) -> Self {
+        self.ready_max_lag = Some(lag);
+        self
+    }
+
+    /// The registered kind called `name`.
+    pub fn kind(&self, name: &str) -> Option<&KindInfo> {
+        self.kinds.iter().find(|k| k.kind == name)
+    }
+}

@@ -1,0 +1,8 @@
+//! HTTP tests of the API against a real PostgreSQL: each test gets its own migrated database and
+//! its own server on a loopback port. One binary (modules below) so the suite links once.
+
+mod auth;
+mod jobs;
+mod operations;
+mod requests;
+mod support;

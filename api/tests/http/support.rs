@@ -1,0 +1,110 @@
+//! `TestApp`: a fresh database, the API serving it on 127.0.0.1:0, and keys to call it with.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+use std::sync::OnceLock;
+use wedsync_api::{ApiState, Role, keys, telemetry};
+use wedsync_db::testing::TestDb;
+use wedsync_queue::KindInfo;
+
+pub struct TestApp {
+    pub db: TestDb,
+    pub base: String,
+    pub client: reqwest::Client,
+    /// An operator key of org `ops`.
+    pub operator: String,
+}
+
+/// The process-wide recorder: macros record only into a global one, and every test in this
+/// binary shares it (it is installed once).
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            telemetry::configure_prometheus(PrometheusBuilder::new())
+                .and_then(PrometheusBuilder::install_recorder)
+                .expect("install the Prometheus recorder")
+        })
+        .clone()
+}
+
+pub fn noop_kind() -> KindInfo {
+    KindInfo {
+        kind: "noop",
+        queue: "default",
+        priority: 5,
+        max_attempts: 20,
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let db = TestDb::new().await.expect("create a test database");
+        let state = ApiState::new(db.pool.clone(), vec![noop_kind()], prometheus());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(wedsync_api::serve(listener, state, std::future::pending()));
+        let operator = keys::create_key(&db.pool, "ops", Role::Operator)
+            .await
+            .unwrap();
+        TestApp {
+            db,
+            base,
+            client: reqwest::Client::new(),
+            operator,
+        }
+    }
+
+    pub async fn key(&self, org: &str, role: Role) -> String {
+        keys::create_key(&self.db.pool, org, role).await.unwrap()
+    }
+
+    pub fn get(&self, path: &str, key: &str) -> RequestBuilder {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+    }
+
+    pub fn post(&self, path: &str, key: &str) -> RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(key)
+    }
+
+    /// Enqueue as the operator and return the created job.
+    pub async fn enqueue(&self, body: Value) -> Value {
+        let response = self
+            .post("/v1/jobs", &self.operator)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    pub async fn job_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM all_jobs")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// Assert `response` is a problem document with `status` and `code`; return its body.
+pub async fn problem(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "problem without {field}: {body}");
+    }
+    body
+}

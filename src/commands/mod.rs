@@ -1,0 +1,7 @@
+//! One module per group of subcommands.
+
+pub mod admin;
+pub mod bench;
+pub mod jobs;
+mod output;
+pub mod serve;

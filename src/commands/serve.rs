@@ -1,0 +1,106 @@
+//! The long-running roles: `all`, `api`, `worker`, `scheduler`.
+
+use crate::Failure;
+use crate::cli::WorkerArgs;
+use crate::settings::Settings;
+use crate::{shutdown, startup};
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wedsync_kinds::AppContext;
+use wedsync_queue::Queue;
+use wedsync_worker::{Worker, WorkerConfig};
+
+/// API + workers for every queue + scheduler in one process.
+pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Failure> {
+    let pool = startup::connect(&settings, 32, true).await?;
+    let stop = shutdown::on_signal();
+    let listener = bind(&settings).await?;
+    let key = crate::commands::admin::embedded_admin_key(&pool, &settings).await?;
+    println!("WedSync Jobs is running (API, workers, scheduler).");
+    println!("  API:        http://{}", listener.local_addr().context("reading the bound address")?);
+    println!("  admin key:  {key}");
+    println!("  try:        curl -H 'Authorization: Bearer {key}' http://{}/v1/queues", listener.local_addr().context("reading the bound address")?);
+    let api = tokio::spawn(serve_api(
+        pool.clone(),
+        listener,
+        prometheus,
+        settings.worker.default_concurrency,
+        stop.clone(),
+    ));
+    let worker = tokio::spawn(run_worker(pool.clone(), worker_config(&settings, &WorkerArgs::default()), stop.clone()));
+    let scheduler = tokio::spawn(wedsync_scheduler::run(pool, Duration::from_secs(5), stop));
+    let (api, worker, _) = tokio::join!(api, worker, scheduler);
+    api.context("API task")??;
+    worker.context("worker task")??;
+    Ok(())
+}
+
+pub async fn api(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Failure> {
+    let pool = startup::connect(&settings, 16, true).await?;
+    let stop = shutdown::on_signal();
+    let listener = bind(&settings).await?;
+    tracing::info!(listen = %settings.listen, "API listening");
+    serve_api(pool, listener, prometheus, settings.worker.default_concurrency, stop).await
+}
+
+pub async fn worker(settings: Settings, args: WorkerArgs) -> Result<(), Failure> {
+    let pool = startup::connect(&settings, 16, true).await?;
+    let config = worker_config(&settings, &args);
+    run_worker(pool, config, shutdown::on_signal()).await
+}
+
+pub async fn scheduler(settings: Settings) -> Result<(), Failure> {
+    let pool = startup::connect(&settings, 4, true).await?;
+    wedsync_scheduler::run(pool, Duration::from_secs(5), shutdown::on_signal()).await;
+    Ok(())
+}
+
+async fn bind(settings: &Settings) -> Result<tokio::net::TcpListener, Failure> {
+    tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding WEDSYNC_LISTEN={}", settings.listen))
+        .map_err(Failure::Usage)
+}
+
+async fn serve_api(
+    pool: PgPool,
+    listener: tokio::net::TcpListener,
+    prometheus: PrometheusHandle,
+    default_concurrency: i32,
+    stop: CancellationToken,
+) -> Result<(), Failure> {
+    let kinds: Vec<_> = wedsync_kinds::register_all().kinds().cloned().collect();
+    let state = wedsync_api::ApiState::new(pool, kinds, prometheus)
+        .with_default_concurrency(default_concurrency);
+    wedsync_api::serve(listener, state, stop.cancelled_owned())
+        .await
+        .context("serving the API")?;
+    Ok(())
+}
+
+fn worker_config(settings: &Settings, args: &WorkerArgs) -> WorkerConfig {
+    let queues = if args.queues.is_empty() {
+        wedsync_kinds::register_all().queues().iter().map(|q| q.to_string()).collect()
+    } else {
+        args.queues.clone()
+    };
+    let mut config = WorkerConfig::new(queues);
+    config.default_concurrency = args.concurrency.unwrap_or(settings.worker.default_concurrency);
+    config.poll_interval = settings.worker.poll_interval;
+    config.heartbeat_interval = settings.worker.heartbeat_interval;
+    config.heartbeat_timeout = settings.worker.heartbeat_timeout;
+    config.shutdown_grace = settings.worker.shutdown_grace;
+    config.run_log = args.run_log.clone();
+    config
+}
+
+async fn run_worker(pool: PgPool, config: WorkerConfig, stop: CancellationToken) -> Result<(), Failure> {
+    let app = AppContext { pool: pool.clone() };
+    let worker = Worker::new(Queue::new(pool), Arc::new(wedsync_kinds::register_all()), app, config);
+    worker.run(stop).await.context("running the worker")?;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Connecting to PostgreSQL: the configured `DATABASE_URL`, or the embedded default's local
+//! server (found or started), then migrations.
+
+use crate::Failure;
+use crate::settings::Settings;
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use std::time::Duration;
+use wedsync_db::local::LocalPgError;
+
+/// The database URL to use: `DATABASE_URL`, else a local PostgreSQL (SPEC §1).
+pub async fn database_url(settings: &Settings) -> Result<String, Failure> {
+    if let Some(url) = &settings.database_url {
+        return Ok(url.expose_secret().to_owned());
+    }
+    let data_dir = settings.data_dir.join("pg");
+    wedsync_db::local::resolve_database_url("wedsync", &data_dir)
+        .await
+        .map_err(|err| match err {
+            LocalPgError::NoBinaries { .. } => Failure::Usage(err.into()),
+            other => Failure::Runtime(anyhow::Error::new(other).context("starting the local PostgreSQL")),
+        })
+}
+
+/// Connect a pool of `max_connections`, and apply migrations when `migrate` is set.
+pub async fn connect(settings: &Settings, max_connections: u32, migrate: bool) -> Result<PgPool, Failure> {
+    let url = database_url(settings).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&url)
+        .await
+        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+    if migrate {
+        wedsync_db::MIGRATOR
+            .run(&pool)
+            .await
+            .context("applying database migrations")?;
+    }
+    Ok(pool)
+}

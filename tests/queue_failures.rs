@@ -1,0 +1,129 @@
+//! What happens when a job fails: backoff, discard after max attempts, "retry after",
+//! "permanent", panics and timeouts (SPEC §4).
+
+mod support;
+
+use serde_json::Value;
+use std::time::Duration;
+use support::kinds::{Behaviour, TestCtx, registry, scripted};
+use support::{count_in_state, start_worker, test_config, wait_for};
+use wedsync_db::testing::TestDb;
+use wedsync_queue::{JobRow, Queue};
+
+async fn setup() -> (TestDb, Queue, TestCtx) {
+    let db = TestDb::new().await.expect("test database");
+    let ctx = TestCtx::new(db.pool.clone()).await;
+    let queue = Queue::new(db.pool.clone());
+    (db, queue, ctx)
+}
+
+async fn wait_for_state(queue: &Queue, id: i64, state: &str, timeout: Duration) -> JobRow {
+    wait_for(&format!("job {id} to be {state}"), timeout, || async {
+        let job = queue.job(id, None).await.ok()?;
+        (job.state.as_str() == state).then_some(job)
+    })
+    .await
+}
+
+fn error_kinds(job: &JobRow) -> Vec<String> {
+    job.errors
+        .as_array()
+        .expect("errors array")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn failed_job_is_retried_with_backoff_then_discarded_after_max_attempts() {
+    let (db, queue, ctx) = setup().await;
+    let id = queue.enqueue(scripted(Behaviour::Fail)).await.unwrap().id;
+    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
+
+    let job = wait_for_state(&queue, id, "discarded", Duration::from_secs(10)).await;
+    worker.stop().await;
+
+    assert_eq!(job.attempt, 3);
+    assert_eq!(error_kinds(&job), ["error", "error", "error"]);
+    // Each retry waited at least its backoff (200 ms × attempt) after the failed attempt.
+    let runs: Vec<(i32, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT attempt, at FROM test_runs WHERE job_id = $1 ORDER BY at")
+            .bind(id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+    for pair in runs.windows(2) {
+        let waited = (pair[1].1 - pair[0].1).to_std().unwrap();
+        let backoff = Duration::from_millis(200 * pair[0].0 as u64);
+        assert!(waited >= backoff, "retry after {waited:?}, backoff {backoff:?}");
+        assert!(waited < backoff + Duration::from_secs(2), "retry came late: {waited:?}");
+    }
+}
+
+#[tokio::test]
+async fn job_that_succeeds_on_a_later_attempt_completes_with_its_error_history() {
+    let (db, queue, ctx) = setup().await;
+    let id = queue.enqueue(scripted(Behaviour::FailUntilAttempt(2))).await.unwrap().id;
+    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
+    let job = wait_for_state(&queue, id, "completed", Duration::from_secs(10)).await;
+    worker.stop().await;
+    assert_eq!(job.attempt, 2);
+    assert_eq!(job.errors.as_array().unwrap().len(), 1);
+    assert_eq!(job.errors[0]["attempt"], 1);
+}
+
+#[tokio::test]
+async fn retry_after_holds_the_job_back_for_the_requested_delay() {
+    let (db, queue, ctx) = setup().await;
+    let id = queue.enqueue(scripted(Behaviour::RetryAfterSecs(60))).await.unwrap().id;
+    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
+    let job = wait_for_state(&queue, id, "retryable", Duration::from_secs(10)).await;
+    let attempted_at = job.attempted_at.expect("attempted");
+    let delay = (job.scheduled_at - attempted_at).to_std().unwrap();
+    assert!(delay >= Duration::from_secs(60) && delay < Duration::from_secs(61), "{delay:?}");
+    // A maintenance pass (the only thing that makes waiting jobs available) leaves it waiting.
+    queue.maintain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(queue.job(id, None).await.unwrap().state.as_str(), "retryable");
+    worker.stop().await;
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM test_runs").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(runs, 1, "a job told to retry after 60 s ran again early");
+    assert_eq!(error_kinds(&queue.job(id, None).await.unwrap()), ["retry_after"]);
+}
+
+#[tokio::test]
+async fn permanent_error_discards_without_retrying() {
+    let (db, queue, ctx) = setup().await;
+    let id = queue.enqueue(scripted(Behaviour::Permanent)).await.unwrap().id;
+    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
+    let job = wait_for_state(&queue, id, "discarded", Duration::from_secs(10)).await;
+    worker.stop().await;
+    assert_eq!(job.attempt, 1);
+    assert_eq!(error_kinds(&job), ["permanent"]);
+    assert_eq!(job.errors[0]["error"], Value::from("this can never work"));
+}
+
+#[tokio::test]
+async fn panic_is_a_failed_attempt_and_the_worker_keeps_working() {
+    let (db, queue, ctx) = setup().await;
+    let panicking = queue.enqueue(scripted(Behaviour::Panic)).await.unwrap().id;
+    let fine = queue.enqueue(scripted(Behaviour::Succeed)).await.unwrap().id;
+    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
+    wait_for_state(&queue, fine, "completed", Duration::from_secs(10)).await;
+    let job = wait_for_state(&queue, panicking, "discarded", Duration::from_secs(10)).await;
+    worker.stop().await;
+    assert_eq!(job.attempt, 3);
+    assert!(job.errors[0]["error"].as_str().unwrap().contains("panicked: scripted panic"));
+}
+
+#[tokio::test]
+async fn job_exceeding_its_timeout_is_failed_and_retried() {
+    let (db, queue, ctx) = setup().await;
+    let id = queue.enqueue(scripted(Behaviour::Hang)).await.unwrap().id;
+    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
+    let job = wait_for_state(&queue, id, "discarded", Duration::from_secs(10)).await;
+    worker.stop().await;
+    assert_eq!(job.attempt, 3);
+    assert!(job.errors[0]["error"].as_str().unwrap().starts_with("timed out after 300ms"));
+    assert_eq!(count_in_state(&db, "running").await, 0);
+}

@@ -1,0 +1,142 @@
+//! Shared test harness: a fresh database per test, in-process workers, waiting on conditions.
+#![allow(dead_code)]
+
+pub mod kinds;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wedsync_db::testing::TestDb;
+use wedsync_queue::{Queue, Registry};
+use wedsync_worker::{Worker, WorkerConfig, WorkerError, WorkerReport};
+
+/// Poll `check` every 10 ms until it returns `Some`, or panic after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Fast timings for tests: quick polls, heartbeats and rescue.
+pub fn test_config(queues: &[&str]) -> WorkerConfig {
+    let mut config = WorkerConfig::new(queues.iter().map(|q| q.to_string()).collect());
+    config.poll_interval = Duration::from_millis(100);
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.heartbeat_timeout = Duration::from_secs(2);
+    config.maintenance_interval = Duration::from_millis(100);
+    config.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+/// A worker running in this process until [`RunningWorker::stop`].
+pub struct RunningWorker {
+    pub stop: CancellationToken,
+    pub handle: JoinHandle<Result<WorkerReport, WorkerError>>,
+}
+
+impl RunningWorker {
+    pub async fn stop(self) -> WorkerReport {
+        self.stop.cancel();
+        self.handle.await.expect("worker task").expect("worker run")
+    }
+}
+
+pub fn start_worker<C: Clone + Send + Sync + 'static>(
+    db: &TestDb,
+    registry: Registry<C>,
+    app: C,
+    config: WorkerConfig,
+) -> RunningWorker {
+    let stop = CancellationToken::new();
+    let worker = Worker::new(Queue::new(db.pool.clone()), Arc::new(registry), app, config);
+    let handle = tokio::spawn(worker.run(stop.clone()));
+    RunningWorker { stop, handle }
+}
+
+/// Number of jobs in `state` (finished or not).
+pub async fn count_in_state(db: &TestDb, state: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM all_jobs WHERE state = $1")
+        .bind(state)
+        .fetch_one(&db.pool)
+        .await
+        .expect("count jobs")
+}
+
+/// A `wedsync-jobs worker` child process on the test database, with fast test timings.
+pub struct WorkerProcess {
+    pub child: std::process::Child,
+    pub run_log: std::path::PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn spawn(db: &TestDb, queues: &str, extra_env: &[(&str, &str)]) -> Self {
+        let run_log = std::env::temp_dir().join(format!(
+            "wedsync-run-{}-{}.log",
+            db.name,
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wedsync-jobs"));
+        command
+            .args(["worker", "--queues", queues, "--run-log"])
+            .arg(&run_log)
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .env("WEDSYNC_POLL_INTERVAL_MS", "100")
+            .env("WEDSYNC_HEARTBEAT_INTERVAL_MS", "200")
+            .env("WEDSYNC_HEARTBEAT_TIMEOUT_MS", "2000");
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start a worker process");
+        WorkerProcess { child, run_log }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// SIGTERM, wait for a clean exit, and return the job ids this process started.
+    pub fn terminate(mut self) -> Vec<i64> {
+        self.signal("-TERM");
+        let status = self.child.wait().expect("wait for worker");
+        assert!(status.success(), "worker exited with {status}");
+        let ids = std::fs::read_to_string(&self.run_log)
+            .expect("read run log")
+            .lines()
+            .map(|line| line.parse().expect("job id"))
+            .collect();
+        std::fs::remove_file(&self.run_log).ok();
+        ids
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Jobs still in the hot table (unfinished) for `queue`.
+pub async fn unfinished(db: &TestDb, queue: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE queue = $1")
+        .bind(queue)
+        .fetch_one(&db.pool)
+        .await
+        .expect("count unfinished")
+}

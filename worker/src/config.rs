@@ -1,0 +1,56 @@
+//! Settings of one worker process.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a worker process behaves; every field has a production default.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique per process; written to `jobs.attempted_by` of the jobs it holds.
+    pub worker_id: String,
+    /// Queues to work; each gets its own fetch loop.
+    pub queues: Vec<String>,
+    /// Concurrency of a queue that has no pool row yet (the row is created with it).
+    pub default_concurrency: i32,
+    /// Most jobs claimed by one statement.
+    pub max_claim_batch: i64,
+    /// Fallback poll when no notification arrives (scheduled jobs, lost notifications).
+    pub poll_interval: Duration,
+    pub heartbeat_interval: Duration,
+    /// A worker silent for this long is declared dead and its jobs are rescued.
+    pub heartbeat_timeout: Duration,
+    /// How often this process tries to run maintenance (promotion of due jobs, rescue).
+    pub maintenance_interval: Duration,
+    /// Time in-flight jobs get to finish on shutdown before they are handed back.
+    pub shutdown_grace: Duration,
+    /// Most completions written by one statement.
+    pub max_completion_batch: usize,
+    /// When set, the id of every job this process starts is written here at shutdown, one per
+    /// line (used by the benchmark and tests to prove exactly-once execution).
+    pub run_log: Option<PathBuf>,
+}
+
+impl WorkerConfig {
+    pub fn new(queues: Vec<String>) -> Self {
+        WorkerConfig {
+            worker_id: default_worker_id(),
+            queues,
+            default_concurrency: 10,
+            max_claim_batch: 200,
+            poll_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(5),
+            maintenance_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(10),
+            max_completion_batch: 1000,
+            run_log: None,
+        }
+    }
+}
+
+/// `host:pid:random`, unique across restarts on the same host.
+pub fn default_worker_id() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    format!("{host}:{}:{suffix}", std::process::id())
+}

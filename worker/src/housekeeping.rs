@@ -1,0 +1,55 @@
+//! Heartbeats of this process, and the maintenance pass (promote due jobs, rescue the jobs of
+//! dead workers) that every worker attempts and one at a time performs.
+
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wedsync_queue::Queue;
+
+pub(crate) async fn heartbeat(
+    queue: Queue,
+    worker_id: String,
+    host: String,
+    queues: Vec<String>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        match queue.heartbeat(&worker_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Declared dead (e.g. a long pause); its jobs were rescued and our completions of
+                // them will be ignored. Register again and carry on.
+                tracing::warn!(%worker_id, "this worker was declared dead; registering again");
+                if let Err(err) = queue.register_worker(&worker_id, &host, &queues).await {
+                    tracing::warn!(error = %err, "re-registering failed");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "heartbeat failed"),
+        }
+    }
+}
+
+pub(crate) async fn maintain(
+    queue: Queue,
+    interval: Duration,
+    heartbeat_timeout: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        match queue.maintain(heartbeat_timeout).await {
+            Ok(done) if done.rescued + done.discarded > 0 => {
+                tracing::warn!(rescued = done.rescued, discarded = done.discarded, "rescued jobs of dead workers");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "maintenance pass failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}

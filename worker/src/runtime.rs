@@ -1,0 +1,213 @@
+//! A worker process: wires the fetch loops, completer, listener, pool watcher and housekeeping
+//! together, and shuts them down in the order that loses nothing.
+
+use crate::completer::run_completer;
+use crate::config::WorkerConfig;
+use crate::executor::{Shared, Slots, lock};
+use crate::fetcher::Fetcher;
+use crate::housekeeping;
+use crate::signals::{PoolState, listen, watch_pools};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use wedsync_queue::{Queue, QueueError, Registry};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    #[error("starting the worker: {0}")]
+    Start(#[from] QueueError),
+    #[error("writing the run log {path}: {source}")]
+    RunLog {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerReport {
+    pub started_jobs: u64,
+    /// Jobs still running at the end of the grace period, returned to the queue.
+    pub handed_back: u64,
+}
+
+pub struct Worker<C> {
+    queue: Queue,
+    registry: Arc<Registry<C>>,
+    app: C,
+    config: WorkerConfig,
+}
+
+impl<C: Clone + Send + Sync + 'static> Worker<C> {
+    pub fn new(queue: Queue, registry: Arc<Registry<C>>, app: C, config: WorkerConfig) -> Self {
+        Worker {
+            queue,
+            registry,
+            app,
+            config,
+        }
+    }
+
+    /// Work the configured queues until `shutdown` is cancelled, then stop claiming, give
+    /// in-flight jobs the grace period, hand back the rest and deregister.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerReport, WorkerError> {
+        let Worker {
+            queue,
+            registry,
+            app,
+            config,
+        } = self;
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        queue
+            .register_worker(&config.worker_id, &host, &config.queues)
+            .await?;
+        for name in &config.queues {
+            queue.ensure_pool(name, config.default_concurrency).await?;
+        }
+        tracing::info!(worker_id = %config.worker_id, queues = ?config.queues, "worker started");
+
+        let (completions, completions_rx) = mpsc::channel(config.max_completion_batch * 4);
+        let shared = Arc::new(Shared {
+            queue: queue.clone(),
+            registry,
+            app,
+            worker_id: config.worker_id.clone(),
+            completions,
+            running: Mutex::new(HashMap::new()),
+            job_ended: Notify::new(),
+            run_log: config.run_log.as_ref().map(|_| Mutex::new(Vec::new())),
+        });
+        let completer_stop = CancellationToken::new();
+        let completer = tokio::spawn(run_completer(
+            queue.clone(),
+            config.worker_id.clone(),
+            completions_rx,
+            config.max_completion_batch,
+            completer_stop.clone(),
+        ));
+
+        // Background loops stop after the fetchers and in-flight jobs are done.
+        let background_stop = CancellationToken::new();
+        let mut background = JoinSet::new();
+        let fetch_stop = shutdown.child_token();
+        let mut fetchers = JoinSet::new();
+        let mut pool_senders = HashMap::new();
+        let mut wakes = HashMap::new();
+        let initial = PoolState {
+            concurrency: config.default_concurrency,
+            paused: false,
+        };
+        for name in &config.queues {
+            let (tx, rx) = watch::channel(initial);
+            let wake = Arc::new(Notify::new());
+            pool_senders.insert(name.clone(), tx);
+            wakes.insert(name.clone(), wake.clone());
+            let fetcher = Fetcher {
+                shared: shared.clone(),
+                queue: name.clone(),
+                slots: Arc::new(Slots::default()),
+                pool: rx,
+                wake,
+                max_batch: config.max_claim_batch,
+                poll_interval: config.poll_interval,
+            };
+            fetchers.spawn(fetcher.run(fetch_stop.clone()));
+        }
+        let reload_pools = Arc::new(Notify::new());
+        background.spawn(watch_pools(
+            queue.clone(),
+            pool_senders,
+            config.default_concurrency,
+            reload_pools.clone(),
+            config.poll_interval,
+            background_stop.clone(),
+        ));
+        background.spawn(listen(
+            queue.pool().clone(),
+            wakes,
+            reload_pools,
+            shared.clone(),
+            background_stop.clone(),
+        ));
+        background.spawn(housekeeping::heartbeat(
+            queue.clone(),
+            config.worker_id.clone(),
+            host,
+            config.queues.clone(),
+            config.heartbeat_interval,
+            background_stop.clone(),
+        ));
+        background.spawn(housekeeping::maintain(
+            queue.clone(),
+            config.maintenance_interval,
+            config.heartbeat_timeout,
+            background_stop.clone(),
+        ));
+
+        fetchers.join_all().await;
+        tracing::info!("stopped claiming; waiting for in-flight jobs");
+        let aborted = drain_in_flight(&shared, &config).await;
+        // Completions must be written before unfinished jobs are handed back (see `hand_back`).
+        completer_stop.cancel();
+        let _ = completer.await;
+        if !aborted.is_empty() {
+            match queue.hand_back(&config.worker_id, &aborted).await {
+                Ok(n) => tracing::info!(jobs = n, "handed unfinished jobs back to the queue"),
+                Err(err) => {
+                    tracing::error!(error = %err, "handing jobs back failed; the rescuer will return them")
+                }
+            }
+        }
+        background_stop.cancel();
+        background.join_all().await;
+        let started_jobs = write_run_log(&shared, &config)?;
+        if let Err(err) = queue.deregister_worker(&config.worker_id).await {
+            tracing::warn!(error = %err, "deregistering failed; the rescuer will remove this worker");
+        }
+        tracing::info!(handed_back = aborted.len(), "worker stopped");
+        Ok(WorkerReport {
+            started_jobs,
+            handed_back: aborted.len() as u64,
+        })
+    }
+}
+
+/// Wait up to the grace period for running jobs; abort the rest and return their ids.
+async fn drain_in_flight<C>(shared: &Arc<Shared<C>>, config: &WorkerConfig) -> Vec<i64> {
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    loop {
+        let job_ended = shared.job_ended.notified();
+        if lock(&shared.running).is_empty() {
+            return Vec::new();
+        }
+        tokio::select! {
+            _ = job_ended => continue,
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+        let running = lock(&shared.running);
+        running.values().for_each(|task| task.abort());
+        return running.keys().copied().collect();
+    }
+}
+
+/// Write the ids of started jobs if asked to; returns how many jobs were started.
+fn write_run_log<C>(shared: &Shared<C>, config: &WorkerConfig) -> Result<u64, WorkerError> {
+    let (Some(path), Some(log)) = (&config.run_log, &shared.run_log) else {
+        return Ok(0);
+    };
+    let ids = lock(log);
+    let io_err = |source| WorkerError::RunLog {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io_err)?);
+    for id in ids.iter() {
+        writeln!(file, "{id}").map_err(io_err)?;
+    }
+    file.flush().map_err(io_err)?;
+    Ok(ids.len() as u64)
+}

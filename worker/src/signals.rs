@@ -1,0 +1,138 @@
+//! What wakes a worker: pool rows (concurrency, pause) reloaded on NOTIFY and on a timer, and
+//! notifications of new jobs and cancellations.
+
+use crate::executor::{Shared, lock};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use wedsync_queue::{CANCEL_CHANNEL, JOBS_CHANNEL, POOLS_CHANNEL, Queue};
+
+/// A queue's pool as one worker process applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolState {
+    pub concurrency: i32,
+    pub paused: bool,
+}
+
+impl PoolState {
+    /// Jobs this process may run at once for the queue.
+    pub fn limit(self) -> usize {
+        if self.paused {
+            0
+        } else {
+            self.concurrency.max(0) as usize
+        }
+    }
+}
+
+/// Reload pool rows whenever `reload` is notified or `interval` passes; publish each queue's state.
+pub(crate) async fn watch_pools(
+    queue: Queue,
+    senders: HashMap<String, watch::Sender<PoolState>>,
+    default_concurrency: i32,
+    reload: Arc<Notify>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        match queue.pools().await {
+            Ok(pools) => {
+                for (name, sender) in &senders {
+                    let state = pools.iter().find(|p| &p.queue == name).map_or(
+                        PoolState {
+                            concurrency: default_concurrency,
+                            paused: false,
+                        },
+                        |p| PoolState {
+                            concurrency: p.concurrency,
+                            paused: p.paused,
+                        },
+                    );
+                    sender.send_if_modified(|current| {
+                        let changed = *current != state;
+                        if changed {
+                            tracing::info!(queue = %name, concurrency = state.concurrency, paused = state.paused, "pool changed");
+                        }
+                        *current = state;
+                        changed
+                    });
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "loading pools failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = reload.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// LISTEN for new jobs, pool changes and cancellations; reconnects on its own. Notifications
+/// lost while disconnected are covered by the poll timers, and every queue is woken on reconnect.
+pub(crate) async fn listen<C>(
+    pool: PgPool,
+    wakes: HashMap<String, Arc<Notify>>,
+    reload_pools: Arc<Notify>,
+    shared: Arc<Shared<C>>,
+    stop: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let mut listener = match connect(&pool).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::warn!(error = %err, "LISTEN connection failed; polling until it is back");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        delay = Duration::from_millis(100);
+        wakes.values().for_each(|w| w.notify_one());
+        loop {
+            let notification = tokio::select! {
+                _ = stop.cancelled() => return,
+                n = listener.recv() => n,
+            };
+            match notification {
+                Ok(n) => match n.channel() {
+                    JOBS_CHANNEL => {
+                        if let Some(wake) = wakes.get(n.payload()) {
+                            wake.notify_one();
+                        }
+                    }
+                    POOLS_CHANNEL => reload_pools.notify_one(),
+                    CANCEL_CHANNEL => {
+                        if let Ok(id) = n.payload().parse::<i64>()
+                            && let Some(task) = lock(&shared.running).get(&id)
+                        {
+                            tracing::info!(job.id = id, "job cancelled by an operator; stopping it");
+                            task.abort();
+                        }
+                    }
+                    _ => {}
+                },
+                Err(err) => {
+                    tracing::warn!(error = %err, "LISTEN connection lost; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener
+        .listen_all([JOBS_CHANNEL, POOLS_CHANNEL, CANCEL_CHANNEL])
+        .await?;
+    Ok(listener)
+}
