@@ -68,6 +68,16 @@ pub fn looks_like_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric())
 }
 
+/// Whether `key` belongs to an existing, unrevoked API key.
+pub async fn is_active(pool: &PgPool, key: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL)",
+    )
+    .bind(hash_key(key))
+    .fetch_one(pool)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,14 +96,4 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
-}
-
-/// Whether `key` belongs to an existing, unrevoked API key.
-pub async fn is_active(pool: &PgPool, key: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL)",
-    )
-    .bind(hash_key(key))
-    .fetch_one(pool)
-    .await
 }

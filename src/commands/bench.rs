@@ -27,7 +27,7 @@ async fn queue_bench(args: BenchQueueArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("wedsync-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut workers = Workers::spawn(&db.url, &dir, &args)?;
-    wait_until(Duration::from_secs(30), || async {
+    wait_until(Duration::from_secs(30), Duration::from_millis(20), || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM workers").fetch_one(&db.pool).await?;
         Ok(n as usize == args.workers)
     })
@@ -75,7 +75,7 @@ async fn one_run(queue: &Queue, jobs: usize) -> Result<(f64, f64)> {
     let enqueue_rate = jobs as f64 / started.elapsed().as_secs_f64();
     let resumed_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(queue.pool()).await?;
     queue.set_paused(QUEUE, false, 0).await?;
-    wait_until(Duration::from_secs(600), || async {
+    wait_until(Duration::from_secs(600), Duration::from_millis(20), || async {
         let busy: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = $1)")
             .bind(QUEUE)
             .fetch_one(queue.pool())
@@ -98,7 +98,7 @@ async fn pickup_latency(queue: &Queue, samples: usize) -> Result<(f64, f64)> {
     let mut latencies = Vec::with_capacity(samples);
     for _ in 0..samples {
         let id = queue.enqueue(NewJob::new(QUEUE, "noop", serde_json::json!({}))).await?.id;
-        let latency = wait_for_value(Duration::from_secs(10), || async {
+        let latency = wait_for_value(Duration::from_secs(10), Duration::from_millis(1), || async {
             Ok(sqlx::query_scalar::<_, f64>(
                 "SELECT extract(epoch FROM attempted_at - created_at)::float8 * 1000 FROM jobs_finished WHERE id = $1",
             )
@@ -179,19 +179,20 @@ impl Drop for Workers {
     }
 }
 
-async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> Result<()>
+async fn wait_until<F, Fut>(timeout: Duration, interval: Duration, mut check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool>>,
 {
-    wait_for_value(timeout, || {
+    wait_for_value(timeout, interval, || {
         let fut = check();
         async move { Ok(fut.await?.then_some(())) }
     })
     .await
 }
 
-async fn wait_for_value<T, F, Fut>(timeout: Duration, mut check: F) -> Result<T>
+/// Poll `check` every `interval` (the drain check must not load the database it measures).
+async fn wait_for_value<T, F, Fut>(timeout: Duration, interval: Duration, mut check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>>>,
@@ -204,6 +205,6 @@ where
         if Instant::now() > deadline {
             bail!("timed out after {timeout:?}");
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(interval).await;
     }
 }

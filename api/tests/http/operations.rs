@@ -72,7 +72,10 @@ async fn metrics_report_jobs_by_queue_kind_and_state() {
         "{text}"
     );
     assert!(
-        text.contains("wedsync_http_request_duration_seconds_bucket"),
+        // Latency is labelled with the route template, not the raw path.
+        text.contains(
+            r#"wedsync_http_request_duration_seconds_bucket{method="POST",route="/v1/jobs",status="201""#
+        ),
         "{text}"
     );
 }
