@@ -26,14 +26,15 @@ CREATE TABLE jobs (
         autovacuum_vacuum_insert_scale_factor = 0.0,
         autovacuum_vacuum_insert_threshold = 20000,
         autovacuum_analyze_scale_factor = 0.02,
-        autovacuum_vacuum_cost_delay = 0);
+        autovacuum_vacuum_cost_delay = 0,
+        vacuum_truncate = false);
 
 -- The claim scans this index in order: queue, then priority (0 first), then due time.
 CREATE INDEX jobs_fetch_idx ON jobs (queue, priority, scheduled_at, id) WHERE state = 'available';
 -- Scheduled and retryable jobs are promoted to available when due.
 CREATE INDEX jobs_due_idx ON jobs (scheduled_at) WHERE state IN ('scheduled', 'retryable');
--- The rescuer finds running jobs by the worker that holds them.
-CREATE INDEX jobs_running_idx ON jobs (attempted_by) WHERE state = 'running';
+-- No index on running jobs: it would cost an index insert on every claim, and the rescuer only
+-- scans for them when a worker has died (rare) or in its slow orphan sweep.
 -- No two unfinished jobs share a unique key.
 CREATE UNIQUE INDEX jobs_unique_key_idx ON jobs (unique_key) WHERE unique_key IS NOT NULL;
 

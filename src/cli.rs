@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "wedsync-jobs", version, about = "WedSync Jobs: Postgres-backed background jobs")]
+#[command(
+    name = "wedsync-jobs",
+    version,
+    about = "WedSync Jobs: Postgres-backed background jobs"
+)]
 pub struct Cli {
     /// TOML file with queues, pools and the schedule (SPEC §2).
     #[arg(long, global = true, value_name = "FILE")]

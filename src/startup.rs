@@ -20,12 +20,18 @@ pub async fn database_url(settings: &Settings) -> Result<String, Failure> {
         .await
         .map_err(|err| match err {
             LocalPgError::NoBinaries { .. } => Failure::Usage(err.into()),
-            other => Failure::Runtime(anyhow::Error::new(other).context("starting the local PostgreSQL")),
+            other => {
+                Failure::Runtime(anyhow::Error::new(other).context("starting the local PostgreSQL"))
+            }
         })
 }
 
 /// Connect a pool of `max_connections`, and apply migrations when `migrate` is set.
-pub async fn connect(settings: &Settings, max_connections: u32, migrate: bool) -> Result<PgPool, Failure> {
+pub async fn connect(
+    settings: &Settings,
+    max_connections: u32,
+    migrate: bool,
+) -> Result<PgPool, Failure> {
     let url = database_url(settings).await?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)

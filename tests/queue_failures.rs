@@ -56,15 +56,25 @@ async fn failed_job_is_retried_with_backoff_then_discarded_after_max_attempts() 
     for pair in runs.windows(2) {
         let waited = (pair[1].1 - pair[0].1).to_std().unwrap();
         let backoff = Duration::from_millis(200 * pair[0].0 as u64);
-        assert!(waited >= backoff, "retry after {waited:?}, backoff {backoff:?}");
-        assert!(waited < backoff + Duration::from_secs(2), "retry came late: {waited:?}");
+        assert!(
+            waited >= backoff,
+            "retry after {waited:?}, backoff {backoff:?}"
+        );
+        assert!(
+            waited < backoff + Duration::from_secs(2),
+            "retry came late: {waited:?}"
+        );
     }
 }
 
 #[tokio::test]
 async fn job_that_succeeds_on_a_later_attempt_completes_with_its_error_history() {
     let (db, queue, ctx) = setup().await;
-    let id = queue.enqueue(scripted(Behaviour::FailUntilAttempt(2))).await.unwrap().id;
+    let id = queue
+        .enqueue(scripted(Behaviour::FailUntilAttempt(2)))
+        .await
+        .unwrap()
+        .id;
     let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
     let job = wait_for_state(&queue, id, "completed", Duration::from_secs(10)).await;
     worker.stop().await;
@@ -76,25 +86,45 @@ async fn job_that_succeeds_on_a_later_attempt_completes_with_its_error_history()
 #[tokio::test]
 async fn retry_after_holds_the_job_back_for_the_requested_delay() {
     let (db, queue, ctx) = setup().await;
-    let id = queue.enqueue(scripted(Behaviour::RetryAfterSecs(60))).await.unwrap().id;
+    let id = queue
+        .enqueue(scripted(Behaviour::RetryAfterSecs(60)))
+        .await
+        .unwrap()
+        .id;
     let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
     let job = wait_for_state(&queue, id, "retryable", Duration::from_secs(10)).await;
     let attempted_at = job.attempted_at.expect("attempted");
     let delay = (job.scheduled_at - attempted_at).to_std().unwrap();
-    assert!(delay >= Duration::from_secs(60) && delay < Duration::from_secs(61), "{delay:?}");
+    assert!(
+        delay >= Duration::from_secs(60) && delay < Duration::from_secs(61),
+        "{delay:?}"
+    );
     // A maintenance pass (the only thing that makes waiting jobs available) leaves it waiting.
-    queue.maintain(Duration::from_secs(60)).await.unwrap();
-    assert_eq!(queue.job(id, None).await.unwrap().state.as_str(), "retryable");
+    queue.maintain(Duration::from_secs(60), true).await.unwrap();
+    assert_eq!(
+        queue.job(id, None).await.unwrap().state.as_str(),
+        "retryable"
+    );
     worker.stop().await;
-    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM test_runs").fetch_one(&db.pool).await.unwrap();
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM test_runs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(runs, 1, "a job told to retry after 60 s ran again early");
-    assert_eq!(error_kinds(&queue.job(id, None).await.unwrap()), ["retry_after"]);
+    assert_eq!(
+        error_kinds(&queue.job(id, None).await.unwrap()),
+        ["retry_after"]
+    );
 }
 
 #[tokio::test]
 async fn permanent_error_discards_without_retrying() {
     let (db, queue, ctx) = setup().await;
-    let id = queue.enqueue(scripted(Behaviour::Permanent)).await.unwrap().id;
+    let id = queue
+        .enqueue(scripted(Behaviour::Permanent))
+        .await
+        .unwrap()
+        .id;
     let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
     let job = wait_for_state(&queue, id, "discarded", Duration::from_secs(10)).await;
     worker.stop().await;
@@ -107,13 +137,22 @@ async fn permanent_error_discards_without_retrying() {
 async fn panic_is_a_failed_attempt_and_the_worker_keeps_working() {
     let (db, queue, ctx) = setup().await;
     let panicking = queue.enqueue(scripted(Behaviour::Panic)).await.unwrap().id;
-    let fine = queue.enqueue(scripted(Behaviour::Succeed)).await.unwrap().id;
+    let fine = queue
+        .enqueue(scripted(Behaviour::Succeed))
+        .await
+        .unwrap()
+        .id;
     let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
     wait_for_state(&queue, fine, "completed", Duration::from_secs(10)).await;
     let job = wait_for_state(&queue, panicking, "discarded", Duration::from_secs(10)).await;
     worker.stop().await;
     assert_eq!(job.attempt, 3);
-    assert!(job.errors[0]["error"].as_str().unwrap().contains("panicked: scripted panic"));
+    assert!(
+        job.errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("panicked: scripted panic")
+    );
 }
 
 #[tokio::test]
@@ -124,6 +163,11 @@ async fn job_exceeding_its_timeout_is_failed_and_retried() {
     let job = wait_for_state(&queue, id, "discarded", Duration::from_secs(10)).await;
     worker.stop().await;
     assert_eq!(job.attempt, 3);
-    assert!(job.errors[0]["error"].as_str().unwrap().starts_with("timed out after 300ms"));
+    assert!(
+        job.errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("timed out after 300ms")
+    );
     assert_eq!(count_in_state(&db, "running").await, 0);
 }

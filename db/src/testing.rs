@@ -62,7 +62,8 @@ impl TestDb {
 impl Drop for TestDb {
     /// Drop the database in the background; a leftover is harmless (names are random).
     fn drop(&mut self) {
-        let (admin_url, name, pool) = (self.admin_url.clone(), self.name.clone(), self.pool.clone());
+        let (admin_url, name, pool) =
+            (self.admin_url.clone(), self.name.clone(), self.pool.clone());
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

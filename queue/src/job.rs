@@ -37,9 +37,11 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// This job as a row to enqueue with the kind's defaults.
     fn to_new_job(&self) -> Result<NewJob, serde_json::Error> {
-        Ok(NewJob::new(Self::QUEUE, Self::KIND, serde_json::to_value(self)?)
-            .with_priority(Self::PRIORITY)
-            .with_max_attempts(Self::MAX_ATTEMPTS))
+        Ok(
+            NewJob::new(Self::QUEUE, Self::KIND, serde_json::to_value(self)?)
+                .with_priority(Self::PRIORITY)
+                .with_max_attempts(Self::MAX_ATTEMPTS),
+        )
     }
 }
 
@@ -223,7 +225,6 @@ impl<C: Clone + Send + Sync + 'static> Registry<C> {
         })?;
         (handler.prepare)(row, app)
     }
-
 }
 
 fn prepare<J: Job>(row: &JobRow, app: J::Context) -> Result<PreparedRun, JobError> {

@@ -59,7 +59,9 @@ impl fmt::Display for JobState {
 
 /// A state name that is not one of [`JobState::ALL`].
 #[derive(Debug, thiserror::Error)]
-#[error("unknown job state `{0}` (expected one of available, scheduled, running, retryable, completed, discarded, cancelled)")]
+#[error(
+    "unknown job state `{0}` (expected one of available, scheduled, running, retryable, completed, discarded, cancelled)"
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for JobState {

@@ -46,7 +46,10 @@ mod tests {
         for attempt in 1..20 {
             let delay = exponential_backoff(attempt);
             let base = base_backoff(attempt);
-            assert!(delay >= base.mul_f64(0.9) && delay <= base.mul_f64(1.1), "{delay:?}");
+            assert!(
+                delay >= base.mul_f64(0.9) && delay <= base.mul_f64(1.1),
+                "{delay:?}"
+            );
         }
     }
 }

@@ -50,18 +50,17 @@ RETURNING "#,
 /// Move the given running jobs of worker $3 to `jobs_finished` as completed, with their results.
 /// The worker guard makes a late completion of a rescued (and re-claimed) job a no-op.
 pub const COMPLETE_BATCH: &str = r#"
-WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::jsonb[]) AS t(id, result)
-), done AS (
-    DELETE FROM jobs j USING input i
-     WHERE j.id = i.id AND j.state = 'running' AND j.attempted_by = $3
-    RETURNING j.*, i.result
+WITH done AS (
+    DELETE FROM jobs WHERE id = ANY($1::bigint[]) AND state = 'running' AND attempted_by = $3
+    RETURNING *
+), results AS (
+    SELECT * FROM unnest($1::bigint[], $2::jsonb[]) AS t(id, result) WHERE t.result IS NOT NULL
 )
 INSERT INTO jobs_finished (id, queue, kind, args, state, priority, attempt, max_attempts, scheduled_at,
                            created_at, attempted_at, attempted_by, errors, unique_key, org_id, result)
-SELECT id, queue, kind, args, 'completed', priority, attempt, max_attempts, scheduled_at,
-       created_at, attempted_at, attempted_by, errors, unique_key, org_id, result
-  FROM done
+SELECT d.id, d.queue, d.kind, d.args, 'completed', d.priority, d.attempt, d.max_attempts, d.scheduled_at,
+       d.created_at, d.attempted_at, d.attempted_by, d.errors, d.unique_key, d.org_id, r.result
+  FROM done d LEFT JOIN results r ON r.id = d.id
 "#;
 
 /// A failed attempt that will be retried: back to `retryable` (or straight to `available` when
@@ -122,16 +121,18 @@ pub const HEARTBEAT: &str = "UPDATE workers SET heartbeat_at = now() WHERE id = 
 
 pub const DEREGISTER_WORKER: &str = "DELETE FROM workers WHERE id = $1";
 
-/// Workers silent for longer than $1 seconds are removed; their running jobs, and running jobs of
-/// workers that no longer exist at all, go back to the queue (or are discarded when out of attempts).
+/// Workers silent for longer than $1 seconds are removed; with $2 also running jobs whose worker
+/// row is gone altogether (the slow sweep). Their running jobs go back to the queue, or are
+/// discarded when out of attempts. Without a dead worker and without $2 it reads only `workers`.
 pub const RESCUE_ORPHANS: &str = r#"
 WITH dead AS (
     DELETE FROM workers WHERE heartbeat_at < now() - make_interval(secs => $1::float8) RETURNING id
 ), orphans AS (
     SELECT j.id FROM jobs j
-     WHERE j.state = 'running'
+     WHERE (EXISTS (SELECT 1 FROM dead) OR $2::bool)
+       AND j.state = 'running'
        AND (j.attempted_by IN (SELECT id FROM dead)
-            OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = j.attempted_by))
+            OR ($2::bool AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = j.attempted_by)))
      FOR UPDATE OF j SKIP LOCKED
 ), error AS (
     SELECT jsonb_build_object('error', 'worker stopped heartbeating; job rescued', 'kind', 'rescued',
@@ -166,7 +167,15 @@ SELECT (SELECT count(*) FROM retried) AS rescued,
 /// One transaction-scoped advisory lock so that only one process at a time runs maintenance.
 pub const TRY_MAINTENANCE_LOCK: &str = "SELECT pg_try_advisory_xact_lock(7460327411)";
 
-pub const POOLS: &str = "SELECT queue, concurrency, paused, reason, updated_at FROM pools ORDER BY queue";
+/// Dead row versions in the hot table, from the statistics collector (updated about once a second).
+pub const JOBS_DEAD_TUPLES: &str =
+    "SELECT coalesce(n_dead_tup, 0) FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass";
+
+/// Vacuum the hot table; skipped when another vacuum already holds it. Simple-protocol only.
+pub const VACUUM_JOBS: &str = "VACUUM (SKIP_LOCKED, TRUNCATE false) jobs";
+
+pub const POOLS: &str =
+    "SELECT queue, concurrency, paused, reason, updated_at FROM pools ORDER BY queue";
 
 /// Create a pool row with a default concurrency if the queue has none yet.
 pub const ENSURE_POOL: &str =

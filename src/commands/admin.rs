@@ -19,19 +19,34 @@ pub async fn migrate(settings: Settings) -> Result<(), Failure> {
 
 pub async fn keys(settings: Settings, command: KeysCommand) -> Result<(), Failure> {
     let KeysCommand::Create { org, role } = command;
-    let role: Role = role.parse().map_err(|e| Failure::Usage(anyhow::anyhow!("--role: {e}")))?;
+    let role: Role = role
+        .parse()
+        .map_err(|e| Failure::Usage(anyhow::anyhow!("--role: {e}")))?;
     let pool = startup::connect(&settings, 2, true).await?;
-    let key = keys::create_key(&pool, &org, role).await.context("creating the API key")?;
+    let key = keys::create_key(&pool, &org, role)
+        .await
+        .context("creating the API key")?;
     println!("{key}");
     Ok(())
 }
 
 pub async fn queues(settings: Settings, output: JsonFlag) -> Result<(), Failure> {
     let queue = Queue::new(startup::connect(&settings, 2, true).await?);
-    let stats = queue.queue_stats().await.context("reading queue statistics")?;
+    let stats = queue
+        .queue_stats()
+        .await
+        .context("reading queue statistics")?;
     let columns = [
-        "queue", "available", "scheduled", "running", "retryable", "completed_last_minute",
-        "discarded_last_minute", "lag_seconds", "concurrency", "paused",
+        "queue",
+        "available",
+        "scheduled",
+        "running",
+        "retryable",
+        "completed_last_minute",
+        "discarded_last_minute",
+        "lag_seconds",
+        "concurrency",
+        "paused",
     ];
     print_rows(&stats, &columns, output.json)?;
     Ok(())
@@ -40,7 +55,13 @@ pub async fn queues(settings: Settings, output: JsonFlag) -> Result<(), Failure>
 pub async fn pools(settings: Settings, command: PoolsCommand) -> Result<(), Failure> {
     let queue = Queue::new(startup::connect(&settings, 2, true).await?);
     match command {
-        PoolsCommand::Set { queue: name, size, for_, reason, output } => {
+        PoolsCommand::Set {
+            queue: name,
+            size,
+            for_,
+            reason,
+            output,
+        } => {
             let reason = match (reason, for_) {
                 (Some(r), Some(f)) => Some(format!("{r} (for {f})")),
                 (Some(r), None) => Some(r),
@@ -59,7 +80,11 @@ pub async fn pools(settings: Settings, command: PoolsCommand) -> Result<(), Fail
         }
         PoolsCommand::List(output) => {
             let pools = queue.pools().await.context("reading pools")?;
-            print_rows(&pools, &["queue", "concurrency", "paused", "reason", "updated_at"], output.json)?;
+            print_rows(
+                &pools,
+                &["queue", "concurrency", "paused", "reason", "updated_at"],
+                output.json,
+            )?;
         }
     }
     Ok(())
@@ -70,7 +95,10 @@ pub async fn embedded_admin_key(pool: &PgPool, settings: &Settings) -> Result<St
     let path = settings.data_dir.join("admin-key");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim().to_owned();
-        if keys::is_active(pool, &existing).await.context("checking the stored admin key")? {
+        if keys::is_active(pool, &existing)
+            .await
+            .context("checking the stored admin key")?
+        {
             return Ok(existing);
         }
     }

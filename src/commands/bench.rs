@@ -21,16 +21,26 @@ pub async fn run(_settings: Settings, command: BenchCommand) -> Result<(), Failu
 }
 
 async fn queue_bench(args: BenchQueueArgs) -> Result<()> {
-    let db = TestDb::named("wedsync_bench").await.context("creating the bench database")?;
+    let db = TestDb::named("wedsync_bench")
+        .await
+        .context("creating the bench database")?;
     let queue = Queue::new(db.pool.clone());
-    queue.set_concurrency(QUEUE, args.concurrency, Some("bench")).await?;
+    queue
+        .set_concurrency(QUEUE, args.concurrency, Some("bench"))
+        .await?;
     let dir = std::env::temp_dir().join(format!("wedsync-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut workers = Workers::spawn(&db.url, &dir, &args)?;
-    wait_until(Duration::from_secs(30), Duration::from_millis(20), || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM workers").fetch_one(&db.pool).await?;
-        Ok(n as usize == args.workers)
-    })
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM workers")
+                .fetch_one(&db.pool)
+                .await?;
+            Ok(n as usize == args.workers)
+        },
+    )
     .await
     .context("waiting for the worker processes to register")?;
     println!(
@@ -39,29 +49,51 @@ async fn queue_bench(args: BenchQueueArgs) -> Result<()> {
     );
 
     let (p50, p99) = pickup_latency(&queue, args.pickup_samples).await?;
-    println!("pickup_latency_ms p50={p50:.2} p99={p99:.2} (idle queue, {} samples)", args.pickup_samples);
+    println!(
+        "pickup_latency_ms p50={p50:.2} p99={p99:.2} (idle queue, {} samples)",
+        args.pickup_samples
+    );
 
     let mut last = (0.0, 0.0);
     for run in 1..=args.runs {
         last = one_run(&queue, args.jobs).await?;
-        println!("run={run} enqueue_jobs_per_s={:.0} drain_jobs_per_s={:.0}", last.0, last.1);
+        println!(
+            "run={run} enqueue_jobs_per_s={:.0} drain_jobs_per_s={:.0}",
+            last.0, last.1
+        );
     }
     let rss = workers.peak_rss_kib();
-    println!("worker_peak_rss_mib={}", rss.iter().map(|k| format!("{:.1}", *k as f64 / 1024.0)).collect::<Vec<_>>().join(","));
+    println!(
+        "worker_peak_rss_mib={}",
+        rss.iter()
+            .map(|k| format!("{:.1}", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let executed = workers.stop_and_collect()?;
-    let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs_finished WHERE queue = $1 AND state = 'completed'")
-        .bind(QUEUE)
-        .fetch_one(&db.pool)
-        .await?;
+    let expected: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs_finished WHERE queue = $1 AND state = 'completed'",
+    )
+    .bind(QUEUE)
+    .fetch_one(&db.pool)
+    .await?;
     let distinct: HashSet<i64> = executed.iter().copied().collect();
     let lost = (args.jobs * args.runs + args.pickup_samples).saturating_sub(distinct.len());
     let dup = executed.len() - distinct.len();
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&db.pool).await?;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&db.pool)
+        .await?;
     if expected as usize != distinct.len() || left != 0 {
-        bail!("completed={expected} executed_distinct={} left_in_queue={left}", distinct.len());
+        bail!(
+            "completed={expected} executed_distinct={} left_in_queue={left}",
+            distinct.len()
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
-    println!("enqueue_jobs_per_s={:.0} drain_jobs_per_s={:.0} lost={lost} dup={dup}", last.0, last.1);
+    println!(
+        "enqueue_jobs_per_s={:.0} drain_jobs_per_s={:.0} lost={lost} dup={dup}",
+        last.0, last.1
+    );
     Ok(())
 }
 
@@ -69,19 +101,32 @@ async fn queue_bench(args: BenchQueueArgs) -> Result<()> {
 /// from the resume to the last job finalised.
 async fn one_run(queue: &Queue, jobs: usize) -> Result<(f64, f64)> {
     queue.set_paused(QUEUE, true, 0).await?;
-    let batch: Vec<NewJob> = (0..jobs).map(|_| NewJob::new(QUEUE, "noop", serde_json::json!({}))).collect();
+    let batch: Vec<NewJob> = (0..jobs)
+        .map(|_| NewJob::new(QUEUE, "noop", serde_json::json!({})))
+        .collect();
     let started = Instant::now();
-    let first = queue.enqueue_many(&batch).await?.first().map_or(0, |e| e.id);
+    let first = queue
+        .enqueue_many(&batch)
+        .await?
+        .first()
+        .map_or(0, |e| e.id);
     let enqueue_rate = jobs as f64 / started.elapsed().as_secs_f64();
-    let resumed_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(queue.pool()).await?;
+    let resumed_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(queue.pool())
+        .await?;
     queue.set_paused(QUEUE, false, 0).await?;
-    wait_until(Duration::from_secs(600), Duration::from_millis(20), || async {
-        let busy: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = $1)")
-            .bind(QUEUE)
-            .fetch_one(queue.pool())
-            .await?;
-        Ok(!busy)
-    })
+    wait_until(
+        Duration::from_secs(600),
+        Duration::from_millis(20),
+        || async {
+            let busy: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = $1)")
+                    .bind(QUEUE)
+                    .fetch_one(queue.pool())
+                    .await?;
+            Ok(!busy)
+        },
+    )
     .await?;
     let drain_secs: f64 = sqlx::query_scalar(
         "SELECT extract(epoch FROM max(finalized_at) - $2)::float8 FROM jobs_finished WHERE id >= $1",
@@ -97,7 +142,10 @@ async fn one_run(queue: &Queue, jobs: usize) -> Result<(f64, f64)> {
 async fn pickup_latency(queue: &Queue, samples: usize) -> Result<(f64, f64)> {
     let mut latencies = Vec::with_capacity(samples);
     for _ in 0..samples {
-        let id = queue.enqueue(NewJob::new(QUEUE, "noop", serde_json::json!({}))).await?.id;
+        let id = queue
+            .enqueue(NewJob::new(QUEUE, "noop", serde_json::json!({})))
+            .await?
+            .id;
         let latency = wait_for_value(Duration::from_secs(10), Duration::from_millis(1), || async {
             Ok(sqlx::query_scalar::<_, f64>(
                 "SELECT extract(epoch FROM attempted_at - created_at)::float8 * 1000 FROM jobs_finished WHERE id = $1",
@@ -110,7 +158,12 @@ async fn pickup_latency(queue: &Queue, samples: usize) -> Result<(f64, f64)> {
         latencies.push(latency);
     }
     latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     Ok((at(0.5), at(0.99)))
 }
 
@@ -123,15 +176,27 @@ struct Workers {
 impl Workers {
     fn spawn(database_url: &str, dir: &Path, args: &BenchQueueArgs) -> Result<Self> {
         let exe = std::env::current_exe().context("locating this binary")?;
-        let mut workers = Workers { children: Vec::new(), logs: Vec::new() };
+        let mut workers = Workers {
+            children: Vec::new(),
+            logs: Vec::new(),
+        };
         for i in 0..args.workers {
             let log = dir.join(format!("worker-{i}.log"));
             let child = Command::new(&exe)
-                .args(["worker", "--queues", QUEUE, "--concurrency", &args.concurrency.to_string()])
+                .args([
+                    "worker",
+                    "--queues",
+                    QUEUE,
+                    "--concurrency",
+                    &args.concurrency.to_string(),
+                ])
                 .arg("--run-log")
                 .arg(&log)
                 .env("DATABASE_URL", database_url)
-                .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .spawn()
                 .context("starting a worker process")?;
             workers.children.push(child);
@@ -145,7 +210,10 @@ impl Workers {
             .iter()
             .filter_map(|c| std::fs::read_to_string(format!("/proc/{}/status", c.id())).ok())
             .filter_map(|status| {
-                status.lines().find_map(|l| l.strip_prefix("VmHWM:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()))
+                status.lines().find_map(|l| {
+                    l.strip_prefix("VmHWM:")
+                        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+                })
             })
             .collect()
     }
@@ -153,7 +221,9 @@ impl Workers {
     /// SIGTERM every worker, wait for it, and return every job id any of them ran.
     fn stop_and_collect(&mut self) -> Result<Vec<i64>> {
         for child in &self.children {
-            Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()?;
         }
         for child in &mut self.children {
             let status = child.wait()?;
@@ -163,8 +233,13 @@ impl Workers {
         }
         let mut ids = Vec::new();
         for log in &self.logs {
-            let text = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-            ids.extend(text.lines().map(|l| l.parse::<i64>()).collect::<Result<Vec<_>, _>>()?);
+            let text = std::fs::read_to_string(log)
+                .with_context(|| format!("reading {}", log.display()))?;
+            ids.extend(
+                text.lines()
+                    .map(|l| l.parse::<i64>())
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
         }
         Ok(ids)
     }

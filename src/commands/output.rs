@@ -6,7 +6,10 @@ use serde_json::Value;
 
 /// Print `rows` as a JSON array, or as a table of `columns`.
 pub fn print_rows<T: Serialize>(rows: &[T], columns: &[&str], json: bool) -> anyhow::Result<()> {
-    let values: Vec<Value> = rows.iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
+    let values: Vec<Value> = rows
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
     if json {
         println!("{}", serde_json::to_string_pretty(&values)?);
         return Ok(());
@@ -18,7 +21,14 @@ pub fn print_rows<T: Serialize>(rows: &[T], columns: &[&str], json: bool) -> any
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| cells.iter().map(|r| r[i].len()).chain([c.len()]).max().unwrap_or(0))
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].len())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |items: Vec<String>| {
         items
@@ -30,7 +40,10 @@ pub fn print_rows<T: Serialize>(rows: &[T], columns: &[&str], json: bool) -> any
             .trim_end()
             .to_owned()
     };
-    println!("{}", line(columns.iter().map(|c| c.to_uppercase()).collect()));
+    println!(
+        "{}",
+        line(columns.iter().map(|c| c.to_uppercase()).collect())
+    );
     for row in cells {
         println!("{}", line(row));
     }

@@ -21,9 +21,15 @@ pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
     let listener = bind(&settings).await?;
     let key = crate::commands::admin::embedded_admin_key(&pool, &settings).await?;
     println!("WedSync Jobs is running (API, workers, scheduler).");
-    println!("  API:        http://{}", listener.local_addr().context("reading the bound address")?);
+    println!(
+        "  API:        http://{}",
+        listener.local_addr().context("reading the bound address")?
+    );
     println!("  admin key:  {key}");
-    println!("  try:        curl -H 'Authorization: Bearer {key}' http://{}/v1/queues", listener.local_addr().context("reading the bound address")?);
+    println!(
+        "  try:        curl -H 'Authorization: Bearer {key}' http://{}/v1/queues",
+        listener.local_addr().context("reading the bound address")?
+    );
     let api = tokio::spawn(serve_api(
         pool.clone(),
         listener,
@@ -31,7 +37,11 @@ pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
         settings.worker.default_concurrency,
         stop.clone(),
     ));
-    let worker = tokio::spawn(run_worker(pool.clone(), worker_config(&settings, &WorkerArgs::default()), stop.clone()));
+    let worker = tokio::spawn(run_worker(
+        pool.clone(),
+        worker_config(&settings, &WorkerArgs::default()),
+        stop.clone(),
+    ));
     let scheduler = tokio::spawn(wedsync_scheduler::run(pool, Duration::from_secs(5), stop));
     let (api, worker, _) = tokio::join!(api, worker, scheduler);
     api.context("API task")??;
@@ -44,7 +54,14 @@ pub async fn api(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
     let stop = shutdown::on_signal();
     let listener = bind(&settings).await?;
     tracing::info!(listen = %settings.listen, "API listening");
-    serve_api(pool, listener, prometheus, settings.worker.default_concurrency, stop).await
+    serve_api(
+        pool,
+        listener,
+        prometheus,
+        settings.worker.default_concurrency,
+        stop,
+    )
+    .await
 }
 
 pub async fn worker(settings: Settings, args: WorkerArgs) -> Result<(), Failure> {
@@ -84,12 +101,18 @@ async fn serve_api(
 
 fn worker_config(settings: &Settings, args: &WorkerArgs) -> WorkerConfig {
     let queues = if args.queues.is_empty() {
-        wedsync_kinds::register_all().queues().iter().map(|q| q.to_string()).collect()
+        wedsync_kinds::register_all()
+            .queues()
+            .iter()
+            .map(|q| q.to_string())
+            .collect()
     } else {
         args.queues.clone()
     };
     let mut config = WorkerConfig::new(queues);
-    config.default_concurrency = args.concurrency.unwrap_or(settings.worker.default_concurrency);
+    config.default_concurrency = args
+        .concurrency
+        .unwrap_or(settings.worker.default_concurrency);
     config.poll_interval = settings.worker.poll_interval;
     config.heartbeat_interval = settings.worker.heartbeat_interval;
     config.heartbeat_timeout = settings.worker.heartbeat_timeout;
@@ -98,9 +121,18 @@ fn worker_config(settings: &Settings, args: &WorkerArgs) -> WorkerConfig {
     config
 }
 
-async fn run_worker(pool: PgPool, config: WorkerConfig, stop: CancellationToken) -> Result<(), Failure> {
+async fn run_worker(
+    pool: PgPool,
+    config: WorkerConfig,
+    stop: CancellationToken,
+) -> Result<(), Failure> {
     let app = AppContext { pool: pool.clone() };
-    let worker = Worker::new(Queue::new(pool), Arc::new(wedsync_kinds::register_all()), app, config);
+    let worker = Worker::new(
+        Queue::new(pool),
+        Arc::new(wedsync_kinds::register_all()),
+        app,
+        config,
+    );
     worker.run(stop).await.context("running the worker")?;
     Ok(())
 }

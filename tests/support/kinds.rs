@@ -16,7 +16,10 @@ pub struct TestCtx {
 
 impl TestCtx {
     pub async fn new(pool: PgPool) -> Self {
-        sqlx::query(CREATE_RUNS_TABLE).execute(&pool).await.expect("create test_runs");
+        sqlx::query(CREATE_RUNS_TABLE)
+            .execute(&pool)
+            .await
+            .expect("create test_runs");
         TestCtx { pool }
     }
 }
@@ -70,7 +73,10 @@ impl Job for Scripted {
                 std::future::pending::<()>().await;
                 unreachable!()
             }
-            Behaviour::RetryAfterSecs(s) => Err(JobError::retry_after(Duration::from_secs(s), "come back later")),
+            Behaviour::RetryAfterSecs(s) => Err(JobError::retry_after(
+                Duration::from_secs(s),
+                "come back later",
+            )),
             Behaviour::Permanent => Err(JobError::permanent("this can never work")),
             Behaviour::Sleep(ms) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;

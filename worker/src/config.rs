@@ -36,7 +36,7 @@ impl WorkerConfig {
             worker_id: default_worker_id(),
             queues,
             default_concurrency: 10,
-            max_claim_batch: 200,
+            max_claim_batch: 500,
             poll_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(5),

@@ -52,7 +52,9 @@ impl<C> Drop for SlotGuard<C> {
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Start `row` on its own task (so a panic or an abort touches nothing else).
@@ -139,9 +141,12 @@ async fn record<C>(shared: &Shared<C>, row: &JobRow, result: Result<Outcome, Job
         Ok(Outcome::Cancelled(reason)) => {
             let entry = error_entry(row.attempt, "cancelled", &reason);
             persist(|| {
-                shared
-                    .queue
-                    .finalize_running(row.id, worker, JobState::Cancelled, Some(entry.clone()))
+                shared.queue.finalize_running(
+                    row.id,
+                    worker,
+                    JobState::Cancelled,
+                    Some(entry.clone()),
+                )
             })
             .await;
         }

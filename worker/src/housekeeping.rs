@@ -33,16 +33,41 @@ pub(crate) async fn heartbeat(
     }
 }
 
+/// How often each worker looks at the hot table's dead row count.
+const VACUUM_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often to look for running jobs whose worker row vanished without being declared dead.
+const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// Dead row versions that make a vacuum worth it.
+const VACUUM_MIN_DEAD_TUPLES: i64 = 50_000;
+
 pub(crate) async fn maintain(
     queue: Queue,
     interval: Duration,
     heartbeat_timeout: Duration,
     stop: CancellationToken,
 ) {
+    let mut last_vacuum_check = tokio::time::Instant::now();
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
-        match queue.maintain(heartbeat_timeout).await {
+        let sweep = last_sweep.elapsed() >= ORPHAN_SWEEP_INTERVAL;
+        if sweep {
+            last_sweep = tokio::time::Instant::now();
+        }
+        if last_vacuum_check.elapsed() >= VACUUM_CHECK_INTERVAL {
+            last_vacuum_check = tokio::time::Instant::now();
+            match queue.vacuum_if_bloated(VACUUM_MIN_DEAD_TUPLES).await {
+                Ok(true) => tracing::debug!("vacuumed the jobs table"),
+                Ok(false) => {}
+                Err(err) => tracing::warn!(error = %err, "vacuuming the jobs table failed"),
+            }
+        }
+        match queue.maintain(heartbeat_timeout, sweep).await {
             Ok(done) if done.rescued + done.discarded > 0 => {
-                tracing::warn!(rescued = done.rescued, discarded = done.discarded, "rescued jobs of dead workers");
+                tracing::warn!(
+                    rescued = done.rescued,
+                    discarded = done.discarded,
+                    "rescued jobs of dead workers"
+                );
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "maintenance pass failed"),

@@ -114,7 +114,10 @@ pub(crate) async fn listen<C>(
                         if let Ok(id) = n.payload().parse::<i64>()
                             && let Some(task) = lock(&shared.running).get(&id)
                         {
-                            tracing::info!(job.id = id, "job cancelled by an operator; stopping it");
+                            tracing::info!(
+                                job.id = id,
+                                "job cancelled by an operator; stopping it"
+                            );
                             task.abort();
                         }
                     }
