@@ -12,6 +12,8 @@ pub struct WorkerConfig {
     pub queues: Vec<String>,
     /// Concurrency of a queue that has no pool row yet (the row is created with it).
     pub default_concurrency: i32,
+    /// Per-queue concurrency for new pool rows, overriding `default_concurrency`.
+    pub queue_concurrency: std::collections::HashMap<String, i32>,
     /// Most jobs claimed by one statement.
     pub max_claim_batch: i64,
     /// Fallback poll when no notification arrives (scheduled jobs, lost notifications).
@@ -31,11 +33,20 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// The concurrency a new pool row of `queue` starts with.
+    pub fn initial_concurrency(&self, queue: &str) -> i32 {
+        self.queue_concurrency
+            .get(queue)
+            .copied()
+            .unwrap_or(self.default_concurrency)
+    }
+
     pub fn new(queues: Vec<String>) -> Self {
         WorkerConfig {
             worker_id: default_worker_id(),
             queues,
             default_concurrency: 10,
+            queue_concurrency: Default::default(),
             max_claim_batch: 500,
             poll_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(1),

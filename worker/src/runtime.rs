@@ -66,7 +66,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             .register_worker(&config.worker_id, &host, &config.queues)
             .await?;
         for name in &config.queues {
-            queue.ensure_pool(name, config.default_concurrency).await?;
+            queue.ensure_pool(name, config.initial_concurrency(name)).await?;
         }
         tracing::info!(worker_id = %config.worker_id, queues = ?config.queues, "worker started");
 

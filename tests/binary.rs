@@ -1,0 +1,130 @@
+//! The `wedsync-jobs` binary end to end: `all` serving the API and running jobs, operator
+//! commands with `--json`, and exit codes (SPEC §1).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+use support::wait_for;
+use wedsync_db::testing::TestDb;
+
+fn wedsync(db: &TestDb, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wedsync-jobs"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run wedsync-jobs")
+}
+
+fn json_of(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+#[tokio::test]
+async fn all_serves_the_api_runs_jobs_and_stops_cleanly_on_sigterm() {
+    let db = TestDb::new().await.unwrap();
+    let data_dir = std::env::temp_dir().join(format!("wedsync-all-{}", db.name));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wedsync-jobs"))
+        .arg("all")
+        .env("DATABASE_URL", &db.url)
+        .env("WEDSYNC_LISTEN", "127.0.0.1:0")
+        .env("WEDSYNC_DATA_DIR", &data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start all");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut field = |name: &str| loop {
+        let line = lines.next().expect("a line from `all`").unwrap();
+        if let Some(value) = line.trim().strip_prefix(name) {
+            return value.trim().to_owned();
+        }
+    };
+    let base = field("API:");
+    let key = field("admin key:");
+
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({ "kind": "noop", "args": {} }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().expect("job id");
+    wait_for("the job to complete", Duration::from_secs(20), || async {
+        let job: serde_json::Value = http
+            .get(format!("{base}/v1/jobs/{id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (job["state"] == "completed").then_some(())
+    })
+    .await;
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "`all` exited with {status}");
+    assert_eq!(support::count_in_state(&db, "running").await, 0);
+    std::fs::remove_dir_all(&data_dir).ok();
+}
+
+#[tokio::test]
+async fn operator_commands_print_json_with_the_api_field_names() {
+    let db = TestDb::new().await.unwrap();
+    let enqueued = json_of(&wedsync(&db, &["jobs", "enqueue", "noop", "{}", "--count", "3", "--json"]));
+    assert_eq!(enqueued.as_array().unwrap().len(), 3);
+    let id = enqueued[0]["id"].as_i64().unwrap();
+
+    let listed = json_of(&wedsync(&db, &["jobs", "list", "--state", "available", "--json"]));
+    let first = &listed.as_array().unwrap()[0];
+    for field in ["id", "queue", "kind", "state", "attempt", "max_attempts", "priority", "scheduled_at", "errors"] {
+        assert!(first.get(field).is_some(), "`{field}` missing from {first}");
+    }
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+
+    let cancelled = json_of(&wedsync(&db, &["jobs", "cancel", &id.to_string(), "--json"]));
+    assert_eq!(cancelled[0]["state"], "cancelled");
+    let retried = json_of(&wedsync(&db, &["jobs", "retry", &id.to_string(), "--json"]));
+    assert_eq!(retried[0]["state"], "available");
+
+    let pool = json_of(&wedsync(&db, &["pools", "set", "default", "7", "--reason", "saturday", "--json"]));
+    assert_eq!(pool[0]["concurrency"], 7);
+    let queues = json_of(&wedsync(&db, &["queues", "--json"]));
+    let default = queues.as_array().unwrap().iter().find(|q| q["queue"] == "default").unwrap();
+    assert_eq!((default["available"].as_i64(), default["concurrency"].as_i64()), (Some(3), Some(7)));
+
+    let key = wedsync(&db, &["keys", "create", "--org", "acme", "--role", "planner"]);
+    assert!(String::from_utf8(key.stdout).unwrap().starts_with("wsk_"));
+}
+
+#[tokio::test]
+async fn bad_configuration_exits_2_naming_the_variable() {
+    let db = TestDb::new().await.unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wedsync-jobs"))
+        .arg("migrate")
+        .env("DATABASE_URL", &db.url)
+        .env("WEDSYNC_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("WEDSYNC_LISTEN"));
+
+    let unknown = wedsync(&db, &["jobs", "enqueue", "no-such-kind"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown kind `no-such-kind`"));
+
+    let missing = wedsync(&db, &["jobs", "show", "987654"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("job 987654 not found"));
+}
