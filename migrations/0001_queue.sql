@@ -35,6 +35,8 @@ CREATE INDEX jobs_fetch_idx ON jobs (queue, priority, scheduled_at, id) WHERE st
 CREATE INDEX jobs_due_idx ON jobs (scheduled_at) WHERE state IN ('scheduled', 'retryable');
 -- No index on running jobs: it would cost an index insert on every claim, and the rescuer only
 -- scans for them when a worker has died (rare) or in its slow orphan sweep.
+-- An organisation's jobs, newest first (API listings are scoped by organisation).
+CREATE INDEX jobs_org_idx ON jobs (org_id, id) WHERE org_id IS NOT NULL;
 -- No two unfinished jobs share a unique key.
 CREATE UNIQUE INDEX jobs_unique_key_idx ON jobs (unique_key) WHERE unique_key IS NOT NULL;
 
@@ -60,6 +62,7 @@ CREATE TABLE jobs_finished (
         autovacuum_vacuum_insert_threshold = 100000);
 
 CREATE INDEX jobs_finished_id_idx ON jobs_finished (id);
+CREATE INDEX jobs_finished_org_idx ON jobs_finished (org_id, id) WHERE org_id IS NOT NULL;
 -- Retention deletes by age; BRIN because rows arrive in finalisation order and it costs nearly nothing per insert.
 CREATE INDEX jobs_finished_finalized_brin ON jobs_finished USING brin (finalized_at);
 
@@ -95,6 +98,13 @@ CREATE TABLE workers (
     started_at    timestamptz NOT NULL DEFAULT now(),
     heartbeat_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- When the slow orphan sweep last ran, so that many workers share one sweep per interval.
+CREATE TABLE queue_maintenance (
+    singleton      boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    last_sweep_at  timestamptz NOT NULL DEFAULT '-infinity'
+);
+INSERT INTO queue_maintenance DEFAULT VALUES;
 
 -- One row per queue: per-process concurrency (changed live), pause flag.
 CREATE TABLE pools (

@@ -19,7 +19,7 @@ pub async fn database_url(settings: &Settings) -> Result<String, Failure> {
     wedsync_db::local::resolve_database_url("wedsync", &data_dir)
         .await
         .map_err(|err| match err {
-            LocalPgError::NoBinaries { .. } => Failure::Usage(err.into()),
+            LocalPgError::NoBinaries | LocalPgError::NoPostgresUser => Failure::Usage(err.into()),
             other => {
                 Failure::Runtime(anyhow::Error::new(other).context("starting the local PostgreSQL"))
             }
@@ -46,4 +46,14 @@ pub async fn connect(
             .context("applying database migrations")?;
     }
     Ok(pool)
+}
+
+/// A second pool to the same database. Workers keep their queue bookkeeping (claims,
+/// completions, heartbeats) on a pool of their own so that busy job handlers can never starve a
+/// heartbeat into a false "worker dead".
+pub fn sibling_pool(pool: &PgPool, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy_with((*pool.connect_options()).clone())
 }

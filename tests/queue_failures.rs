@@ -100,7 +100,7 @@ async fn retry_after_holds_the_job_back_for_the_requested_delay() {
         "{delay:?}"
     );
     // A maintenance pass (the only thing that makes waiting jobs available) leaves it waiting.
-    queue.maintain(Duration::from_secs(60), true).await.unwrap();
+    queue.maintain(Some(Duration::from_secs(60))).await.unwrap();
     assert_eq!(
         queue.job(id, None).await.unwrap().state.as_str(),
         "retryable"

@@ -32,8 +32,11 @@ impl Queue {
             .ok_or(QueueError::NotFound(id))
     }
 
+    /// Not a prepared statement: every filter combination is planned for its own values, so an
+    /// unfinished state never walks the archive and a finished one never walks the hot table.
     pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>, QueueError> {
         Ok(sqlx::query_as(sql::LIST_JOBS)
+            .persistent(false)
             .bind(filter.queue.as_deref())
             .bind(filter.state.map(JobState::as_str))
             .bind(filter.kind.as_deref())

@@ -54,7 +54,8 @@ WITH done AS (
     DELETE FROM jobs WHERE id = ANY($1::bigint[]) AND state = 'running' AND attempted_by = $3
     RETURNING *
 ), results AS (
-    SELECT * FROM unnest($1::bigint[], $2::jsonb[]) AS t(id, result) WHERE t.result IS NOT NULL
+    SELECT DISTINCT ON (t.id) * FROM unnest($1::bigint[], $2::jsonb[]) AS t(id, result)
+     WHERE t.result IS NOT NULL
 )
 INSERT INTO jobs_finished (id, queue, kind, args, state, priority, attempt, max_attempts, scheduled_at,
                            created_at, attempted_at, attempted_by, errors, unique_key, org_id, result)
@@ -90,9 +91,14 @@ SELECT id, queue, kind, args, $3, priority, attempt, max_attempts, scheduled_at,
 
 /// Hand running jobs of a stopping worker back: the attempt did not happen, so it is not counted.
 pub const HAND_BACK: &str = r#"
-UPDATE jobs
-   SET state = 'available', attempt = greatest(attempt - 1, 0), attempted_by = NULL, scheduled_at = now()
- WHERE id = ANY($1::bigint[]) AND state = 'running' AND attempted_by = $2
+WITH back AS (
+    UPDATE jobs
+       SET state = 'available', attempt = greatest(attempt - 1, 0), attempted_by = NULL, scheduled_at = now()
+     WHERE id = ANY($1::bigint[]) AND state = 'running' AND attempted_by = $2
+    RETURNING queue
+)
+SELECT count(*) AS n FROM back
+ CROSS JOIN LATERAL (SELECT pg_notify('wedsync_jobs', back.queue)) notified
 "#;
 
 /// Scheduled and retryable jobs whose time has come become available; notifies their queues.
@@ -162,6 +168,13 @@ SELECT (SELECT count(*) FROM retried) AS rescued,
        (SELECT count(*) FROM archived) AS discarded,
        (SELECT count(*) FROM (SELECT DISTINCT queue FROM retried) q
          CROSS JOIN LATERAL (SELECT pg_notify('wedsync_jobs', q.queue)) n) AS notified
+"#;
+
+/// True at most once per 30 s across all workers: whether this pass should sweep for orphans.
+pub const CLAIM_ORPHAN_SWEEP: &str = r#"
+UPDATE queue_maintenance SET last_sweep_at = now()
+ WHERE last_sweep_at < now() - interval '30 seconds'
+RETURNING true
 "#;
 
 /// One transaction-scoped advisory lock so that only one process at a time runs maintenance.

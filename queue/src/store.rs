@@ -31,9 +31,12 @@ impl Queue {
         enqueue(&mut conn, job).await
     }
 
+    /// Enqueue all of `jobs` or none of them (one transaction around the bulk statements).
     pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, QueueError> {
-        let mut conn = self.pool.acquire().await?;
-        enqueue_many(&mut conn, jobs).await
+        let mut tx = self.pool.begin().await?;
+        let enqueued = enqueue_many(&mut tx, jobs).await?;
+        tx.commit().await?;
+        Ok(enqueued)
     }
 
     /// Claim up to `limit` available jobs of `queue` for `worker_id`, highest priority first.
@@ -108,12 +111,12 @@ impl Queue {
 
     /// Return jobs a stopping worker did not finish; their attempt is not counted.
     pub async fn hand_back(&self, worker_id: &str, ids: &[i64]) -> Result<u64, QueueError> {
-        let outcome = sqlx::query(sql::HAND_BACK)
+        let handed_back: i64 = sqlx::query_scalar(sql::HAND_BACK)
             .bind(ids)
             .bind(worker_id)
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
             .await?;
-        Ok(outcome.rows_affected())
+        Ok(handed_back as u64)
     }
 
     pub async fn register_worker(
@@ -150,14 +153,10 @@ impl Queue {
     }
 
     /// One maintenance pass, run by at most one process at a time: promote due scheduled and
-    /// retryable jobs, and rescue the jobs of workers silent for longer than `heartbeat_timeout`.
-    /// With `sweep_orphans` it also returns running jobs whose worker row is gone (a scan of the
-    /// hot table, so callers do it rarely).
-    pub async fn maintain(
-        &self,
-        heartbeat_timeout: Duration,
-        sweep_orphans: bool,
-    ) -> Result<Maintenance, QueueError> {
+    /// retryable jobs and, with `rescue` (the heartbeat timeout), return the jobs of workers silent
+    /// for longer than that. About every 30 s (shared by all workers) the pass also sweeps for
+    /// running jobs whose worker row is gone, which scans the hot table.
+    pub async fn maintain(&self, rescue: Option<Duration>) -> Result<Maintenance, QueueError> {
         let mut tx = self.pool.begin().await?;
         let locked: bool = sqlx::query_scalar(sql::TRY_MAINTENANCE_LOCK)
             .fetch_one(&mut *tx)
@@ -172,17 +171,25 @@ impl Queue {
             .iter()
             .map(|row| row.get::<i64, _>("n"))
             .sum();
-        let rescue = sqlx::query(sql::RESCUE_ORPHANS)
-            .bind(heartbeat_timeout.as_secs_f64())
-            .bind(sweep_orphans)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Maintenance {
+        let mut done = Maintenance {
             promoted,
-            rescued: rescue.get("rescued"),
-            discarded: rescue.get("discarded"),
-        })
+            ..Maintenance::default()
+        };
+        if let Some(heartbeat_timeout) = rescue {
+            let sweep = sqlx::query_scalar::<_, bool>(sql::CLAIM_ORPHAN_SWEEP)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            let rescued = sqlx::query(sql::RESCUE_ORPHANS)
+                .bind(heartbeat_timeout.as_secs_f64())
+                .bind(sweep)
+                .fetch_one(&mut *tx)
+                .await?;
+            done.rescued = rescued.get("rescued");
+            done.discarded = rescued.get("discarded");
+        }
+        tx.commit().await?;
+        Ok(done)
     }
 }
 
@@ -220,6 +227,8 @@ pub async fn enqueue(conn: &mut PgConnection, job: NewJob) -> Result<Enqueued, Q
 
 /// Enqueue many jobs on `conn` in statements of up to 5,000 rows. Jobs whose unique key is held
 /// by an unfinished job are not inserted; their entry names the existing job.
+/// Not atomic by itself across chunks: run it inside a transaction (as [`Queue::enqueue_many`]
+/// does) when all-or-nothing matters.
 pub async fn enqueue_many(
     conn: &mut PgConnection,
     jobs: &[NewJob],

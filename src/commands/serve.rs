@@ -30,23 +30,29 @@ pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
         "  try:        curl -H 'Authorization: Bearer {key}' http://{}/v1/queues",
         listener.local_addr().context("reading the bound address")?
     );
-    let api = tokio::spawn(serve_api(
+    let api = serve_api(
         pool.clone(),
         listener,
         prometheus,
         settings.worker.default_concurrency,
         stop.clone(),
-    ));
-    let worker = tokio::spawn(run_worker(
-        pool.clone(),
-        worker_config(&settings, &WorkerArgs::default()),
-        stop.clone(),
-    ));
-    let scheduler = tokio::spawn(wedsync_scheduler::run(pool, Duration::from_secs(5), stop));
-    let (api, worker, _) = tokio::join!(api, worker, scheduler);
-    api.context("API task")??;
-    worker.context("worker task")??;
-    Ok(())
+    );
+    let worker = run_worker(pool.clone(), worker_config(&settings, &WorkerArgs::default()), stop.clone());
+    let scheduler = async {
+        wedsync_scheduler::run(pool, Duration::from_secs(5), stop.clone()).await;
+        Ok(())
+    };
+    // When one part ends (on SIGTERM, or because it failed), stop the others too.
+    let stopping = |part: Result<(), Failure>| {
+        stop.cancel();
+        part
+    };
+    let (api, worker, scheduler) = tokio::join!(
+        async { stopping(api.await) },
+        async { stopping(worker.await) },
+        async { stopping(scheduler.await) },
+    );
+    api.and(worker).and(scheduler)
 }
 
 pub async fn api(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Failure> {
@@ -126,9 +132,10 @@ async fn run_worker(
     config: WorkerConfig,
     stop: CancellationToken,
 ) -> Result<(), Failure> {
-    let app = AppContext { pool: pool.clone() };
+    let bookkeeping = startup::sibling_pool(&pool, config.queues.len() as u32 * 2 + 6);
+    let app = AppContext { pool };
     let worker = Worker::new(
-        Queue::new(pool),
+        Queue::new(bookkeeping),
         Arc::new(wedsync_kinds::register_all()),
         app,
         config,

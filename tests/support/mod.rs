@@ -143,3 +143,46 @@ pub async fn unfinished(db: &TestDb, queue: &str) -> i64 {
         .await
         .expect("count unfinished")
 }
+
+/// Wait until job `id` is in `state` (finished or not) and return it.
+pub async fn wait_for_job_state(
+    queue: &Queue,
+    id: i64,
+    state: &str,
+    timeout: Duration,
+) -> wedsync_queue::JobRow {
+    wait_for(&format!("job {id} to be {state}"), timeout, || async {
+        let job = queue.job(id, None).await.ok()?;
+        (job.state.as_str() == state).then_some(job)
+    })
+    .await
+}
+
+/// Wait until a connection to this database LISTENs for new jobs, i.e. a worker's listener is
+/// up and NOTIFY can reach it.
+pub async fn wait_for_listener(db: &TestDb) {
+    wait_for(
+        "a worker to LISTEN for new jobs",
+        Duration::from_secs(10),
+        || async {
+            let listening: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                                 WHERE datname = current_database()
+                                   AND query LIKE 'LISTEN \"wedsync_jobs\"%')",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .expect("read pg_stat_activity");
+            listening.then_some(())
+        },
+    )
+    .await
+}
+
+/// The database's clock now (not the transaction's start), to compare with job timestamps.
+pub async fn db_now(db: &TestDb) -> chrono::DateTime<chrono::Utc> {
+    sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&db.pool)
+        .await
+        .expect("read the database clock")
+}

@@ -2,17 +2,27 @@
 //! goes out in the next statement, so batches grow with load and latency stays low when idle.
 
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use wedsync_queue::Queue;
+use wedsync_queue::{Queue, QueueError};
 
-pub type Completion = (i64, Option<Value>);
+/// A job that completed, with the worker id of the claim that ran it.
+#[derive(Debug)]
+pub struct Completion {
+    pub id: i64,
+    pub claimed_by: Arc<str>,
+    pub result: Option<Value>,
+}
+
+/// After shutdown is requested, how long a failing final write is retried before the rescuer is
+/// left to return those jobs.
+const FINAL_WRITE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Run until `stop` is cancelled, then write whatever is still buffered and end.
 pub async fn run_completer(
     queue: Queue,
-    worker_id: String,
     mut rx: mpsc::Receiver<Completion>,
     max_batch: usize,
     stop: CancellationToken,
@@ -29,27 +39,79 @@ pub async fn run_completer(
         if received == 0 {
             return;
         }
-        write_with_retry(&queue, &worker_id, &batch).await;
+        // Almost always one claimer; several only around a worker being declared dead.
+        batch.sort_by(|a, b| a.claimed_by.cmp(&b.claimed_by));
+        for group in batch.chunk_by(|a, b| a.claimed_by == b.claimed_by) {
+            write_group(&queue, group, &stop).await;
+        }
         batch.clear();
     }
 }
 
-/// A failed write is retried with backoff; the completions are kept, never dropped.
-async fn write_with_retry(queue: &Queue, worker_id: &str, batch: &[Completion]) {
+async fn write_group(queue: &Queue, group: &[Completion], stop: &CancellationToken) {
+    let worker = group[0].claimed_by.as_ref();
+    let rows: Vec<(i64, Option<Value>)> = group.iter().map(|c| (c.id, c.result.clone())).collect();
+    match write_with_retry(queue, worker, &rows, stop).await {
+        Err(QueueError::Database(sqlx::Error::Database(err))) if rows.len() > 1 => {
+            // One row the database rejects must not block the others: write them one by one.
+            tracing::warn!(error = %err, "a completion batch was rejected; writing rows one by one");
+            for row in rows {
+                write_alone(queue, worker, row, stop).await;
+            }
+        }
+        Err(QueueError::Database(sqlx::Error::Database(_))) => {
+            let row = rows.into_iter().next().expect("a group is never empty");
+            write_alone(queue, worker, row, stop).await;
+        }
+        Err(err) => tracing::error!(error = %err, jobs = rows.len(), "gave up writing completions; the jobs will be rescued"),
+        Ok(()) => {}
+    }
+}
+
+/// A row rejected even alone is written without its result, which is the only part a handler
+/// controls.
+async fn write_alone(queue: &Queue, worker: &str, row: (i64, Option<Value>), stop: &CancellationToken) {
+    let id = row.0;
+    if write_with_retry(queue, worker, &[row], stop).await.is_ok() {
+        return;
+    }
+    tracing::error!(job.id = id, "the database rejected this job's result; recording it without");
+    if let Err(err) = write_with_retry(queue, worker, &[(id, None)], stop).await {
+        tracing::error!(job.id = id, error = %err, "could not record a completion");
+    }
+}
+
+/// Retry transient failures with backoff; a database error (the statement itself was rejected)
+/// is returned at once. After shutdown is requested, give up after the final-write deadline.
+async fn write_with_retry(
+    queue: &Queue,
+    worker: &str,
+    rows: &[(i64, Option<Value>)],
+    stop: &CancellationToken,
+) -> Result<(), QueueError> {
     let mut delay = Duration::from_millis(50);
+    let mut deadline = None;
     loop {
-        match queue.complete_batch(worker_id, batch).await {
+        match queue.complete_batch(worker, rows).await {
             Ok(written) => {
-                if written < batch.len() as u64 {
+                if written < rows.len() as u64 {
                     tracing::debug!(
-                        lost = batch.len() as u64 - written,
-                        "some completed jobs were no longer held by this worker (rescued or cancelled)"
+                        lost = rows.len() as u64 - written,
+                        "some completed jobs were no longer held by this claim (rescued or cancelled)"
                     );
                 }
-                return;
+                return Ok(());
             }
+            Err(err @ QueueError::Database(sqlx::Error::Database(_))) => return Err(err),
             Err(err) => {
-                tracing::warn!(error = %err, jobs = batch.len(), "writing completions failed; retrying");
+                if stop.is_cancelled() {
+                    let deadline = *deadline
+                        .get_or_insert_with(|| tokio::time::Instant::now() + FINAL_WRITE_DEADLINE);
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(err);
+                    }
+                }
+                tracing::warn!(error = %err, jobs = rows.len(), "writing completions failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

@@ -2,6 +2,7 @@
 //! then sleep until a slot frees, a notification or pool change arrives, or the poll timer fires.
 
 use crate::executor::{Shared, Slots, spawn_job};
+use crate::housekeeping::Identity;
 use crate::signals::PoolState;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) struct Fetcher<C> {
     pub shared: Arc<Shared<C>>,
+    pub identity: Arc<Identity>,
     pub queue: String,
     pub slots: Arc<Slots>,
     pub pool: watch::Receiver<PoolState>,
@@ -34,10 +36,11 @@ impl<C: Clone + Send + Sync + 'static> Fetcher<C> {
             let mut drained = false;
             if free > 0 {
                 let want = (free as i64).min(self.max_batch);
+                let worker_id = self.identity.current();
                 match self
                     .shared
                     .queue
-                    .claim_batch(&self.queue, want, &self.shared.worker_id)
+                    .claim_batch(&self.queue, want, &worker_id)
                     .await
                 {
                     Ok(jobs) => {
@@ -64,7 +67,11 @@ impl<C: Clone + Send + Sync + 'static> Fetcher<C> {
             let at_limit = free == 0 && limit > 0;
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = self.pool.changed() => {}
+                changed = self.pool.changed() => {
+                    if changed.is_err() {
+                        return; // the pool watcher is gone: the worker is stopping
+                    }
+                }
                 _ = self.wake.notified(), if !at_limit => {}
                 _ = self.slots.freed.notified(), if at_limit => {}
                 _ = tokio::time::sleep(self.poll_interval), if drained || limit == 0 => {}

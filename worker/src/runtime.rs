@@ -5,15 +5,19 @@ use crate::completer::run_completer;
 use crate::config::WorkerConfig;
 use crate::executor::{Shared, Slots, lock};
 use crate::fetcher::Fetcher;
-use crate::housekeeping;
+use crate::housekeeping::{self, Health, Identity};
 use crate::signals::{PoolState, listen, watch_pools};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wedsync_queue::{Queue, QueueError, Registry};
+
+/// After the grace period, how long interrupted jobs get to unwind before they are handed back.
+const UNWIND_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,15 +63,20 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             queue,
             registry,
             app,
-            config,
+            mut config,
         } = self;
+        config.queues.sort();
+        config.queues.dedup();
         let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let identity = Arc::new(Identity::new(config.worker_id.clone()));
         queue
             .register_worker(&config.worker_id, &host, &config.queues)
             .await?;
         for name in &config.queues {
             queue.ensure_pool(name, config.initial_concurrency(name)).await?;
         }
+        // Fetchers start from the pools as stored, so a paused queue is never claimed from.
+        let pools = queue.pools().await?;
         tracing::info!(worker_id = %config.worker_id, queues = ?config.queues, "worker started");
 
         let (completions, completions_rx) = mpsc::channel(config.max_completion_batch * 4);
@@ -75,16 +84,15 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             queue: queue.clone(),
             registry,
             app,
-            worker_id: config.worker_id.clone(),
             completions,
             running: Mutex::new(HashMap::new()),
+            interrupted: Mutex::new(Vec::new()),
             job_ended: Notify::new(),
             run_log: config.run_log.as_ref().map(|_| Mutex::new(Vec::new())),
         });
         let completer_stop = CancellationToken::new();
         let completer = tokio::spawn(run_completer(
             queue.clone(),
-            config.worker_id.clone(),
             completions_rx,
             config.max_completion_batch,
             completer_stop.clone(),
@@ -97,17 +105,15 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         let mut fetchers = JoinSet::new();
         let mut pool_senders = HashMap::new();
         let mut wakes = HashMap::new();
-        let initial = PoolState {
-            concurrency: config.default_concurrency,
-            paused: false,
-        };
         for name in &config.queues {
+            let initial = PoolState::from_rows(&pools, name, config.initial_concurrency(name));
             let (tx, rx) = watch::channel(initial);
             let wake = Arc::new(Notify::new());
             pool_senders.insert(name.clone(), tx);
             wakes.insert(name.clone(), wake.clone());
             let fetcher = Fetcher {
                 shared: shared.clone(),
+                identity: identity.clone(),
                 queue: name.clone(),
                 slots: Arc::new(Slots::default()),
                 pool: rx,
@@ -118,6 +124,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             fetchers.spawn(fetcher.run(fetch_stop.clone()));
         }
         let reload_pools = Arc::new(Notify::new());
+        let health = Arc::new(Health::default());
         background.spawn(watch_pools(
             queue.clone(),
             pool_senders,
@@ -134,8 +141,9 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             background_stop.clone(),
         ));
         background.spawn(housekeeping::heartbeat(
-            queue.clone(),
-            config.worker_id.clone(),
+            shared.clone(),
+            identity.clone(),
+            health.clone(),
             host,
             config.queues.clone(),
             config.heartbeat_interval,
@@ -143,6 +151,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         ));
         background.spawn(housekeeping::maintain(
             queue.clone(),
+            health,
             config.maintenance_interval,
             config.heartbeat_timeout,
             background_stop.clone(),
@@ -150,47 +159,66 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
 
         fetchers.join_all().await;
         tracing::info!("stopped claiming; waiting for in-flight jobs");
-        let aborted = drain_in_flight(&shared, &config).await;
-        // Completions must be written before unfinished jobs are handed back (see `hand_back`).
+        drain_in_flight(&shared, config.shutdown_grace).await;
+        // Completions must be written before unfinished jobs are handed back: a job handed back
+        // while its completion was still buffered would run again.
         completer_stop.cancel();
         let _ = completer.await;
-        if !aborted.is_empty() {
-            match queue.hand_back(&config.worker_id, &aborted).await {
-                Ok(n) => tracing::info!(jobs = n, "handed unfinished jobs back to the queue"),
+        let interrupted: Vec<i64> = lock(&shared.interrupted).iter().map(|c| c.0).collect();
+        let worker_id = identity.current();
+        let handed_back = if interrupted.is_empty() {
+            0
+        } else {
+            match queue.hand_back(&worker_id, &interrupted).await {
+                Ok(n) => {
+                    tracing::info!(jobs = n, "handed unfinished jobs back to the queue");
+                    n
+                }
                 Err(err) => {
-                    tracing::error!(error = %err, "handing jobs back failed; the rescuer will return them")
+                    tracing::error!(error = %err, "handing jobs back failed; the rescuer will return them");
+                    0
                 }
             }
-        }
+        };
         background_stop.cancel();
         background.join_all().await;
-        let started_jobs = write_run_log(&shared, &config)?;
-        if let Err(err) = queue.deregister_worker(&config.worker_id).await {
+        if let Err(err) = queue.deregister_worker(&worker_id).await {
             tracing::warn!(error = %err, "deregistering failed; the rescuer will remove this worker");
         }
-        tracing::info!(handed_back = aborted.len(), "worker stopped");
+        let started_jobs = write_run_log(&shared, &config)?;
+        tracing::info!(handed_back, "worker stopped");
         Ok(WorkerReport {
             started_jobs,
-            handed_back: aborted.len() as u64,
+            handed_back,
         })
     }
 }
 
-/// Wait up to the grace period for running jobs; abort the rest and return their ids.
-async fn drain_in_flight<C>(shared: &Arc<Shared<C>>, config: &WorkerConfig) -> Vec<i64> {
-    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+/// Wait up to `grace` for running jobs; then interrupt their handlers and wait (bounded) for the
+/// tasks to unwind, so that every interrupted claim is known before hand-back.
+async fn drain_in_flight<C>(shared: &Shared<C>, grace: Duration) {
+    if !wait_until_idle(shared, grace).await {
+        let handlers: Vec<_> = lock(&shared.running).values().cloned().collect();
+        tracing::warn!(jobs = handlers.len(), "grace period over; interrupting running jobs");
+        handlers.iter().for_each(|h| h.abort());
+        if !wait_until_idle(shared, UNWIND_TIMEOUT).await {
+            tracing::error!("some job tasks did not unwind; the rescuer will return their jobs");
+        }
+    }
+}
+
+/// True once no job task is left, false if `timeout` passed first.
+async fn wait_until_idle<C>(shared: &Shared<C>, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let job_ended = shared.job_ended.notified();
         if lock(&shared.running).is_empty() {
-            return Vec::new();
+            return true;
         }
         tokio::select! {
-            _ = job_ended => continue,
-            _ = tokio::time::sleep_until(deadline) => {}
+            _ = job_ended => {}
+            _ = tokio::time::sleep_until(deadline) => return false,
         }
-        let running = lock(&shared.running);
-        running.values().for_each(|task| task.abort());
-        return running.keys().copied().collect();
     }
 }
 

@@ -3,13 +3,13 @@
 
 use crate::executor::{Shared, lock};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgNotification};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
-use wedsync_queue::{CANCEL_CHANNEL, JOBS_CHANNEL, POOLS_CHANNEL, Queue};
+use wedsync_queue::{CANCEL_CHANNEL, JOBS_CHANNEL, POOLS_CHANNEL, Pool, Queue};
 
 /// A queue's pool as one worker process applies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,20 @@ pub(crate) struct PoolState {
 }
 
 impl PoolState {
+    /// The state of `queue` from its pool row, or `default_concurrency` unpaused without one.
+    pub fn from_rows(pools: &[Pool], queue: &str, default_concurrency: i32) -> Self {
+        pools.iter().find(|p| p.queue == queue).map_or(
+            PoolState {
+                concurrency: default_concurrency,
+                paused: false,
+            },
+            |p| PoolState {
+                concurrency: p.concurrency,
+                paused: p.paused,
+            },
+        )
+    }
+
     /// Jobs this process may run at once for the queue.
     pub fn limit(self) -> usize {
         if self.paused {
@@ -42,16 +56,7 @@ pub(crate) async fn watch_pools(
         match queue.pools().await {
             Ok(pools) => {
                 for (name, sender) in &senders {
-                    let state = pools.iter().find(|p| &p.queue == name).map_or(
-                        PoolState {
-                            concurrency: default_concurrency,
-                            paused: false,
-                        },
-                        |p| PoolState {
-                            concurrency: p.concurrency,
-                            paused: p.paused,
-                        },
-                    );
+                    let state = PoolState::from_rows(&pools, name, default_concurrency);
                     sender.send_if_modified(|current| {
                         let changed = *current != state;
                         if changed {
@@ -100,35 +105,51 @@ pub(crate) async fn listen<C>(
         loop {
             let notification = tokio::select! {
                 _ = stop.cancelled() => return,
-                n = listener.recv() => n,
+                n = listener.try_recv() => n,
             };
             match notification {
-                Ok(n) => match n.channel() {
-                    JOBS_CHANNEL => {
-                        if let Some(wake) = wakes.get(n.payload()) {
-                            wake.notify_one();
-                        }
-                    }
-                    POOLS_CHANNEL => reload_pools.notify_one(),
-                    CANCEL_CHANNEL => {
-                        if let Ok(id) = n.payload().parse::<i64>()
-                            && let Some(task) = lock(&shared.running).get(&id)
-                        {
-                            tracing::info!(
-                                job.id = id,
-                                "job cancelled by an operator; stopping it"
-                            );
-                            task.abort();
-                        }
-                    }
-                    _ => {}
-                },
+                // The connection dropped; the next call reconnects. Whatever was notified in
+                // between is lost, so every queue looks for work and pools are reloaded.
+                Ok(None) => {
+                    tracing::warn!("LISTEN connection lost; reconnecting");
+                    wakes.values().for_each(|w| w.notify_one());
+                    reload_pools.notify_one();
+                }
+                Ok(Some(n)) => dispatch(&n, &wakes, &reload_pools, &shared),
                 Err(err) => {
-                    tracing::warn!(error = %err, "LISTEN connection lost; reconnecting");
+                    tracing::warn!(error = %err, "LISTEN connection failed; reconnecting");
                     break;
                 }
             }
         }
+    }
+}
+
+fn dispatch<C>(
+    notification: &PgNotification,
+    wakes: &HashMap<String, Arc<Notify>>,
+    reload_pools: &Notify,
+    shared: &Shared<C>,
+) {
+    match notification.channel() {
+        JOBS_CHANNEL => {
+            if let Some(wake) = wakes.get(notification.payload()) {
+                wake.notify_one();
+            }
+        }
+        POOLS_CHANNEL => reload_pools.notify_one(),
+        CANCEL_CHANNEL => {
+            let Ok(id) = notification.payload().parse::<i64>() else {
+                return;
+            };
+            for (claim, handler) in lock(&shared.running).iter() {
+                if claim.0 == id {
+                    tracing::info!(job.id = id, "job cancelled by an operator; stopping it");
+                    handler.abort();
+                }
+            }
+        }
+        _ => {}
     }
 }
 
