@@ -28,20 +28,20 @@ RETURNING id, unique_key
 pub const IDS_BY_UNIQUE_KEY: &str =
     "SELECT id, unique_key FROM jobs WHERE unique_key = ANY($1::text[])";
 
-/// Claim up to $2 available jobs of queue $1 for worker $3, in one short statement.
+/// Claim up to $2 available jobs of queue $1 for worker $3, in one short statement. The ids are
+/// collected into an array so that the update is a primary-key lookup in every plan: as a join,
+/// PostgreSQL's generic plan for this prepared statement turned into a sequential scan of `jobs`.
 pub const CLAIM_BATCH: &str = concat!(
     r#"
-WITH next AS (
+UPDATE jobs j
+   SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = $3
+ WHERE j.id = ANY (ARRAY(
     SELECT id FROM jobs
      WHERE state = 'available' AND queue = $1 AND scheduled_at <= now()
      ORDER BY priority, scheduled_at, id
      LIMIT $2
      FOR UPDATE SKIP LOCKED
-)
-UPDATE jobs j
-   SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = $3
-  FROM next
- WHERE j.id = next.id
+ ))
 RETURNING "#,
     "j.id, j.queue, j.kind, j.args, j.state, j.priority, j.attempt, j.max_attempts, j.scheduled_at, \
      j.created_at, j.attempted_at, j.attempted_by, j.errors, j.unique_key, j.org_id"
@@ -103,14 +103,16 @@ SELECT count(*) AS n FROM back
 
 /// Scheduled and retryable jobs whose time has come become available; notifies their queues.
 pub const PROMOTE_DUE: &str = r#"
-WITH due AS (
-    SELECT id FROM jobs
-     WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= now()
-     ORDER BY scheduled_at
-     LIMIT $1
-     FOR UPDATE SKIP LOCKED
-), promoted AS (
-    UPDATE jobs j SET state = 'available' FROM due WHERE j.id = due.id RETURNING j.queue
+WITH promoted AS (
+    UPDATE jobs SET state = 'available'
+     WHERE id = ANY (ARRAY(
+        SELECT id FROM jobs
+         WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= now()
+         ORDER BY scheduled_at
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED
+     ))
+    RETURNING queue
 )
 SELECT q.queue, q.n
   FROM (SELECT queue, count(*) AS n FROM promoted GROUP BY queue) q
