@@ -25,6 +25,16 @@ async fn wait_for_state(queue: &Queue, id: i64, state: &str, timeout: Duration) 
     .await
 }
 
+/// Enqueue one scripted job, run a worker until the job reaches `state`, stop the worker.
+async fn run_until(behaviour: Behaviour, state: &str) -> (TestDb, JobRow) {
+    let (db, queue, ctx) = setup().await;
+    let id = queue.enqueue(scripted(behaviour)).await.unwrap().id;
+    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
+    let job = wait_for_state(&queue, id, state, Duration::from_secs(10)).await;
+    worker.stop().await;
+    (db, job)
+}
+
 fn error_kinds(job: &JobRow) -> Vec<String> {
     job.errors
         .as_array()
@@ -36,19 +46,14 @@ fn error_kinds(job: &JobRow) -> Vec<String> {
 
 #[tokio::test]
 async fn failed_job_is_retried_with_backoff_then_discarded_after_max_attempts() {
-    let (db, queue, ctx) = setup().await;
-    let id = queue.enqueue(scripted(Behaviour::Fail)).await.unwrap().id;
-    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
-
-    let job = wait_for_state(&queue, id, "discarded", Duration::from_secs(10)).await;
-    worker.stop().await;
+    let (db, job) = run_until(Behaviour::Fail, "discarded").await;
 
     assert_eq!(job.attempt, 3);
     assert_eq!(error_kinds(&job), ["error", "error", "error"]);
     // Each retry waited at least its backoff (200 ms × attempt) after the failed attempt.
     let runs: Vec<(i32, chrono::DateTime<chrono::Utc>)> =
         sqlx::query_as("SELECT attempt, at FROM test_runs WHERE job_id = $1 ORDER BY at")
-            .bind(id)
+            .bind(job.id)
             .fetch_all(&db.pool)
             .await
             .unwrap();
@@ -69,15 +74,7 @@ async fn failed_job_is_retried_with_backoff_then_discarded_after_max_attempts() 
 
 #[tokio::test]
 async fn job_that_succeeds_on_a_later_attempt_completes_with_its_error_history() {
-    let (db, queue, ctx) = setup().await;
-    let id = queue
-        .enqueue(scripted(Behaviour::FailUntilAttempt(2)))
-        .await
-        .unwrap()
-        .id;
-    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
-    let job = wait_for_state(&queue, id, "completed", Duration::from_secs(10)).await;
-    worker.stop().await;
+    let (_db, job) = run_until(Behaviour::FailUntilAttempt(2), "completed").await;
     assert_eq!(job.attempt, 2);
     assert_eq!(job.errors.as_array().unwrap().len(), 1);
     assert_eq!(job.errors[0]["attempt"], 1);
@@ -119,15 +116,7 @@ async fn retry_after_holds_the_job_back_for_the_requested_delay() {
 
 #[tokio::test]
 async fn permanent_error_discards_without_retrying() {
-    let (db, queue, ctx) = setup().await;
-    let id = queue
-        .enqueue(scripted(Behaviour::Permanent))
-        .await
-        .unwrap()
-        .id;
-    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
-    let job = wait_for_state(&queue, id, "discarded", Duration::from_secs(10)).await;
-    worker.stop().await;
+    let (_db, job) = run_until(Behaviour::Permanent, "discarded").await;
     assert_eq!(job.attempt, 1);
     assert_eq!(error_kinds(&job), ["permanent"]);
     assert_eq!(job.errors[0]["error"], Value::from("this can never work"));
@@ -157,11 +146,7 @@ async fn panic_is_a_failed_attempt_and_the_worker_keeps_working() {
 
 #[tokio::test]
 async fn job_exceeding_its_timeout_is_failed_and_retried() {
-    let (db, queue, ctx) = setup().await;
-    let id = queue.enqueue(scripted(Behaviour::Hang)).await.unwrap().id;
-    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
-    let job = wait_for_state(&queue, id, "discarded", Duration::from_secs(10)).await;
-    worker.stop().await;
+    let (db, job) = run_until(Behaviour::Hang, "discarded").await;
     assert_eq!(job.attempt, 3);
     assert!(
         job.errors[0]["error"]
