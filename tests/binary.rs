@@ -19,7 +19,11 @@ fn wedsync(db: &TestDb, args: &[&str]) -> Output {
 }
 
 fn json_of(output: &Output) -> serde_json::Value {
-    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
 }
 
@@ -72,7 +76,10 @@ async fn all_serves_the_api_runs_jobs_and_stops_cleanly_on_sigterm() {
     })
     .await;
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "`all` exited with {status}");
     assert_eq!(support::count_in_state(&db, "running").await, 0);
@@ -82,29 +89,67 @@ async fn all_serves_the_api_runs_jobs_and_stops_cleanly_on_sigterm() {
 #[tokio::test]
 async fn operator_commands_print_json_with_the_api_field_names() {
     let db = TestDb::new().await.unwrap();
-    let enqueued = json_of(&wedsync(&db, &["jobs", "enqueue", "noop", "{}", "--count", "3", "--json"]));
+    let enqueued = json_of(&wedsync(
+        &db,
+        &["jobs", "enqueue", "noop", "{}", "--count", "3", "--json"],
+    ));
     assert_eq!(enqueued.as_array().unwrap().len(), 3);
     let id = enqueued[0]["id"].as_i64().unwrap();
 
-    let listed = json_of(&wedsync(&db, &["jobs", "list", "--state", "available", "--json"]));
+    let listed = json_of(&wedsync(
+        &db,
+        &["jobs", "list", "--state", "available", "--json"],
+    ));
     let first = &listed.as_array().unwrap()[0];
-    for field in ["id", "queue", "kind", "state", "attempt", "max_attempts", "priority", "scheduled_at", "errors"] {
+    for field in [
+        "id",
+        "queue",
+        "kind",
+        "state",
+        "attempt",
+        "max_attempts",
+        "priority",
+        "scheduled_at",
+        "errors",
+    ] {
         assert!(first.get(field).is_some(), "`{field}` missing from {first}");
     }
     assert_eq!(listed.as_array().unwrap().len(), 3);
 
-    let cancelled = json_of(&wedsync(&db, &["jobs", "cancel", &id.to_string(), "--json"]));
+    let cancelled = json_of(&wedsync(
+        &db,
+        &["jobs", "cancel", &id.to_string(), "--json"],
+    ));
     assert_eq!(cancelled[0]["state"], "cancelled");
     let retried = json_of(&wedsync(&db, &["jobs", "retry", &id.to_string(), "--json"]));
     assert_eq!(retried[0]["state"], "available");
 
-    let pool = json_of(&wedsync(&db, &["pools", "set", "default", "7", "--reason", "saturday", "--json"]));
+    let pool = json_of(&wedsync(
+        &db,
+        &[
+            "pools", "set", "default", "7", "--reason", "saturday", "--json",
+        ],
+    ));
     assert_eq!(pool[0]["concurrency"], 7);
     let queues = json_of(&wedsync(&db, &["queues", "--json"]));
-    let default = queues.as_array().unwrap().iter().find(|q| q["queue"] == "default").unwrap();
-    assert_eq!((default["available"].as_i64(), default["concurrency"].as_i64()), (Some(3), Some(7)));
+    let default = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "default")
+        .unwrap();
+    assert_eq!(
+        (
+            default["available"].as_i64(),
+            default["concurrency"].as_i64()
+        ),
+        (Some(3), Some(7))
+    );
 
-    let key = wedsync(&db, &["keys", "create", "--org", "acme", "--role", "planner"]);
+    let key = wedsync(
+        &db,
+        &["keys", "create", "--org", "acme", "--role", "planner"],
+    );
     assert!(String::from_utf8(key.stdout).unwrap().starts_with("wsk_"));
 }
 

@@ -127,6 +127,10 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
 /// Returns whether the worker row still exists (a rescued worker must stop and re-register).
 pub const HEARTBEAT: &str = "UPDATE workers SET heartbeat_at = now() WHERE id = $1 RETURNING id";
 
+/// Which of the given jobs worker $2 still holds (the others were cancelled or rescued).
+pub const STILL_HELD: &str =
+    "SELECT id FROM jobs WHERE id = ANY($1::bigint[]) AND state = 'running' AND attempted_by = $2";
+
 pub const DEREGISTER_WORKER: &str = "DELETE FROM workers WHERE id = $1";
 
 /// Workers silent for longer than $1 seconds are removed; with $2 also running jobs whose worker

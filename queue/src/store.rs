@@ -144,6 +144,15 @@ impl Queue {
         Ok(row.is_some())
     }
 
+    /// The subset of `ids` that `worker_id` still holds as running.
+    pub async fn still_held(&self, worker_id: &str, ids: &[i64]) -> Result<Vec<i64>, QueueError> {
+        Ok(sqlx::query_scalar(sql::STILL_HELD)
+            .bind(ids)
+            .bind(worker_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     pub async fn deregister_worker(&self, worker_id: &str) -> Result<(), QueueError> {
         sqlx::query(sql::DEREGISTER_WORKER)
             .bind(worker_id)

@@ -37,7 +37,11 @@ pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
         settings.worker.default_concurrency,
         stop.clone(),
     );
-    let worker = run_worker(pool.clone(), worker_config(&settings, &WorkerArgs::default()), stop.clone());
+    let worker = run_worker(
+        pool.clone(),
+        worker_config(&settings, &WorkerArgs::default()),
+        stop.clone(),
+    );
     let scheduler = async {
         wedsync_scheduler::run(pool, Duration::from_secs(5), stop.clone()).await;
         Ok(())

@@ -159,7 +159,7 @@ pub async fn wait_for_job_state(
 }
 
 /// Wait until a connection to this database LISTENs for new jobs, i.e. a worker's listener is
-/// up and NOTIFY can reach it.
+/// up and NOTIFY can reach it (its LISTEN statement has finished: the connection is idle).
 pub async fn wait_for_listener(db: &TestDb) {
     wait_for(
         "a worker to LISTEN for new jobs",
@@ -167,7 +167,7 @@ pub async fn wait_for_listener(db: &TestDb) {
         || async {
             let listening: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-                                 WHERE datname = current_database()
+                                 WHERE datname = current_database() AND state = 'idle'
                                    AND query LIKE 'LISTEN \"wedsync_jobs\"%')",
             )
             .fetch_one(&db.pool)

@@ -63,19 +63,29 @@ async fn write_group(queue: &Queue, group: &[Completion], stop: &CancellationTok
             let row = rows.into_iter().next().expect("a group is never empty");
             write_alone(queue, worker, row, stop).await;
         }
-        Err(err) => tracing::error!(error = %err, jobs = rows.len(), "gave up writing completions; the jobs will be rescued"),
+        Err(err) => {
+            tracing::error!(error = %err, jobs = rows.len(), "gave up writing completions; the jobs will be rescued")
+        }
         Ok(()) => {}
     }
 }
 
 /// A row rejected even alone is written without its result, which is the only part a handler
 /// controls.
-async fn write_alone(queue: &Queue, worker: &str, row: (i64, Option<Value>), stop: &CancellationToken) {
+async fn write_alone(
+    queue: &Queue,
+    worker: &str,
+    row: (i64, Option<Value>),
+    stop: &CancellationToken,
+) {
     let id = row.0;
     if write_with_retry(queue, worker, &[row], stop).await.is_ok() {
         return;
     }
-    tracing::error!(job.id = id, "the database rejected this job's result; recording it without");
+    tracing::error!(
+        job.id = id,
+        "the database rejected this job's result; recording it without"
+    );
     if let Err(err) = write_with_retry(queue, worker, &[(id, None)], stop).await {
         tracing::error!(job.id = id, error = %err, "could not record a completion");
     }

@@ -164,9 +164,12 @@ async fn record<C>(shared: &Shared<C>, row: &JobRow, result: Result<Outcome, Job
         Ok(Outcome::Cancelled(reason)) => {
             let entry = error_entry(row.attempt, "cancelled", &strip_nul(&reason));
             persist(|| {
-                shared
-                    .queue
-                    .finalize_running(row.id, worker, JobState::Cancelled, Some(entry.clone()))
+                shared.queue.finalize_running(
+                    row.id,
+                    worker,
+                    JobState::Cancelled,
+                    Some(entry.clone()),
+                )
             })
             .await;
         }

@@ -3,6 +3,7 @@
 
 use crate::config::default_worker_id;
 use crate::executor::{Shared, lock};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -76,7 +77,10 @@ pub(crate) async fn heartbeat<C>(
             beat = shared.queue.heartbeat(&current) => beat,
         };
         match beat {
-            Ok(true) => health.record(true),
+            Ok(true) => {
+                health.record(true);
+                stop_released_jobs(&shared, &current).await;
+            }
             Ok(false) => {
                 health.record(false);
                 let fresh = default_worker_id();
@@ -91,6 +95,33 @@ pub(crate) async fn heartbeat<C>(
                 health.record(false);
                 tracing::warn!(error = %err, "heartbeat failed");
             }
+        }
+    }
+}
+
+/// Interrupt handlers whose job this worker no longer holds: cancelled or rescued while a
+/// notification was lost (LISTEN reconnecting, or not yet listening at start-up).
+async fn stop_released_jobs<C>(shared: &Shared<C>, worker_id: &str) {
+    let ids: Vec<i64> = lock(&shared.running).keys().map(|claim| claim.0).collect();
+    if ids.is_empty() {
+        return;
+    }
+    let held = match shared.queue.still_held(worker_id, &ids).await {
+        Ok(held) => held.into_iter().collect::<HashSet<_>>(),
+        Err(err) => {
+            tracing::warn!(error = %err, "checking held jobs failed");
+            return;
+        }
+    };
+    let checked: HashSet<i64> = ids.into_iter().collect();
+    for (claim, handler) in lock(&shared.running).iter() {
+        // Claims made after the check started were not asked about.
+        if checked.contains(&claim.0) && !held.contains(&claim.0) {
+            tracing::info!(
+                job.id = claim.0,
+                "job no longer held (cancelled or rescued); stopping it"
+            );
+            handler.abort();
         }
     }
 }
@@ -113,10 +144,16 @@ pub(crate) async fn maintain(
                     Err(err) => tracing::warn!(error = %err, "vacuuming the jobs table failed"),
                 }
             }
-            let rescue = health.healthy_for(heartbeat_timeout).then_some(heartbeat_timeout);
+            let rescue = health
+                .healthy_for(heartbeat_timeout)
+                .then_some(heartbeat_timeout);
             match queue.maintain(rescue).await {
                 Ok(done) if done.rescued + done.discarded > 0 => {
-                    tracing::warn!(rescued = done.rescued, discarded = done.discarded, "rescued jobs of dead workers");
+                    tracing::warn!(
+                        rescued = done.rescued,
+                        discarded = done.discarded,
+                        "rescued jobs of dead workers"
+                    );
                 }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "maintenance pass failed"),

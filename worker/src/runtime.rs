@@ -73,7 +73,9 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             .register_worker(&config.worker_id, &host, &config.queues)
             .await?;
         for name in &config.queues {
-            queue.ensure_pool(name, config.initial_concurrency(name)).await?;
+            queue
+                .ensure_pool(name, config.initial_concurrency(name))
+                .await?;
         }
         // Fetchers start from the pools as stored, so a paused queue is never claimed from.
         let pools = queue.pools().await?;
@@ -199,7 +201,10 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
 async fn drain_in_flight<C>(shared: &Shared<C>, grace: Duration) {
     if !wait_until_idle(shared, grace).await {
         let handlers: Vec<_> = lock(&shared.running).values().cloned().collect();
-        tracing::warn!(jobs = handlers.len(), "grace period over; interrupting running jobs");
+        tracing::warn!(
+            jobs = handlers.len(),
+            "grace period over; interrupting running jobs"
+        );
         handlers.iter().for_each(|h| h.abort());
         if !wait_until_idle(shared, UNWIND_TIMEOUT).await {
             tracing::error!("some job tasks did not unwind; the rescuer will return their jobs");
