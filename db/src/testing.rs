@@ -60,27 +60,29 @@ impl TestDb {
 }
 
 impl Drop for TestDb {
-    /// Drop the database in the background; a leftover is harmless (names are random).
+    /// Drop the database before the test ends (joined, so a finishing test process cannot cut it
+    /// short). It runs on a thread of its own because `drop` cannot await; `FORCE` ends the
+    /// pool's connections, which belong to the test's runtime.
     fn drop(&mut self) {
-        let (admin_url, name, pool) =
-            (self.admin_url.clone(), self.name.clone(), self.pool.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropper = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(async move {
-                    pool.close().await;
-                    if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        )))
-                        .execute(&mut admin)
-                        .await;
-                    }
-                });
-            }
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
         });
+        let _ = dropper.join();
     }
 }
 
