@@ -156,3 +156,29 @@ async fn job_exceeding_its_timeout_is_failed_and_retried() {
     );
     assert_eq!(count_in_state(&db, "running").await, 0);
 }
+
+#[tokio::test]
+async fn operator_retry_runs_a_job_waiting_for_its_retry_now() {
+    let (db, queue, ctx) = setup().await;
+    let id = queue
+        .enqueue(scripted(Behaviour::RetryAfterSecs(3600)))
+        .await
+        .unwrap()
+        .id;
+    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
+    wait_for_state(&queue, id, "retryable", Duration::from_secs(10)).await;
+
+    let retried = queue.retry(id, None).await.unwrap();
+    assert_ne!(retried.state.as_str(), "retryable");
+    let runs = wait_for("the second attempt", Duration::from_secs(10), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM test_runs WHERE job_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .ok()?;
+        (n == 2).then_some(n)
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(runs, 2, "retried long before its hour was up");
+}

@@ -245,11 +245,16 @@ SELECT a.id, a.attempted_by FROM archived a
  CROSS JOIN LATERAL (SELECT pg_notify('wedsync_cancel', a.id::text)) notified
 "#;
 
-/// Retry a waiting job now: scheduled or retryable become available immediately.
+/// Retry a waiting job now: scheduled or retryable become available immediately (and the
+/// queue's workers are told).
 pub const RETRY_UNFINISHED: &str = r#"
-UPDATE jobs SET state = 'available', scheduled_at = now()
- WHERE id = $1 AND ($2::text IS NULL OR org_id = $2) AND state IN ('scheduled', 'retryable', 'available')
-RETURNING id
+WITH retried AS (
+    UPDATE jobs SET state = 'available', scheduled_at = now()
+     WHERE id = $1 AND ($2::text IS NULL OR org_id = $2) AND state IN ('scheduled', 'retryable', 'available')
+    RETURNING id, queue
+)
+SELECT r.id FROM retried r
+ CROSS JOIN LATERAL (SELECT pg_notify('wedsync_jobs', r.queue)) notified
 "#;
 
 /// Retry a finished job: it moves back to `jobs` as available, keeping its id and error history,
