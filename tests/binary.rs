@@ -173,3 +173,63 @@ async fn bad_configuration_exits_2_naming_the_variable() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("job 987654 not found"));
 }
+
+#[tokio::test]
+async fn a_bad_schedule_entry_exits_2_naming_it() {
+    let db = TestDb::new().await.unwrap();
+    let config = std::env::temp_dir().join(format!("wedsync-{}.toml", db.name));
+    let run = |toml: &str| {
+        std::fs::write(&config, toml).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_wedsync-jobs"))
+            .args(["scheduler", "--config"])
+            .arg(&config)
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap()
+    };
+    let bad_cron = run(
+        "[[schedule]]\nname = \"nightly\"\ncron = \"0 61 * * * *\"\nkind = \"noop\"\nqueue = \"default\"\n",
+    );
+    assert_eq!(bad_cron.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_cron.stderr).contains("nightly"));
+
+    let bad_kind = run(
+        "[[schedule]]\nname = \"hourly\"\ncron = \"0 0 * * * *\"\nkind = \"nope\"\nqueue = \"default\"\n",
+    );
+    assert_eq!(bad_kind.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_kind.stderr).contains("unknown kind `nope`"));
+    std::fs::remove_file(&config).ok();
+}
+
+#[tokio::test]
+async fn scheduler_enqueues_the_configured_entries() {
+    let db = TestDb::new().await.unwrap();
+    let config = std::env::temp_dir().join(format!("wedsync-{}.toml", db.name));
+    std::fs::write(
+        &config,
+        "[[schedule]]\nname = \"every-second\"\ncron = \"* * * * * *\"\nkind = \"noop\"\nqueue = \"default\"\n",
+    )
+    .unwrap();
+    let mut scheduler = Command::new(env!("CARGO_BIN_EXE_wedsync-jobs"))
+        .args(["scheduler", "--config"])
+        .arg(&config)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let key = wait_for("a scheduled job", Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, String>("SELECT unique_key FROM jobs WHERE kind = 'noop' LIMIT 1")
+            .fetch_optional(&db.pool)
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert!(key.starts_with("schedule:every-second:"), "{key}");
+    Command::new("kill")
+        .args(["-TERM", &scheduler.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(scheduler.wait().unwrap().success());
+    std::fs::remove_file(&config).ok();
+}

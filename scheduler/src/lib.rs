@@ -1,7 +1,18 @@
-//! The scheduler process: elects one leader through a PostgreSQL advisory lock held on its own
-//! connection. Cron entries and pool rules (SPEC §6) are the next step; for now the leader only
-//! holds leadership, so that several schedulers can already run side by side.
+//! The scheduler (SPEC §6): cron entries enqueued exactly once per fire time, however many
+//! schedulers run, by a leader elected through a PostgreSQL advisory lock held on its own
+//! connection. Pool rules are the next step.
+//!
+//! Exactly-once rests on the database, not on leadership: [`tick`] locks each entry's
+//! `schedule_state` row and advances it in the transaction that enqueues the fire times, with a
+//! unique key per fire time as a second guard. Leadership only keeps the other schedulers idle.
 
+mod entry;
+mod tick;
+
+pub use entry::{Entry, next_fires};
+pub use tick::{Fired, MAX_FIRES_PER_PASS, ON_TIME_GRACE, tick, tick_on, unique_key};
+
+use chrono::Utc;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -9,30 +20,79 @@ use tokio_util::sync::CancellationToken;
 /// Advisory lock key of the scheduler leader.
 const LEADER_LOCK: i64 = 7_460_327_412;
 
-/// Try to become leader every `interval` until `stop`; a leader keeps its lock (and connection)
-/// until it stops or its connection dies, when another scheduler takes over.
+/// What can go wrong parsing entries or ticking.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScheduleError {
+    #[error("schedule entry `{name}`: invalid cron expression `{expression}`: {source}")]
+    Cron {
+        name: String,
+        expression: String,
+        #[source]
+        source: cron::error::Error,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Queue(#[from] wedsync_queue::QueueError),
+}
+
+/// [`run_with_entries`] without entries: only holds leadership.
 pub async fn run(pool: PgPool, interval: Duration, stop: CancellationToken) {
+    run_with_entries(pool, Vec::new(), interval, stop).await
+}
+
+/// Try to become leader every `interval` until `stop`. The leader ticks `entries` every
+/// `interval`, or at the next fire time when that is sooner, on the connection holding its lock;
+/// it keeps the lock until it stops or its connection dies, when another scheduler takes over.
+pub async fn run_with_entries(
+    pool: PgPool,
+    entries: Vec<Entry>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     let mut leader: Option<PgConnection> = None;
     loop {
-        match leader.as_mut() {
-            Some(conn) => {
-                if conn.ping().await.is_err() {
-                    tracing::warn!("scheduler lost its leader connection");
-                    leader = None;
-                }
-            }
-            None => match try_lead(&pool).await {
+        if let Some(conn) = leader.as_mut()
+            && conn.ping().await.is_err()
+        {
+            tracing::warn!("scheduler lost its leader connection");
+            leader = None;
+        }
+        if leader.is_none() {
+            match try_lead(&pool).await {
                 Ok(Some(conn)) => {
                     tracing::info!("this scheduler is the leader");
                     leader = Some(conn);
                 }
                 Ok(None) => {}
                 Err(err) => tracing::warn!(error = %err, "leader election failed"),
-            },
+            }
+        }
+        let mut pause = interval;
+        if let Some(conn) = leader.as_mut() {
+            let now = Utc::now();
+            match tick_on(conn, &entries, now).await {
+                Ok(fired) => {
+                    for f in &fired {
+                        tracing::debug!(entry = %f.name, fire_at = %f.fire_at, job = f.job_id,
+                                        duplicate = f.duplicate, "scheduled job enqueued");
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "scheduler tick failed"),
+            }
+            let after = Utc::now().max(now);
+            if let Some(next) = entries
+                .iter()
+                .filter_map(|entry| entry.fires_after(after).next())
+                .min()
+            {
+                pause = pause.min((next - Utc::now()).to_std().unwrap_or_default());
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
     if let Some(conn) = leader {
@@ -42,10 +102,11 @@ pub async fn run(pool: PgPool, interval: Duration, stop: CancellationToken) {
 
 /// A detached connection holding the leader lock, or None if another scheduler holds it.
 async fn try_lead(pool: &PgPool) -> Result<Option<PgConnection>, sqlx::Error> {
-    let mut conn = pool.acquire().await?.detach();
+    let mut conn = pool.acquire().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(LEADER_LOCK)
-        .fetch_one(&mut conn)
+        .fetch_one(&mut *conn)
         .await?;
-    Ok(locked.then_some(conn))
+    // Only the leader's connection leaves the pool; a follower's goes back to it.
+    Ok(locked.then(|| conn.detach()))
 }

@@ -14,8 +14,12 @@ use wedsync_kinds::AppContext;
 use wedsync_queue::Queue;
 use wedsync_worker::{Worker, WorkerConfig};
 
+/// How often a scheduler checks for leadership and due fires (it also wakes at the next fire).
+const SCHEDULER_INTERVAL: Duration = Duration::from_secs(1);
+
 /// API + workers for every queue + scheduler in one process.
 pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Failure> {
+    let entries = schedule_entries(&settings)?;
     let pool = startup::connect(&settings, 32, true).await?;
     let stop = shutdown::on_signal();
     let listener = bind(&settings).await?;
@@ -43,7 +47,7 @@ pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
         stop.clone(),
     );
     let scheduler = async {
-        wedsync_scheduler::run(pool, Duration::from_secs(5), stop.clone()).await;
+        wedsync_scheduler::run_with_entries(pool, entries, SCHEDULER_INTERVAL, stop.clone()).await;
         Ok(())
     };
     // When one part ends (on SIGTERM, or because it failed), stop the others too.
@@ -82,8 +86,38 @@ pub async fn worker(settings: Settings, args: WorkerArgs) -> Result<(), Failure>
 
 pub async fn scheduler(settings: Settings) -> Result<(), Failure> {
     let pool = startup::connect(&settings, 4, true).await?;
-    wedsync_scheduler::run(pool, Duration::from_secs(5), shutdown::on_signal()).await;
+    let entries = schedule_entries(&settings)?;
+    wedsync_scheduler::run_with_entries(pool, entries, SCHEDULER_INTERVAL, shutdown::on_signal())
+        .await;
     Ok(())
+}
+
+/// The `[[schedule]]` entries of the configuration; a bad cron expression is a usage error
+/// naming the entry.
+fn schedule_entries(settings: &Settings) -> Result<Vec<wedsync_scheduler::Entry>, Failure> {
+    let registry = wedsync_kinds::register_all();
+    settings
+        .schedule
+        .iter()
+        .map(|e| {
+            if registry.kind(&e.kind).is_none() {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "schedule entry `{}`: unknown kind `{}`",
+                    e.name,
+                    e.kind
+                )));
+            }
+            wedsync_scheduler::Entry::parse(
+                e.name.clone(),
+                &e.cron,
+                e.timezone.unwrap_or(settings.timezone),
+                e.kind.clone(),
+                e.args.clone(),
+                e.queue.clone(),
+            )
+            .map_err(|err| Failure::Usage(err.into()))
+        })
+        .collect()
 }
 
 async fn bind(settings: &Settings) -> Result<tokio::net::TcpListener, Failure> {
