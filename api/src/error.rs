@@ -180,6 +180,15 @@ impl From<QueueError> for ApiError {
     }
 }
 
+impl From<wedsync_scheduler::ScheduleError> for ApiError {
+    fn from(err: wedsync_scheduler::ScheduleError) -> Self {
+        match err {
+            wedsync_scheduler::ScheduleError::Queue(err) => err.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         ApiError::internal(err)

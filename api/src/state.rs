@@ -23,6 +23,8 @@ pub struct ApiState {
     /// reports the lag. Off by default: a backlog is the workers' problem, and taking API pods
     /// out of service would not help it.
     pub ready_max_lag: Option<Duration>,
+    /// The cron entries of the configuration, for `/v1/schedules`.
+    pub schedules: Arc<Vec<wedsync_scheduler::Entry>>,
 }
 
 impl ApiState {
@@ -38,11 +40,17 @@ impl ApiState {
             prometheus,
             default_concurrency: DEFAULT_CONCURRENCY,
             ready_max_lag: None,
+            schedules: Arc::new(Vec::new()),
         }
     }
 
     pub fn with_default_concurrency(mut self, concurrency: i32) -> Self {
         self.default_concurrency = concurrency;
+        self
+    }
+
+    pub fn with_schedules(mut self, entries: Vec<wedsync_scheduler::Entry>) -> Self {
+        self.schedules = Arc::new(entries);
         self
     }
 

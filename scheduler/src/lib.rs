@@ -7,9 +7,11 @@
 //! unique key per fire time as a second guard. Leadership only keeps the other schedulers idle.
 
 mod entry;
+mod status;
 mod tick;
 
 pub use entry::{Entry, next_fires};
+pub use status::{EntryStatus, run_now, statuses};
 pub use tick::{Fired, MAX_FIRES_PER_PASS, ON_TIME_GRACE, tick, tick_on, unique_key};
 
 use chrono::Utc;

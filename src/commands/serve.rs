@@ -38,7 +38,8 @@ pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
         pool.clone(),
         listener,
         prometheus,
-        settings.worker.default_concurrency,
+        &settings,
+        entries.clone(),
         stop.clone(),
     );
     let worker = run_worker(
@@ -68,14 +69,8 @@ pub async fn api(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
     let stop = shutdown::on_signal();
     let listener = bind(&settings).await?;
     tracing::info!(listen = %settings.listen, "API listening");
-    serve_api(
-        pool,
-        listener,
-        prometheus,
-        settings.worker.default_concurrency,
-        stop,
-    )
-    .await
+    let entries = schedule_entries(&settings)?;
+    serve_api(pool, listener, prometheus, &settings, entries, stop).await
 }
 
 pub async fn worker(settings: Settings, args: WorkerArgs) -> Result<(), Failure> {
@@ -131,12 +126,14 @@ async fn serve_api(
     pool: PgPool,
     listener: tokio::net::TcpListener,
     prometheus: PrometheusHandle,
-    default_concurrency: i32,
+    settings: &Settings,
+    schedules: Vec<wedsync_scheduler::Entry>,
     stop: CancellationToken,
 ) -> Result<(), Failure> {
     let kinds: Vec<_> = wedsync_kinds::register_all().kinds().cloned().collect();
     let state = wedsync_api::ApiState::new(pool, kinds, prometheus)
-        .with_default_concurrency(default_concurrency);
+        .with_default_concurrency(settings.worker.default_concurrency)
+        .with_schedules(schedules);
     wedsync_api::serve(listener, state, stop.cancelled_owned())
         .await
         .context("serving the API")?;

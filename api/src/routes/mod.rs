@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod openapi;
 pub mod queues;
+pub mod schedules;
 
 use crate::ApiState;
 use crate::error::ApiError;
@@ -23,6 +24,7 @@ pub fn all() -> Vec<Route> {
         openapi::routes(),
         jobs::routes(),
         queues::routes(),
+        schedules::routes(),
     ]
     .into_iter()
     .flatten()

@@ -5,4 +5,5 @@ mod auth;
 mod jobs;
 mod operations;
 mod requests;
+mod schedules;
 mod support;

@@ -40,8 +40,17 @@ pub fn noop_kind() -> KindInfo {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(|state| state).await
+    }
+
+    /// Like [`TestApp::spawn`], with the state adjusted by `configure` (e.g. schedules).
+    pub async fn spawn_with(configure: impl FnOnce(ApiState) -> ApiState) -> TestApp {
         let db = TestDb::new().await.expect("create a test database");
-        let state = ApiState::new(db.pool.clone(), vec![noop_kind()], prometheus());
+        let state = configure(ApiState::new(
+            db.pool.clone(),
+            vec![noop_kind()],
+            prometheus(),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(wedsync_api::serve(listener, state, std::future::pending()));
