@@ -1,12 +1,14 @@
 //! The scheduler (SPEC §6): cron entries enqueued exactly once per fire time, however many
 //! schedulers run, by a leader elected through a PostgreSQL advisory lock held on its own
-//! connection. Pool rules are the next step.
+//! connection. Pool sizing rules live in [`pools`] (pure functions; applying them every minute
+//! is the next step).
 //!
 //! Exactly-once rests on the database, not on leadership: [`tick`] locks each entry's
 //! `schedule_state` row and advances it in the transaction that enqueues the fire times, with a
 //! unique key per fire time as a second guard. Leadership only keeps the other schedulers idle.
 
 mod entry;
+pub mod pools;
 mod status;
 mod tick;
 
