@@ -76,6 +76,20 @@ async fn all_serves_the_api_runs_jobs_and_stops_cleanly_on_sigterm() {
     })
     .await;
 
+    let schedules: serde_json::Value = http
+        .get(format!("{base}/v1/schedules"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        schedules["schedules"][0]["name"], "nightly-retention",
+        "built in: {schedules}"
+    );
+
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

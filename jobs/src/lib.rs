@@ -3,9 +3,11 @@
 
 mod context;
 mod noop;
+mod retention;
 
 pub use context::AppContext;
 pub use noop::Noop;
+pub use retention::{PolicyOverride, RetentionCleanup};
 
 use wedsync_queue::Registry;
 
@@ -13,5 +15,6 @@ use wedsync_queue::Registry;
 pub fn register_all() -> Registry<AppContext> {
     let mut registry = Registry::new();
     registry.register::<Noop>();
+    registry.register::<RetentionCleanup>();
     registry
 }

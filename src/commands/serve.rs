@@ -87,11 +87,12 @@ pub async fn scheduler(settings: Settings) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The `[[schedule]]` entries of the configuration; a bad cron expression is a usage error
-/// naming the entry.
+/// The `[[schedule]]` entries of the configuration, plus the built-in nightly retention cleanup
+/// (03:30 local) unless the configuration schedules `retention_cleanup` itself. A bad cron
+/// expression or an unknown kind is a usage error naming the entry.
 fn schedule_entries(settings: &Settings) -> Result<Vec<wedsync_scheduler::Entry>, Failure> {
     let registry = wedsync_kinds::register_all();
-    settings
+    let mut entries = settings
         .schedule
         .iter()
         .map(|e| {
@@ -112,7 +113,21 @@ fn schedule_entries(settings: &Settings) -> Result<Vec<wedsync_scheduler::Entry>
             )
             .map_err(|err| Failure::Usage(err.into()))
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    let retention = <wedsync_kinds::RetentionCleanup as wedsync_queue::Job>::KIND;
+    if !entries.iter().any(|e| e.kind == retention) {
+        let nightly = wedsync_scheduler::Entry::parse(
+            "nightly-retention",
+            "0 30 3 * * *",
+            settings.timezone,
+            retention,
+            serde_json::json!({}),
+            <wedsync_kinds::RetentionCleanup as wedsync_queue::Job>::QUEUE,
+        )
+        .map_err(|err| Failure::Runtime(err.into()))?;
+        entries.push(nightly);
+    }
+    Ok(entries)
 }
 
 async fn bind(settings: &Settings) -> Result<tokio::net::TcpListener, Failure> {

@@ -16,7 +16,7 @@
 //! cron = "0 30 3 * * *"          # the `cron` crate's syntax: seconds first
 //! kind = "retention_cleanup"
 //! queue = "maintenance"
-//! args = { batch = 1000 }        # optional, a table
+//! args = { batch_size = 1000 }        # optional, a table
 //! timezone = "Europe/London"     # optional, else WEDSYNC_TIMEZONE
 //! ```
 //!

@@ -1,0 +1,62 @@
+//! Running one policy: bounded batches until it is drained or the time budget is spent.
+
+use super::policy::{Purge, Resolved};
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+/// What one policy did in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub deleted: u64,
+    /// The last batch came back short: nothing older than the cutoff is left that this run
+    /// could take (rows locked by a concurrent cleanup are that cleanup's to remove and count).
+    pub drained: bool,
+}
+
+/// A batch failed after `deleted` rows had been removed (and committed) by earlier ones.
+#[derive(Debug)]
+pub struct PurgeFailed {
+    pub deleted: u64,
+    pub error: sqlx::Error,
+}
+
+/// Remove `resolved`'s expired rows in batches of `batch_size`, each its own transaction, until
+/// a batch removes fewer than `batch_size` rows or `deadline` has passed. A deadline already
+/// passed runs no batch at all.
+pub async fn purge(
+    pool: &PgPool,
+    resolved: &Resolved,
+    batch_size: u32,
+    deadline: Instant,
+) -> Result<Purged, PurgeFailed> {
+    let mut deleted = 0;
+    while Instant::now() < deadline {
+        let n = batch(pool, resolved, batch_size)
+            .await
+            .map_err(|error| PurgeFailed { deleted, error })?;
+        deleted += n;
+        if n < u64::from(batch_size) {
+            return Ok(Purged {
+                deleted,
+                drained: true,
+            });
+        }
+    }
+    Ok(Purged {
+        deleted,
+        drained: false,
+    })
+}
+
+async fn batch(pool: &PgPool, resolved: &Resolved, batch_size: u32) -> Result<u64, sqlx::Error> {
+    // Ages are at most MAX_OLDER_THAN_DAYS, well inside i32.
+    let days = i32::try_from(resolved.older_than_days).unwrap_or(i32::MAX);
+    match resolved.policy.purge {
+        Purge::Statement(statement) => Ok(sqlx::query(statement)
+            .bind(days)
+            .bind(i64::from(batch_size))
+            .execute(pool)
+            .await?
+            .rows_affected()),
+    }
+}

@@ -1,0 +1,60 @@
+//! The statements of `retention_cleanup`: one bounded batch per call.
+//!
+//! Every statement takes `$1` = the policy's age in days (int) and `$2` = the batch size
+//! (bigint), removes at most `$2` rows older than the cutoff, and reports how many through its
+//! row count. The rows are picked and locked by a `FOR UPDATE SKIP LOCKED` sub-select, so a
+//! statement never waits on another cleanup's batch (it takes other rows instead) and a row is
+//! deleted, and counted, by exactly one of them. Each runs alone in its own (autocommit)
+//! transaction, so its locks last only as long as one batch.
+//!
+//! Tables without a primary key are addressed by `ctid`, which is stable while the row is
+//! locked; the `ctid = ANY(...)` form runs as a TID scan.
+
+/// Finished jobs that completed; the BRIN index on `finalized_at` finds the old ones.
+pub const DELETE_COMPLETED_JOBS: &str = "
+DELETE FROM jobs_finished
+ WHERE ctid = ANY(ARRAY(
+       SELECT ctid FROM jobs_finished
+        WHERE state = 'completed'
+          AND finalized_at < now() - make_interval(days => $1::int)
+        LIMIT $2::bigint
+          FOR UPDATE SKIP LOCKED))";
+
+/// Finished jobs that were discarded after failing.
+pub const DELETE_DISCARDED_JOBS: &str = "
+DELETE FROM jobs_finished
+ WHERE ctid = ANY(ARRAY(
+       SELECT ctid FROM jobs_finished
+        WHERE state = 'discarded'
+          AND finalized_at < now() - make_interval(days => $1::int)
+        LIMIT $2::bigint
+          FOR UPDATE SKIP LOCKED))";
+
+/// Finished jobs that were cancelled.
+pub const DELETE_CANCELLED_JOBS: &str = "
+DELETE FROM jobs_finished
+ WHERE ctid = ANY(ARRAY(
+       SELECT ctid FROM jobs_finished
+        WHERE state = 'cancelled'
+          AND finalized_at < now() - make_interval(days => $1::int)
+        LIMIT $2::bigint
+          FOR UPDATE SKIP LOCKED))";
+
+/// Recorded `Idempotency-Key` requests (including claims whose process died in flight).
+pub const DELETE_IDEMPOTENCY_KEYS: &str = "
+DELETE FROM idempotency_keys
+ WHERE ctid = ANY(ARRAY(
+       SELECT ctid FROM idempotency_keys
+        WHERE created_at < now() - make_interval(days => $1::int)
+        LIMIT $2::bigint
+          FOR UPDATE SKIP LOCKED))";
+
+/// API keys revoked long ago (keys never revoked are never touched); by primary key.
+pub const DELETE_REVOKED_API_KEYS: &str = "
+DELETE FROM api_keys
+ WHERE id = ANY(ARRAY(
+       SELECT id FROM api_keys
+        WHERE revoked_at IS NOT NULL
+          AND revoked_at < now() - make_interval(days => $1::int)
+        LIMIT $2::bigint
+          FOR UPDATE SKIP LOCKED))";
