@@ -52,7 +52,9 @@ async fn batch(pool: &PgPool, resolved: &Resolved, batch_size: u32) -> Result<u6
     // Ages are at most MAX_OLDER_THAN_DAYS, well inside i32.
     let days = i32::try_from(resolved.older_than_days).unwrap_or(i32::MAX);
     match resolved.policy.purge {
+        // Unprepared: a cached generic plan could scan a whole large table for every batch.
         Purge::Statement(statement) => Ok(sqlx::query(statement)
+            .persistent(false)
             .bind(days)
             .bind(i64::from(batch_size))
             .execute(pool)
