@@ -1,6 +1,7 @@
 //! Running one policy: bounded batches until it is drained or the time budget is spent.
 
 use super::policy::{Purge, Resolved};
+use super::sql;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
@@ -51,14 +52,17 @@ pub async fn purge(
 async fn batch(pool: &PgPool, resolved: &Resolved, batch_size: u32) -> Result<u64, sqlx::Error> {
     // Ages are at most MAX_OLDER_THAN_DAYS, well inside i32.
     let days = i32::try_from(resolved.older_than_days).unwrap_or(i32::MAX);
-    match resolved.policy.purge {
-        // Unprepared: a cached generic plan could scan a whole large table for every batch.
-        Purge::Statement(statement) => Ok(sqlx::query(statement)
-            .persistent(false)
-            .bind(days)
-            .bind(i64::from(batch_size))
-            .execute(pool)
-            .await?
-            .rows_affected()),
+    // Unprepared: a cached generic plan could scan a whole large table for every batch.
+    let (statement, state) = match resolved.policy.purge {
+        Purge::Statement(statement) => (statement, None),
+        Purge::FinishedJobs { state } => (sql::DELETE_FINISHED_JOBS, Some(state)),
+    };
+    let mut query = sqlx::query(statement)
+        .persistent(false)
+        .bind(days)
+        .bind(i64::from(batch_size));
+    if let Some(state) = state {
+        query = query.bind(state);
     }
+    Ok(query.execute(pool).await?.rows_affected())
 }

@@ -15,6 +15,8 @@ pub enum Purge {
     /// One statement taking `$1` = age in days and `$2` = batch size, affecting at most `$2`
     /// rows older than the cutoff (see [`super::sql`] for the shape it must have).
     Statement(&'static str),
+    /// Finished jobs in one state ([`super::sql::DELETE_FINISHED_JOBS`]).
+    FinishedJobs { state: &'static str },
 }
 
 /// A kind of data that expires.
@@ -32,17 +34,17 @@ pub const POLICIES: &[Policy] = &[
     Policy {
         name: "completed_jobs",
         default_older_than_days: 14,
-        purge: Purge::Statement(sql::DELETE_COMPLETED_JOBS),
+        purge: Purge::FinishedJobs { state: "completed" },
     },
     Policy {
         name: "discarded_jobs",
         default_older_than_days: 30,
-        purge: Purge::Statement(sql::DELETE_DISCARDED_JOBS),
+        purge: Purge::FinishedJobs { state: "discarded" },
     },
     Policy {
         name: "cancelled_jobs",
         default_older_than_days: 30,
-        purge: Purge::Statement(sql::DELETE_CANCELLED_JOBS),
+        purge: Purge::FinishedJobs { state: "cancelled" },
     },
     Policy {
         name: "idempotency_keys",

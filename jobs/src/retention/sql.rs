@@ -10,32 +10,13 @@
 //! Tables without a primary key are addressed by `ctid`, which is stable while the row is
 //! locked; the `ctid = ANY(...)` form runs as a TID scan.
 
-/// Finished jobs that completed; the BRIN index on `finalized_at` finds the old ones.
-pub const DELETE_COMPLETED_JOBS: &str = "
+/// Finished jobs in state `$3` (completed, discarded, cancelled); the BRIN index on
+/// `finalized_at` finds the old ones.
+pub const DELETE_FINISHED_JOBS: &str = "
 DELETE FROM jobs_finished
  WHERE ctid = ANY(ARRAY(
        SELECT ctid FROM jobs_finished
-        WHERE state = 'completed'
-          AND finalized_at < now() - make_interval(days => $1::int)
-        LIMIT $2::bigint
-          FOR UPDATE SKIP LOCKED))";
-
-/// Finished jobs that were discarded after failing.
-pub const DELETE_DISCARDED_JOBS: &str = "
-DELETE FROM jobs_finished
- WHERE ctid = ANY(ARRAY(
-       SELECT ctid FROM jobs_finished
-        WHERE state = 'discarded'
-          AND finalized_at < now() - make_interval(days => $1::int)
-        LIMIT $2::bigint
-          FOR UPDATE SKIP LOCKED))";
-
-/// Finished jobs that were cancelled.
-pub const DELETE_CANCELLED_JOBS: &str = "
-DELETE FROM jobs_finished
- WHERE ctid = ANY(ARRAY(
-       SELECT ctid FROM jobs_finished
-        WHERE state = 'cancelled'
+        WHERE state = $3::text
           AND finalized_at < now() - make_interval(days => $1::int)
         LIMIT $2::bigint
           FOR UPDATE SKIP LOCKED))";
