@@ -195,17 +195,7 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// `err: cause: cause…`, so one log line carries the whole story.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
+pub use wedsync_queue::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -121,15 +121,20 @@ impl fmt::Display for JobError {
 /// Any error turned into a retryable failure with its whole cause chain, so `?` works in handlers.
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
     fn from(err: E) -> Self {
-        let mut message = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        JobError::Retry(message)
+        JobError::Retry(error_chain(&err))
     }
+}
+
+/// `err: cause: cause…`, so one message or log line carries the whole story.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 /// A decoded job ready to run, with the limits its kind sets.

@@ -16,6 +16,7 @@ pub use admin::{Cancelled, StateCount};
 pub use error::QueueError;
 pub use job::{
     Job, JobContext, JobError, JobResult, KindInfo, Outcome, PreparedRun, Registry, SharedRegistry,
+    error_chain,
 };
 pub use model::{Enqueued, JobFilter, JobRow, JobState, NewJob, Pool, QueueStats, UnknownState};
 pub use store::{Maintenance, Queue, enqueue, enqueue_many, error_entry};

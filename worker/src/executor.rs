@@ -72,6 +72,7 @@ pub(crate) fn spawn_job<C: Clone + Send + Sync + 'static>(
     shared: &Arc<Shared<C>>,
     slots: &Arc<Slots>,
     row: JobRow,
+    claimed_by: Arc<str>,
 ) {
     let claim = (row.id, row.attempt);
     let (handle, registration) = AbortHandle::new_pair();
@@ -82,12 +83,19 @@ pub(crate) fn spawn_job<C: Clone + Send + Sync + 'static>(
         slots: slots.clone(),
         claim,
     };
-    tokio::spawn(run_job(shared.clone(), row, registration, guard));
+    tokio::spawn(run_job(
+        shared.clone(),
+        row,
+        claimed_by,
+        registration,
+        guard,
+    ));
 }
 
 async fn run_job<C: Clone + Send + Sync + 'static>(
     shared: Arc<Shared<C>>,
     row: JobRow,
+    claimed_by: Arc<str>,
     registration: AbortRegistration,
     _guard: SlotGuard<C>,
 ) {
@@ -110,7 +118,9 @@ async fn run_job<C: Clone + Send + Sync + 'static>(
     };
     metrics::histogram!("wedsync_job_duration_seconds", "queue" => row.queue.clone(), "kind" => row.kind.clone(), "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
-    record(&shared, &row, result).instrument(span).await;
+    record(&shared, &row, claimed_by, result)
+        .instrument(span)
+        .await;
 }
 
 /// Decode and run the handler under its timeout; a panic anywhere in it is a failed attempt.
@@ -148,13 +158,18 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 /// Write what happened, guarded by the claim's own worker id (a claim from before this worker
 /// was declared dead no longer holds its job). Completions go to the batching completer; the
 /// rest are rare and written here, retried until the database takes them.
-async fn record<C>(shared: &Shared<C>, row: &JobRow, result: Result<Outcome, JobError>) {
-    let worker = row.attempted_by.as_deref().unwrap_or_default();
+async fn record<C>(
+    shared: &Shared<C>,
+    row: &JobRow,
+    claimed_by: Arc<str>,
+    result: Result<Outcome, JobError>,
+) {
+    let worker: &str = &claimed_by;
     match result {
         Ok(Outcome::Completed(value)) => {
             let completion = Completion {
                 id: row.id,
-                claimed_by: worker.into(),
+                claimed_by: claimed_by.clone(),
                 result: value.map(strip_nul_from_json),
             };
             if shared.completions.send(completion).await.is_err() {

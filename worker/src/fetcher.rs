@@ -47,7 +47,7 @@ impl<C: Clone + Send + Sync + 'static> Fetcher<C> {
                         error_delay = Duration::from_millis(100);
                         drained = (jobs.len() as i64) < want;
                         for job in jobs {
-                            spawn_job(&self.shared, &self.slots, job);
+                            spawn_job(&self.shared, &self.slots, job, worker_id.clone());
                         }
                         if !drained {
                             continue;
