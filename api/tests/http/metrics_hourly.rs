@@ -43,20 +43,20 @@ async fn hourly_rows_of_the_range_come_by_hour_then_key() {
     let app = TestApp::spawn().await;
     seed_rollup(&app).await;
     let rows = get_rows(&app, RANGE).await;
-    // `to` is exclusive: hours 10:00 and 11:00, three keys each, jobs before API requests.
+    // `to` is exclusive: hours 10:00 and 11:00, three keys each, by source (`api`, `job`) then key.
     assert_eq!(rows.len(), 6);
     assert_eq!(rows[0]["hour"], "2026-11-20T10:00:00Z");
     assert_eq!(rows[3]["hour"], "2026-11-20T11:00:00Z");
     assert_eq!(
-        (&rows[2]["source"], &rows[2]["route"], &rows[2]["method"]),
+        (&rows[0]["source"], &rows[0]["route"], &rows[0]["method"]),
         (
             &Value::from("api"),
             &Value::from("/v1/jobs/{id}"),
             &Value::from("GET")
         )
     );
-    assert!(rows[2].get("queue").is_none());
-    let job = &rows[3];
+    assert!(rows[0].get("queue").is_none());
+    let job = &rows[4];
     assert_eq!(
         (&job["queue"], &job["kind"], &job["count"], &job["errors"]),
         (
