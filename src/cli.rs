@@ -148,6 +148,21 @@ pub enum PoolsCommand {
 pub enum BenchCommand {
     /// Enqueue N no-op jobs in bulk, drain them with W worker processes, verify each ran once.
     Queue(BenchQueueArgs),
+    /// Seed N raw metric events over H hours, then time the hourly rollup of each hour.
+    Rollup(BenchRollupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRollupArgs {
+    /// Raw events to seed.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Hours they are spread over, ending with the last complete hour.
+    #[arg(long, default_value_t = 24)]
+    pub hours: u32,
+    /// Distinct keys (job queue/kind or API route), so rows per hour.
+    #[arg(long, default_value_t = 40)]
+    pub keys: u32,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod keys;
+pub mod request_events;
 pub mod routes;
 mod state;
 pub mod telemetry;
@@ -45,6 +46,10 @@ pub fn router(state: ApiState) -> Router {
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(telemetry::trace_layer())
             .layer(middleware::from_fn(telemetry::record_latency))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                request_events::record,
+            ))
             .layer(CatchPanicLayer::custom(telemetry::panic_response))
             .layer(DefaultBodyLimit::max(extract::BODY_LIMIT)),
     )

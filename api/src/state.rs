@@ -25,6 +25,8 @@ pub struct ApiState {
     pub ready_max_lag: Option<Duration>,
     /// The cron entries of the configuration, for `/v1/schedules`.
     pub schedules: Arc<Vec<wedsync_scheduler::Entry>>,
+    /// Where a raw metric event per request goes (SPEC §5.4); `None` records none.
+    pub events: Option<wedsync_metrics::EventSink>,
 }
 
 impl ApiState {
@@ -41,6 +43,7 @@ impl ApiState {
             default_concurrency: DEFAULT_CONCURRENCY,
             ready_max_lag: None,
             schedules: Arc::new(Vec::new()),
+            events: None,
         }
     }
 
@@ -51,6 +54,12 @@ impl ApiState {
 
     pub fn with_schedules(mut self, entries: Vec<wedsync_scheduler::Entry>) -> Self {
         self.schedules = Arc::new(entries);
+        self
+    }
+
+    /// Record a raw metric event per request into `sink`.
+    pub fn with_events(mut self, sink: wedsync_metrics::EventSink) -> Self {
+        self.events = Some(sink);
         self
     }
 

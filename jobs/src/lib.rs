@@ -2,10 +2,12 @@
 //! them to the worker.
 
 mod context;
+mod metrics;
 mod noop;
 mod retention;
 
 pub use context::AppContext;
+pub use metrics::MetricsRollup;
 pub use noop::Noop;
 pub use retention::{PolicyOverride, RetentionCleanup};
 
@@ -16,5 +18,6 @@ pub fn register_all() -> Registry<AppContext> {
     let mut registry = Registry::new();
     registry.register::<Noop>();
     registry.register::<RetentionCleanup>();
+    registry.register::<MetricsRollup>();
     registry
 }

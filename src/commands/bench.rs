@@ -17,6 +17,9 @@ const QUEUE: &str = "bench";
 pub async fn run(_settings: Settings, command: BenchCommand) -> Result<(), Failure> {
     match command {
         BenchCommand::Queue(args) => queue_bench(args).await.map_err(Failure::Runtime),
+        BenchCommand::Rollup(args) => super::bench_rollup::run(args)
+            .await
+            .map_err(Failure::Runtime),
     }
 }
 

@@ -2,6 +2,8 @@
 
 pub mod admin;
 pub mod bench;
+mod bench_rollup;
 pub mod jobs;
+pub mod metrics_schedule;
 mod output;
 pub mod serve;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wedsync_kinds::AppContext;
+use wedsync_metrics::{EventWriter, EventWriterConfig};
 use wedsync_queue::Queue;
 use wedsync_worker::{Worker, WorkerConfig};
 
@@ -127,6 +128,9 @@ fn schedule_entries(settings: &Settings) -> Result<Vec<wedsync_scheduler::Entry>
         .map_err(|err| Failure::Runtime(err.into()))?;
         entries.push(nightly);
     }
+    entries.extend(crate::commands::metrics_schedule::hourly_metrics_rollup(
+        settings, &entries,
+    )?);
     Ok(entries)
 }
 
@@ -146,12 +150,20 @@ async fn serve_api(
     stop: CancellationToken,
 ) -> Result<(), Failure> {
     let kinds: Vec<_> = wedsync_kinds::register_all().kinds().cloned().collect();
-    let state = wedsync_api::ApiState::new(pool, kinds, prometheus)
+    let mut state = wedsync_api::ApiState::new(pool.clone(), kinds, prometheus)
         .with_default_concurrency(settings.worker.default_concurrency)
         .with_schedules(schedules);
-    wedsync_api::serve(listener, state, stop.cancelled_owned())
-        .await
-        .context("serving the API")?;
+    let events = settings.metric_events.then(|| {
+        let (sink, writer) = EventWriter::spawn(pool, EventWriterConfig::default());
+        state = state.clone().with_events(sink);
+        writer
+    });
+    let served = wedsync_api::serve(listener, state, stop.cancelled_owned()).await;
+    // In-flight requests are done: write their events before the process ends.
+    if let Some(writer) = events {
+        writer.finish().await;
+    }
+    served.context("serving the API")?;
     Ok(())
 }
 
@@ -174,6 +186,9 @@ fn worker_config(settings: &Settings, args: &WorkerArgs) -> WorkerConfig {
     config.heartbeat_timeout = settings.worker.heartbeat_timeout;
     config.shutdown_grace = settings.worker.shutdown_grace;
     config.run_log = args.run_log.clone();
+    if !settings.metric_events {
+        config.metric_events = None;
+    }
     config
 }
 

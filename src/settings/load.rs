@@ -71,6 +71,7 @@ impl Settings {
                 .map(|v| PathBuf::from(v.raw))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             worker: WorkerTuning::read(&source)?,
+            metric_events: super::metrics::read_metric_events(&source)?,
             queues: parse_queues(file.queues, path)?,
             schedule: parse_schedule(file.schedule, path)?,
         })

@@ -27,6 +27,7 @@
 mod error;
 mod file;
 mod load;
+mod metrics;
 mod queues;
 mod redact;
 mod schedule;
@@ -91,6 +92,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Worker tuning (`WEDSYNC_*_MS`, `WEDSYNC_DEFAULT_CONCURRENCY`).
     pub worker: WorkerTuning,
+    /// `WEDSYNC_METRIC_EVENTS` (default true): write raw metric events (SPEC §5.4).
+    pub metric_events: bool,
     /// `[queues.<name>]` tables of the config file.
     pub queues: BTreeMap<String, QueueSettings>,
     /// `[[schedule]]` entries of the config file, in file order.

@@ -30,6 +30,8 @@ pub struct WorkerConfig {
     /// When set, the id of every job this process starts is written here at shutdown, one per
     /// line (used by the benchmark and tests to prove exactly-once execution).
     pub run_log: Option<PathBuf>,
+    /// Write a raw metric event per job execution (SPEC §5.4) with this writer; `None` = off.
+    pub metric_events: Option<wedsync_metrics::EventWriterConfig>,
 }
 
 impl WorkerConfig {
@@ -55,6 +57,7 @@ impl WorkerConfig {
             shutdown_grace: Duration::from_secs(10),
             max_completion_batch: 1000,
             run_log: None,
+            metric_events: Some(Default::default()),
         }
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct Shared<C> {
     /// Notified whenever a job task ends, for the shutdown drain.
     pub job_ended: Notify,
     pub run_log: Option<Mutex<Vec<i64>>>,
+    /// Where a raw metric event per execution goes (never blocks), unless events are off.
+    pub events: Option<wedsync_metrics::EventSink>,
 }
 
 /// Jobs in flight for one queue, and a signal when one ends.
@@ -116,8 +118,14 @@ async fn run_job<C: Clone + Send + Sync + 'static>(
         Ok(Outcome::Cancelled(_)) => "cancelled",
         Err(_) => "failed",
     };
+    let elapsed = started.elapsed();
     metrics::histogram!("wedsync_job_duration_seconds", "queue" => row.queue.clone(), "kind" => row.kind.clone(), "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
+        .record(elapsed.as_secs_f64());
+    if let Some(events) = &shared.events {
+        events.record(wedsync_metrics::MetricEvent::job(
+            &row.queue, &row.kind, outcome, elapsed,
+        ));
+    }
     record(&shared, &row, claimed_by, result)
         .instrument(span)
         .await;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use wedsync_metrics::EventWriter;
 use wedsync_queue::{Queue, QueueError, Registry};
 
 /// After the grace period, how long interrupted jobs get to unwind before they are handed back.
@@ -82,6 +83,13 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         tracing::info!(worker_id = %config.worker_id, queues = ?config.queues, "worker started");
 
         let (completions, completions_rx) = mpsc::channel(config.max_completion_batch * 4);
+        let (events, event_writer) = match config.metric_events {
+            Some(writer) => {
+                let (sink, writer) = EventWriter::spawn(queue.pool().clone(), writer);
+                (Some(sink), Some(writer))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             queue: queue.clone(),
             registry,
@@ -91,6 +99,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             interrupted: Mutex::new(Vec::new()),
             job_ended: Notify::new(),
             run_log: config.run_log.as_ref().map(|_| Mutex::new(Vec::new())),
+            events,
         });
         let completer_stop = CancellationToken::new();
         let completer = tokio::spawn(run_completer(
@@ -166,6 +175,10 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         // while its completion was still buffered would run again.
         completer_stop.cancel();
         let _ = completer.await;
+        // Every job task has ended, so every event is buffered: write them all.
+        if let Some(writer) = event_writer {
+            writer.finish().await;
+        }
         let interrupted: Vec<i64> = lock(&shared.interrupted).iter().map(|c| c.0).collect();
         let worker_id = identity.current();
         let handed_back = if interrupted.is_empty() {

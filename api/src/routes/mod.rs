@@ -4,6 +4,7 @@
 pub mod health;
 pub mod jobs;
 pub mod metrics;
+pub mod metrics_hourly;
 pub mod openapi;
 pub mod queues;
 pub mod schedules;
@@ -25,6 +26,7 @@ pub fn all() -> Vec<Route> {
         jobs::routes(),
         queues::routes(),
         schedules::routes(),
+        metrics_hourly::routes(),
     ]
     .into_iter()
     .flatten()

@@ -3,6 +3,7 @@
 
 mod auth;
 mod jobs;
+mod metrics_hourly;
 mod operations;
 mod requests;
 mod schedules;

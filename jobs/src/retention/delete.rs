@@ -56,6 +56,15 @@ async fn batch(pool: &PgPool, resolved: &Resolved, batch_size: u32) -> Result<u6
     let (statement, state) = match resolved.policy.purge {
         Purge::Statement(statement) => (statement, None),
         Purge::FinishedJobs { state } => (sql::DELETE_FINISHED_JOBS, Some(state)),
+        Purge::Counted(statement) => {
+            let removed: i64 = sqlx::query_scalar(statement)
+                .persistent(false)
+                .bind(days)
+                .bind(i64::from(batch_size))
+                .fetch_one(pool)
+                .await?;
+            return Ok(u64::try_from(removed).unwrap_or(0));
+        }
     };
     let mut query = sqlx::query(statement)
         .persistent(false)

@@ -17,6 +17,9 @@ pub enum Purge {
     Statement(&'static str),
     /// Finished jobs in one state ([`super::sql::DELETE_FINISHED_JOBS`]).
     FinishedJobs { state: &'static str },
+    /// One statement taking the same `$1` and `$2` that returns the number of rows it removed
+    /// as a single bigint (for purges done by a SQL function, like dropping partitions).
+    Counted(&'static str),
 }
 
 /// A kind of data that expires.
@@ -55,6 +58,11 @@ pub const POLICIES: &[Policy] = &[
         name: "revoked_api_keys",
         default_older_than_days: 90,
         purge: Purge::Statement(sql::DELETE_REVOKED_API_KEYS),
+    },
+    Policy {
+        name: "metric_events",
+        default_older_than_days: 14,
+        purge: Purge::Counted(sql::PURGE_METRIC_EVENTS),
     },
 ];
 

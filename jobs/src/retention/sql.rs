@@ -39,3 +39,7 @@ DELETE FROM api_keys
           AND revoked_at < now() - make_interval(days => $1::int)
         LIMIT $2::bigint
           FOR UPDATE SKIP LOCKED))";
+
+/// Raw metric events: drops the daily partitions wholly older than the cutoff, then deletes at
+/// most `$2` expired rows of the default partition (`metric_events_purge`, migration 0006).
+pub const PURGE_METRIC_EVENTS: &str = "SELECT metric_events_purge($1::int, $2::bigint)";
