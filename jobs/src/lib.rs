@@ -2,8 +2,10 @@
 //! them to the worker.
 
 mod context;
+pub mod erasure;
 mod noop;
 mod retention;
+pub mod suppression;
 
 pub use context::AppContext;
 pub use noop::Noop;

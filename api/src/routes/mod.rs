@@ -1,12 +1,14 @@
 //! One module per resource; each lists its own routes, and [`all`] is the table the router is
 //! built from (and that the OpenAPI test checks against the document).
 
+pub mod erasures;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;
 pub mod queues;
 pub mod schedules;
+pub mod suppressions;
 
 use crate::ApiState;
 use crate::error::ApiError;
@@ -25,6 +27,8 @@ pub fn all() -> Vec<Route> {
         jobs::routes(),
         queues::routes(),
         schedules::routes(),
+        suppressions::routes(),
+        erasures::routes(),
     ]
     .into_iter()
     .flatten()
