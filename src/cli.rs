@@ -148,6 +148,29 @@ pub enum PoolsCommand {
 pub enum BenchCommand {
     /// Enqueue N no-op jobs in bulk, drain them with W worker processes, verify each ran once.
     Queue(BenchQueueArgs),
+    /// Time a no-op drain with and without a retention cleanup of N old finished jobs running.
+    Retention(BenchRetentionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRetentionArgs {
+    /// Old finished jobs seeded for the cleanup to delete.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub finished: u64,
+    /// No-op jobs per timed drain.
+    #[arg(long, default_value_t = 20_000)]
+    pub drain: usize,
+    /// Timed drains without the cleanup, and again with it running (medians are compared).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Concurrency of each drain worker process.
+    #[arg(long, default_value_t = 1000)]
+    pub concurrency: i32,
+    /// The cleanup's rows per batch.
+    #[arg(long, default_value_t = 5_000)]
+    pub batch_size: u32,
 }
 
 #[derive(Debug, Args)]
