@@ -150,6 +150,8 @@ pub enum BenchCommand {
     Queue(BenchQueueArgs),
     /// Seed N raw metric events over H hours, then time the hourly rollup of each hour.
     Rollup(BenchRollupArgs),
+    /// Time a no-op drain with and without a retention cleanup of N old finished jobs running.
+    Retention(BenchRetentionArgs),
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +165,27 @@ pub struct BenchRollupArgs {
     /// Distinct keys (job queue/kind or API route), so rows per hour.
     #[arg(long, default_value_t = 40)]
     pub keys: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRetentionArgs {
+    /// Old finished jobs seeded for the cleanup to delete.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub finished: u64,
+    /// No-op jobs per timed drain.
+    #[arg(long, default_value_t = 20_000)]
+    pub drain: usize,
+    /// Timed drains without the cleanup, and again with it running (medians are compared).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Concurrency of each drain worker process.
+    #[arg(long, default_value_t = 1000)]
+    pub concurrency: i32,
+    /// The cleanup's rows per batch.
+    #[arg(long, default_value_t = 5_000)]
+    pub batch_size: u32,
 }
 
 #[derive(Debug, Args)]

@@ -3,8 +3,10 @@
 
 mod context;
 mod metrics;
+pub mod erasure;
 mod noop;
 mod retention;
+pub mod suppression;
 
 pub use context::AppContext;
 pub use metrics::MetricsRollup;

@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 use wedsync_db::testing::TestDb;
 use wedsync_queue::{NewJob, Queue};
 
-const QUEUE: &str = "bench";
+pub(crate) const QUEUE: &str = "bench";
 
 pub async fn run(_settings: Settings, command: BenchCommand) -> Result<(), Failure> {
     match command {
         BenchCommand::Queue(args) => queue_bench(args).await.map_err(Failure::Runtime),
         BenchCommand::Rollup(args) => super::bench_rollup::run(args)
+            .await
+            .map_err(Failure::Runtime),
+        BenchCommand::Retention(args) => super::bench_retention::run(args)
             .await
             .map_err(Failure::Runtime),
     }
@@ -102,7 +105,7 @@ async fn queue_bench(args: BenchQueueArgs) -> Result<()> {
 
 /// Enqueue `jobs` with the queue paused, then resume and time the drain on the database clock:
 /// from the resume to the last job finalised.
-async fn one_run(queue: &Queue, jobs: usize) -> Result<(f64, f64)> {
+pub(crate) async fn one_run(queue: &Queue, jobs: usize) -> Result<(f64, f64)> {
     queue.set_paused(QUEUE, true, 0).await?;
     let batch: Vec<NewJob> = (0..jobs)
         .map(|_| NewJob::new(QUEUE, "noop", serde_json::json!({})))
@@ -171,27 +174,38 @@ async fn pickup_latency(queue: &Queue, samples: usize) -> Result<(f64, f64)> {
 }
 
 /// The worker child processes, each writing the ids it ran to its own run log.
-struct Workers {
+pub(crate) struct Workers {
     children: Vec<Child>,
     logs: Vec<PathBuf>,
 }
 
 impl Workers {
     fn spawn(database_url: &str, dir: &Path, args: &BenchQueueArgs) -> Result<Self> {
+        Self::spawn_on(database_url, dir, QUEUE, args.workers, args.concurrency)
+    }
+
+    /// `count` worker processes for `queue`, each with `concurrency`, logging into `dir`.
+    pub(crate) fn spawn_on(
+        database_url: &str,
+        dir: &Path,
+        queue: &str,
+        count: usize,
+        concurrency: i32,
+    ) -> Result<Self> {
         let exe = std::env::current_exe().context("locating this binary")?;
         let mut workers = Workers {
             children: Vec::new(),
             logs: Vec::new(),
         };
-        for i in 0..args.workers {
-            let log = dir.join(format!("worker-{i}.log"));
+        for i in 0..count {
+            let log = dir.join(format!("worker-{queue}-{i}.log"));
             let child = Command::new(&exe)
                 .args([
                     "worker",
                     "--queues",
-                    QUEUE,
+                    queue,
                     "--concurrency",
-                    &args.concurrency.to_string(),
+                    &concurrency.to_string(),
                 ])
                 .arg("--run-log")
                 .arg(&log)
@@ -222,7 +236,7 @@ impl Workers {
     }
 
     /// SIGTERM every worker, wait for it, and return every job id any of them ran.
-    fn stop_and_collect(&mut self) -> Result<Vec<i64>> {
+    pub(crate) fn stop_and_collect(&mut self) -> Result<Vec<i64>> {
         for child in &self.children {
             Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -257,7 +271,11 @@ impl Drop for Workers {
     }
 }
 
-async fn wait_until<F, Fut>(timeout: Duration, interval: Duration, mut check: F) -> Result<()>
+pub(crate) async fn wait_until<F, Fut>(
+    timeout: Duration,
+    interval: Duration,
+    mut check: F,
+) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool>>,

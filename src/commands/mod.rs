@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod bench;
 mod bench_rollup;
+mod bench_retention;
 pub mod jobs;
 pub mod metrics_schedule;
 mod output;

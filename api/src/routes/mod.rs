@@ -1,6 +1,7 @@
 //! One module per resource; each lists its own routes, and [`all`] is the table the router is
 //! built from (and that the OpenAPI test checks against the document).
 
+pub mod erasures;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
@@ -8,6 +9,7 @@ pub mod metrics_hourly;
 pub mod openapi;
 pub mod queues;
 pub mod schedules;
+pub mod suppressions;
 
 use crate::ApiState;
 use crate::error::ApiError;
@@ -27,6 +29,8 @@ pub fn all() -> Vec<Route> {
         queues::routes(),
         schedules::routes(),
         metrics_hourly::routes(),
+        suppressions::routes(),
+        erasures::routes(),
     ]
     .into_iter()
     .flatten()

@@ -2,9 +2,11 @@
 //! its own server on a loopback port. One binary (modules below) so the suite links once.
 
 mod auth;
+mod erasures;
 mod jobs;
 mod metrics_hourly;
 mod operations;
 mod requests;
 mod schedules;
 mod support;
+mod suppressions;

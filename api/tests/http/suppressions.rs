@@ -1,0 +1,282 @@
+//! `/v1/suppressions`: normalised, idempotent adds; typed 422s; who sees and writes which list.
+
+use crate::support::{TestApp, problem};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wedsync_api::Role;
+
+async fn add(app: &TestApp, key: &str, body: Value) -> (StatusCode, Value) {
+    let response = app
+        .post("/v1/suppressions", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+async fn list(app: &TestApp, key: &str, query: &str) -> Vec<Value> {
+    let body: Value = app
+        .get(&format!("/v1/suppressions{query}"), key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["suppressions"].as_array().expect("a list").clone()
+}
+
+fn delete(app: &TestApp, key: &str, body: Value) -> reqwest::RequestBuilder {
+    app.client
+        .delete(format!("{}/v1/suppressions", app.base))
+        .bearer_auth(key)
+        .json(&body)
+}
+
+fn addresses(entries: &[Value]) -> Vec<&str> {
+    entries
+        .iter()
+        .map(|e| e["address"].as_str().unwrap_or("<erased>"))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_added_address_is_normalised_and_adding_it_again_is_a_duplicate() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let (status, first) = add(
+        &app,
+        &planner,
+        json!({"channel": "email", "address": "  Guest@Example.COM ", "reason": "unsubscribed"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["address"], "guest@example.com");
+    assert_eq!(first["org_id"], "acme");
+    assert_eq!(first["reason"], "unsubscribed");
+    assert_eq!(first["duplicate"], false);
+    assert_eq!(first["address_hash"].as_str().unwrap().len(), 64);
+
+    let (status, again) = add(
+        &app,
+        &planner,
+        json!({"channel": "email", "address": "guest@example.com", "reason": "complaint"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["reason"], "unsubscribed", "the first entry is kept");
+
+    let (status, phone) = add(
+        &app,
+        &planner,
+        json!({"channel": "sms", "address": "+44 (7700) 900-123"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(phone["address"], "+447700900123");
+    assert_eq!(phone["reason"], "manual");
+}
+
+#[tokio::test]
+async fn invalid_addresses_channels_and_reasons_are_422_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    for (body, field) in [
+        (
+            json!({"channel": "email", "address": "guest.example.com"}),
+            "address",
+        ),
+        (
+            json!({"channel": "sms", "address": "07700 900123"}),
+            "address",
+        ),
+        (
+            json!({"channel": "fax", "address": "guest@example.com"}),
+            "channel",
+        ),
+        (json!({"address": "guest@example.com"}), "channel"),
+        (json!({"channel": "email"}), "address"),
+        (
+            json!({"channel": "email", "address": "g@example.com", "reason": "erased"}),
+            "reason",
+        ),
+        (
+            json!({"channel": "email", "address": "g@example.com", "reason": "bored"}),
+            "reason",
+        ),
+    ] {
+        let response = app
+            .post("/v1/suppressions", &planner)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let problem = problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        )
+        .await;
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert!(fields.contains(&field), "{body} → {problem}");
+    }
+    let bad = problem(
+        app.get("/v1/suppressions?channel=fax", &planner)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(bad["errors"][0]["field"], "channel");
+    assert!(
+        list(&app, &planner, "").await.is_empty(),
+        "nothing was stored"
+    );
+}
+
+#[tokio::test]
+async fn a_planner_sees_their_own_list_and_the_global_one_but_no_other() {
+    let app = TestApp::spawn().await;
+    let admin = app.key("hq", Role::Admin).await;
+    let acme = app.key("acme", Role::Planner).await;
+    let other = app.key("other", Role::Planner).await;
+    let entry = |address: &str| json!({"channel": "email", "address": address});
+    let global = json!({"channel": "email", "address": "global@example.com", "global": true});
+    assert_eq!(add(&app, &admin, global).await.0, StatusCode::CREATED);
+    assert_eq!(
+        add(&app, &acme, entry("a@example.com")).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        add(&app, &other, entry("o@example.com")).await.0,
+        StatusCode::CREATED
+    );
+
+    let seen = list(&app, &acme, "").await;
+    assert_eq!(addresses(&seen), ["a@example.com", "global@example.com"]);
+    // Naming another organisation shows a planner nothing of it.
+    assert!(list(&app, &acme, "?org_id=other").await.is_empty());
+    assert_eq!(
+        addresses(&list(&app, &app.operator, "?org_id=other").await),
+        ["o@example.com"]
+    );
+    assert_eq!(
+        addresses(&list(&app, &app.operator, "?global=true").await),
+        ["global@example.com"]
+    );
+    assert_eq!(list(&app, &app.operator, "").await.len(), 3);
+    assert!(
+        list(&app, &app.operator, "?reason=complaint")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        list(&app, &app.operator, "?channel=email&reason=manual")
+            .await
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn listings_page_by_id() {
+    let app = TestApp::spawn().await;
+    for i in 0..3 {
+        let body = json!({"channel": "email", "address": format!("g{i}@example.com")});
+        assert_eq!(add(&app, &app.operator, body).await.0, StatusCode::CREATED);
+    }
+    let page: Value = app
+        .get("/v1/suppressions?limit=2", &app.operator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["suppressions"].as_array().unwrap().len(), 2);
+    let before = page["next_before"].as_i64().expect("a next page");
+    let rest = list(&app, &app.operator, &format!("?limit=2&before={before}")).await;
+    assert_eq!(addresses(&rest), ["g0@example.com"]);
+}
+
+#[tokio::test]
+async fn only_an_admin_writes_the_global_list_and_planners_only_their_own() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let admin = app.key("hq", Role::Admin).await;
+    let global = json!({"channel": "email", "address": "g@example.com", "global": true});
+    let response = app
+        .post("/v1/suppressions", &planner)
+        .json(&global)
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::FORBIDDEN, "FORBIDDEN").await;
+    let elsewhere = json!({"channel": "email", "address": "g@example.com", "org_id": "other"});
+    let response = app
+        .post("/v1/suppressions", &planner)
+        .json(&elsewhere)
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::FORBIDDEN, "FORBIDDEN").await;
+
+    let (status, entry) = add(&app, &admin, global).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(entry["org_id"], Value::Null);
+    // An operator may write any organisation's list.
+    let (status, entry) = add(&app, &app.operator, elsewhere).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(entry["org_id"], "other");
+}
+
+#[tokio::test]
+async fn deleting_removes_the_entry_and_a_missing_one_is_404() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let body = json!({"channel": "email", "address": "guest@example.com"});
+    let (_, added) = add(&app, &planner, body).await;
+
+    let response = delete(
+        &app,
+        &planner,
+        json!({"channel": "email", "address": " GUEST@example.com"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let removed: Value = response.json().await.unwrap();
+    assert_eq!(removed["id"], added["id"]);
+    assert!(list(&app, &planner, "").await.is_empty());
+
+    let again = delete(
+        &app,
+        &planner,
+        json!({"channel": "email", "address": "guest@example.com"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    problem(again, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    let bad = delete(
+        &app,
+        &planner,
+        json!({"channel": "email", "address": "nope"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    problem(bad, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+}

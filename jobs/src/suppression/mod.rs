@@ -1,0 +1,185 @@
+//! The suppression list (SPEC §5.1): addresses that must not be sent to, per organisation or
+//! global, matched by the hash of the normalised address ([`address`]).
+//!
+//! The bulk-messages family checks it at send time, not only at enqueue:
+//! `SuppressionList::contains(org, channel, raw_address)` (or [`SuppressionList::contains_address`]
+//! with an already parsed [`Address`]) is true when the organisation's own list or the global one
+//! holds the address; a permanent bounce adds a `hard_bounce` entry with [`SuppressionList::add`].
+
+mod address;
+mod reason;
+mod sql;
+
+pub use address::{
+    Address, AddressError, Channel, MAX_EMAIL_LEN, normalise_email, normalise_phone,
+};
+pub use reason::{Reason, UnknownReason};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// One entry as stored; `address` is `None` once the guest was erased.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Entry {
+    pub id: i64,
+    /// `None`: global.
+    pub org_id: Option<String>,
+    pub channel: String,
+    pub address: Option<String>,
+    pub address_hash: String,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The result of [`SuppressionList::add`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    pub entry: Entry,
+    /// False when the scope already held the address; that entry is returned unchanged.
+    pub created: bool,
+}
+
+/// Which entries a listing shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// A planner's organisation: only its entries and the global ones. `None`: all.
+    pub visible_to: Option<String>,
+    /// Only this organisation's entries.
+    pub org_id: Option<String>,
+    /// Only global entries.
+    pub global_only: bool,
+    pub channel: Option<Channel>,
+    pub reason: Option<Reason>,
+    /// Keyset paging: only entries with a smaller id.
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SuppressionError {
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error("suppression list query failed")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The suppression list in the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SuppressionList {
+    pool: PgPool,
+}
+
+impl SuppressionList {
+    pub fn new(pool: PgPool) -> Self {
+        SuppressionList { pool }
+    }
+
+    /// Is `address` (raw: it is normalised here) suppressed for `org` on `channel`, by the
+    /// organisation's own list or the global one?
+    pub async fn contains(
+        &self,
+        org: &str,
+        channel: Channel,
+        address: &str,
+    ) -> Result<bool, SuppressionError> {
+        let address = Address::parse(channel, address)?;
+        Ok(self.contains_address(org, &address).await?)
+    }
+
+    /// [`SuppressionList::contains`] for an address already parsed.
+    pub async fn contains_address(
+        &self,
+        org: &str,
+        address: &Address,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(sql::CONTAINS)
+            .bind(address.hash())
+            .bind(address.channel().as_str())
+            .bind(org)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Add `address` to `org`'s list (`None`: the global list). Idempotent: an existing entry
+    /// for the same scope and address is returned as it is (an erased guest's entry stays
+    /// erased and gets no readable address back).
+    pub async fn add(
+        &self,
+        org: Option<&str>,
+        address: &Address,
+        reason: Reason,
+    ) -> Result<Added, sqlx::Error> {
+        let readable = (reason != Reason::Erased).then(|| address.as_str());
+        // A concurrent remove between the two statements: insert again.
+        loop {
+            let inserted: Option<Entry> = sqlx::query_as(sql::INSERT)
+                .bind(org)
+                .bind(address.channel().as_str())
+                .bind(address.hash())
+                .bind(readable)
+                .bind(reason.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(entry) = inserted {
+                return Ok(Added {
+                    entry,
+                    created: true,
+                });
+            }
+            if let Some(entry) = self.find(org, address).await? {
+                return Ok(Added {
+                    entry,
+                    created: false,
+                });
+            }
+        }
+    }
+
+    /// The entry for `address` in exactly this scope (`None`: global).
+    pub async fn find(
+        &self,
+        org: Option<&str>,
+        address: &Address,
+    ) -> Result<Option<Entry>, sqlx::Error> {
+        sqlx::query_as(sql::FIND)
+            .bind(org)
+            .bind(address.channel().as_str())
+            .bind(address.hash())
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Remove `address` from exactly this scope; `erased` entries only when `include_erased`
+    /// (taking an erased guest off the list is a deliberate, admin-only act). Returns the
+    /// removed entry, `None` if there was none (or it was erased and not included).
+    pub async fn remove(
+        &self,
+        org: Option<&str>,
+        address: &Address,
+        include_erased: bool,
+    ) -> Result<Option<Entry>, sqlx::Error> {
+        sqlx::query_as(sql::REMOVE)
+            .bind(org)
+            .bind(address.channel().as_str())
+            .bind(address.hash())
+            .bind(include_erased)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Entries newest first.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Entry>, sqlx::Error> {
+        sqlx::query_as(sql::LIST)
+            .bind(filter.visible_to.as_deref())
+            .bind(filter.org_id.as_deref())
+            .bind(filter.global_only)
+            .bind(filter.channel.map(Channel::as_str))
+            .bind(filter.reason.map(Reason::as_str))
+            .bind(filter.before_id)
+            .bind(filter.limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+}

@@ -1,0 +1,41 @@
+//! The statements of the suppression list. Every one matches by `address_hash`, never by the
+//! readable address (which erased entries no longer have).
+
+/// `$1` hash, `$2` channel, `$3` organisation: the organisation's entry or a global one.
+pub const CONTAINS: &str = "
+SELECT EXISTS (
+    SELECT 1 FROM suppressions
+     WHERE address_hash = $1 AND channel = $2 AND (org_id = $3 OR org_id IS NULL))";
+
+/// `$1` organisation (NULL: global), `$2` channel, `$3` hash, `$4` readable address (NULL for
+/// erased), `$5` reason; no row when the scope already holds the address.
+pub const INSERT: &str = "
+INSERT INTO suppressions (org_id, channel, address_hash, address, reason)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT ON CONSTRAINT suppressions_scope_key DO NOTHING
+RETURNING id, org_id, channel, address, address_hash, reason, created_at";
+
+pub const FIND: &str = "
+SELECT id, org_id, channel, address, address_hash, reason, created_at
+  FROM suppressions
+ WHERE org_id IS NOT DISTINCT FROM $1 AND channel = $2 AND address_hash = $3";
+
+/// `$4`: whether an `erased` entry may be removed.
+pub const REMOVE: &str = "
+DELETE FROM suppressions
+ WHERE org_id IS NOT DISTINCT FROM $1 AND channel = $2 AND address_hash = $3
+   AND (reason <> 'erased' OR $4)
+RETURNING id, org_id, channel, address, address_hash, reason, created_at";
+
+/// Filters are NULL (or false) when unused; see `ListFilter`.
+pub const LIST: &str = "
+SELECT id, org_id, channel, address, address_hash, reason, created_at
+  FROM suppressions
+ WHERE ($1::text IS NULL OR org_id = $1 OR org_id IS NULL)
+   AND ($2::text IS NULL OR org_id = $2)
+   AND (NOT $3 OR org_id IS NULL)
+   AND ($4::text IS NULL OR channel = $4)
+   AND ($5::text IS NULL OR reason = $5)
+   AND ($6::bigint IS NULL OR id < $6)
+ ORDER BY id DESC
+ LIMIT $7";

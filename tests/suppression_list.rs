@@ -1,0 +1,100 @@
+//! `SuppressionList`, as the bulk-messages family calls it at send time: an organisation's own
+//! entries and global ones match, whatever the case or spacing of the address asked about.
+
+use wedsync_db::testing::TestDb;
+use wedsync_kinds::suppression::{Address, Channel, Reason, SuppressionError, SuppressionList};
+
+fn email(raw: &str) -> Address {
+    Address::parse(Channel::Email, raw).unwrap()
+}
+
+#[tokio::test]
+async fn an_organisations_entry_suppresses_only_there_and_a_global_one_everywhere() {
+    let db = TestDb::new().await.unwrap();
+    let list = SuppressionList::new(db.pool.clone());
+    list.add(
+        Some("acme"),
+        &email("Unsub@Example.com"),
+        Reason::Unsubscribed,
+    )
+    .await
+    .unwrap();
+    list.add(None, &email("bounce@example.com"), Reason::HardBounce)
+        .await
+        .unwrap();
+
+    assert!(
+        list.contains("acme", Channel::Email, " UNSUB@example.com ")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !list
+            .contains("other", Channel::Email, "unsub@example.com")
+            .await
+            .unwrap()
+    );
+    for org in ["acme", "other"] {
+        assert!(
+            list.contains(org, Channel::Email, "Bounce@Example.com")
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !list
+            .contains("acme", Channel::Email, "fresh@example.com")
+            .await
+            .unwrap()
+    );
+    // The same address on another channel is another entry.
+    assert!(
+        !list
+            .contains("acme", Channel::Sms, "+447700900123")
+            .await
+            .unwrap()
+    );
+    let invalid = list.contains("acme", Channel::Sms, "07700 900123").await;
+    assert!(
+        matches!(invalid, Err(SuppressionError::Address(_))),
+        "{invalid:?}"
+    );
+}
+
+#[tokio::test]
+async fn adding_twice_keeps_one_entry_and_removing_ends_the_suppression() {
+    let db = TestDb::new().await.unwrap();
+    let list = SuppressionList::new(db.pool.clone());
+    let phone = Address::parse(Channel::Sms, "+44 7700 900123").unwrap();
+    let first = list
+        .add(Some("acme"), &phone, Reason::Manual)
+        .await
+        .unwrap();
+    let second = list
+        .add(Some("acme"), &phone, Reason::Complaint)
+        .await
+        .unwrap();
+    assert!(first.created && !second.created);
+    assert_eq!(first.entry, second.entry);
+    assert_eq!(first.entry.address.as_deref(), Some("+447700900123"));
+    assert_eq!(first.entry.address_hash, phone.hash());
+
+    // An erased entry is only removed when the caller says so.
+    let erased = email("erased@example.com");
+    list.add(None, &erased, Reason::Erased).await.unwrap();
+    assert_eq!(
+        list.find(None, &erased).await.unwrap().unwrap().address,
+        None
+    );
+    assert_eq!(list.remove(None, &erased, false).await.unwrap(), None);
+    assert!(list.remove(None, &erased, true).await.unwrap().is_some());
+
+    let removed = list.remove(Some("acme"), &phone, false).await.unwrap();
+    assert_eq!(removed.map(|e| e.id), Some(first.entry.id));
+    assert!(
+        !list
+            .contains("acme", Channel::Sms, "+447700900123")
+            .await
+            .unwrap()
+    );
+}
