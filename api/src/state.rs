@@ -25,6 +25,8 @@ pub struct ApiState {
     pub ready_max_lag: Option<Duration>,
     /// The cron entries of the configuration, for `/v1/schedules`.
     pub schedules: Arc<Vec<wedsync_scheduler::Entry>>,
+    /// Wall clock of the pool rules (season, Saturday window) when the API applies a pool change.
+    pub timezone: chrono_tz::Tz,
 }
 
 impl ApiState {
@@ -41,6 +43,7 @@ impl ApiState {
             default_concurrency: DEFAULT_CONCURRENCY,
             ready_max_lag: None,
             schedules: Arc::new(Vec::new()),
+            timezone: chrono_tz::Tz::UTC,
         }
     }
 
@@ -51,6 +54,11 @@ impl ApiState {
 
     pub fn with_schedules(mut self, entries: Vec<wedsync_scheduler::Entry>) -> Self {
         self.schedules = Arc::new(entries);
+        self
+    }
+
+    pub fn with_timezone(mut self, timezone: chrono_tz::Tz) -> Self {
+        self.timezone = timezone;
         self
     }
 

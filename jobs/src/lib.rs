@@ -4,10 +4,12 @@
 mod context;
 mod noop;
 mod retention;
+mod scaling;
 
 pub use context::AppContext;
 pub use noop::Noop;
 pub use retention::{PolicyOverride, RetentionCleanup};
+pub use scaling::PoolScaling;
 
 use wedsync_queue::Registry;
 
@@ -16,5 +18,6 @@ pub fn register_all() -> Registry<AppContext> {
     let mut registry = Registry::new();
     registry.register::<Noop>();
     registry.register::<RetentionCleanup>();
+    registry.register::<PoolScaling>();
     registry
 }

@@ -4,4 +4,5 @@ pub mod admin;
 pub mod bench;
 pub mod jobs;
 mod output;
+pub mod pools;
 pub mod serve;

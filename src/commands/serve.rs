@@ -88,7 +88,8 @@ pub async fn scheduler(settings: Settings) -> Result<(), Failure> {
 }
 
 /// The `[[schedule]]` entries of the configuration, plus the built-in nightly retention cleanup
-/// (03:30 local) unless the configuration schedules `retention_cleanup` itself. A bad cron
+/// (03:30 local) unless the configuration schedules `retention_cleanup` itself, and the built-in
+/// pool scaling evaluation every minute unless it schedules `pool_scaling` itself. A bad cron
 /// expression or an unknown kind is a usage error naming the entry.
 fn schedule_entries(settings: &Settings) -> Result<Vec<wedsync_scheduler::Entry>, Failure> {
     let registry = wedsync_kinds::register_all();
@@ -127,7 +128,29 @@ fn schedule_entries(settings: &Settings) -> Result<Vec<wedsync_scheduler::Entry>
         .map_err(|err| Failure::Runtime(err.into()))?;
         entries.push(nightly);
     }
+    let scaling = <wedsync_kinds::PoolScaling as wedsync_queue::Job>::KIND;
+    if !entries.iter().any(|e| e.kind == scaling) {
+        entries.push(pool_scaling_entry(settings).map_err(|err| Failure::Runtime(err.into()))?);
+    }
     Ok(entries)
+}
+
+/// `pool-scaling`: evaluate every pool at second 0 of every minute (SPEC §6), with the rules on
+/// the wall clock of `WEDSYNC_TIMEZONE`.
+fn pool_scaling_entry(
+    settings: &Settings,
+) -> Result<wedsync_scheduler::Entry, wedsync_scheduler::ScheduleError> {
+    let job = wedsync_kinds::PoolScaling {
+        timezone: Some(settings.timezone.name().to_owned()),
+    };
+    wedsync_scheduler::Entry::parse(
+        "pool-scaling",
+        "0 * * * * *",
+        settings.timezone,
+        <wedsync_kinds::PoolScaling as wedsync_queue::Job>::KIND,
+        serde_json::to_value(job).unwrap_or_default(),
+        <wedsync_kinds::PoolScaling as wedsync_queue::Job>::QUEUE,
+    )
 }
 
 async fn bind(settings: &Settings) -> Result<tokio::net::TcpListener, Failure> {
@@ -148,7 +171,8 @@ async fn serve_api(
     let kinds: Vec<_> = wedsync_kinds::register_all().kinds().cloned().collect();
     let state = wedsync_api::ApiState::new(pool, kinds, prometheus)
         .with_default_concurrency(settings.worker.default_concurrency)
-        .with_schedules(schedules);
+        .with_schedules(schedules)
+        .with_timezone(settings.timezone);
     wedsync_api::serve(listener, state, stop.cancelled_owned())
         .await
         .context("serving the API")?;

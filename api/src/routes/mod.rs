@@ -5,8 +5,11 @@ pub mod health;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;
+pub mod pools;
 pub mod queues;
+pub mod scaling;
 pub mod schedules;
+pub mod weddings;
 
 use crate::ApiState;
 use crate::error::ApiError;
@@ -25,6 +28,9 @@ pub fn all() -> Vec<Route> {
         jobs::routes(),
         queues::routes(),
         schedules::routes(),
+        pools::routes(),
+        scaling::routes(),
+        weddings::routes(),
     ]
     .into_iter()
     .flatten()

@@ -4,6 +4,8 @@
 mod auth;
 mod jobs;
 mod operations;
+mod pools;
 mod requests;
 mod schedules;
 mod support;
+mod weddings;
