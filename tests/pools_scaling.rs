@@ -341,3 +341,94 @@ async fn a_worker_process_follows_an_evaluated_pool_change_within_seconds() {
         "the queue still held jobs: the test meant something"
     );
 }
+
+fn cli(db: &TestDb, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wedsync-jobs"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run wedsync-jobs")
+}
+
+#[tokio::test]
+async fn pools_set_overrides_with_a_ttl_and_a_reason_or_pins_the_size() {
+    let db = TestDb::new().await.unwrap();
+    let set = cli(
+        &db,
+        &[
+            "pools", "set", "photos", "30", "--ttl", "2h", "--reason", "fair", "--json",
+        ],
+    );
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let pool: Value = serde_json::from_slice(&set.stdout).unwrap();
+    assert_eq!(pool[0]["concurrency"], 30);
+    assert_eq!(pool[0]["override"]["reason"], "fair");
+    assert_eq!(pool[0]["history"][0]["source"], "override");
+
+    let without_reason = cli(&db, &["pools", "set", "photos", "3", "--ttl", "2h"]);
+    assert_eq!(without_reason.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&without_reason.stderr).contains("--reason"));
+
+    let cleared = cli(
+        &db,
+        &["pools", "set", "photos", "--clear-override", "--json"],
+    );
+    let pool: Value = serde_json::from_slice(&cleared.stdout).unwrap();
+    assert_eq!(pool[0]["override"], Value::Null);
+
+    let pinned = cli(&db, &["pools", "set", "photos", "7", "--json"]);
+    let pool: Value = serde_json::from_slice(&pinned.stdout).unwrap();
+    assert_eq!(
+        (
+            &pool[0]["min"],
+            &pool[0]["base"],
+            &pool[0]["max"],
+            &pool[0]["concurrency"]
+        ),
+        (&json!(7), &json!(7), &json!(7), &json!(7))
+    );
+    let inverted = cli(&db, &["pools", "set", "photos", "--min", "9", "--max", "2"]);
+    assert_eq!(inverted.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn a_configured_pool_is_created_once_and_then_the_row_rules() {
+    use wedsync_scheduler::pools::PoolConfig;
+    use wedsync_scheduler::scaling::seed_pool;
+    let db = TestDb::new().await.unwrap();
+    let config = PoolConfig {
+        min: 1,
+        max: 16,
+        base: 4,
+    };
+    assert!(seed_pool(&db.pool, "photos", config).await.unwrap());
+    let row: (i32, i32, i32, i32) = sqlx::query_as(
+        "SELECT concurrency, min_size, max_size, base_size FROM pools WHERE queue = 'photos'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(row, (4, 1, 16, 4));
+    let changes = PoolChanges {
+        base: Some(6),
+        ..PoolChanges::default()
+    };
+    configure(
+        &db.pool,
+        "photos",
+        &changes,
+        10,
+        London,
+        london(2026, 2, 17, 9, 0),
+    )
+    .await
+    .unwrap();
+    // A restart does not undo the operator's change.
+    assert!(!seed_pool(&db.pool, "photos", config).await.unwrap());
+    assert_eq!(sizing(&db, "photos").await.0, 6);
+}

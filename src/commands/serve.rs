@@ -21,6 +21,7 @@ const SCHEDULER_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Failure> {
     let entries = schedule_entries(&settings)?;
     let pool = startup::connect(&settings, 32, true).await?;
+    seed_pools(&pool, &settings).await?;
     let stop = shutdown::on_signal();
     let listener = bind(&settings).await?;
     let key = crate::commands::admin::embedded_admin_key(&pool, &settings).await?;
@@ -75,12 +76,14 @@ pub async fn api(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
 
 pub async fn worker(settings: Settings, args: WorkerArgs) -> Result<(), Failure> {
     let pool = startup::connect(&settings, 16, true).await?;
+    seed_pools(&pool, &settings).await?;
     let config = worker_config(&settings, &args);
     run_worker(pool, config, shutdown::on_signal()).await
 }
 
 pub async fn scheduler(settings: Settings) -> Result<(), Failure> {
     let pool = startup::connect(&settings, 4, true).await?;
+    seed_pools(&pool, &settings).await?;
     let entries = schedule_entries(&settings)?;
     wedsync_scheduler::run_with_entries(pool, entries, SCHEDULER_INTERVAL, shutdown::on_signal())
         .await;
@@ -151,6 +154,28 @@ fn pool_scaling_entry(
         serde_json::to_value(job).unwrap_or_default(),
         <wedsync_kinds::PoolScaling as wedsync_queue::Job>::QUEUE,
     )
+}
+
+/// Give each `[queues.<name>]` with `min`, `max` or `base` its pool unless it has one. Missing
+/// values: min 0, base = the queue's concurrency, max = the larger of base and concurrency.
+async fn seed_pools(pool: &PgPool, settings: &Settings) -> Result<(), Failure> {
+    for (name, queue) in settings.queues.iter().filter(|(_, q)| q.has_pool()) {
+        let concurrency = u32::try_from(settings.queue_concurrency(name)).unwrap_or(0);
+        let base = queue.base.unwrap_or(concurrency);
+        let config = wedsync_scheduler::pools::PoolConfig {
+            min: queue.min.unwrap_or(0),
+            max: queue.max.unwrap_or(base.max(concurrency)),
+            base,
+        };
+        let created = wedsync_scheduler::scaling::seed_pool(pool, name, config)
+            .await
+            .with_context(|| format!("creating the pool of queue `{name}`"))?;
+        if created {
+            tracing::info!(queue = %name, min = config.min, max = config.max, base = config.base,
+                           "pool created from the configuration");
+        }
+    }
+    Ok(())
 }
 
 async fn bind(settings: &Settings) -> Result<tokio::net::TcpListener, Failure> {

@@ -133,3 +133,25 @@ pub async fn configure(
         .find(|p| p.queue == queue)
         .ok_or_else(|| ScalingError::Database(sqlx::Error::RowNotFound))
 }
+
+/// Create `queue`'s pool with `config` (running `config.base` until the first evaluation) unless
+/// it has one; true if it was created. The configuration file's pools start this way; after
+/// that the row rules, so an operator's change survives restarts.
+pub async fn seed_pool(
+    pool: &PgPool,
+    queue: &str,
+    config: crate::pools::PoolConfig,
+) -> Result<bool, sqlx::Error> {
+    let max = config.max.max(config.min);
+    let size = |n: u32| i32::try_from(n.min(OVERRIDE_CEILING)).unwrap_or(0);
+    let created = sqlx::query(sql::SEED_POOL)
+        .bind(queue)
+        .bind(size(config.base.clamp(config.min, max)))
+        .bind(size(config.min))
+        .bind(size(max))
+        .bind(size(config.base))
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(created == 1)
+}

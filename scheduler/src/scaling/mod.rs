@@ -18,7 +18,7 @@ mod sql;
 mod view;
 pub mod weddings;
 
-pub use configure::{PoolChanges, configure, validate_override};
+pub use configure::{PoolChanges, configure, seed_pool, validate_override};
 pub use evaluate::{
     Evaluated, THROUGHPUT_WINDOW, evaluate_pool, evaluate_pools, measured_throughput,
 };

@@ -82,6 +82,13 @@ SELECT queue, at, from_size, to_size, from_replicas, to_replicas, reasons, sourc
 pub const ENSURE_POOL: &str =
     "INSERT INTO pools (queue, concurrency) VALUES ($1, $2) ON CONFLICT (queue) DO NOTHING";
 
+/// A pool from the configuration file, unless the queue has one (the row rules once it exists).
+pub const SEED_POOL: &str = r#"
+INSERT INTO pools (queue, concurrency, min_size, max_size, base_size)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (queue) DO NOTHING
+"#;
+
 pub const SET_CONFIG: &str = r#"
 UPDATE pools
    SET min_size = $2, max_size = $3, base_size = $4,
