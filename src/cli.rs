@@ -127,16 +127,39 @@ pub enum JobsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PoolsCommand {
-    /// Set a queue's per-process concurrency; running workers follow within a second.
+    /// Size a queue's pool; running workers follow within a second.
+    ///
+    /// `pools set QUEUE N` pins the size per worker process to N (min = base = max = N; more
+    /// demand is published as replicas). With `--ttl` or `--until`, N is an operator override
+    /// that wins over the rules until it expires. `--min`, `--max`, `--base` set the bounds and
+    /// base size the rules work from.
     Set {
         queue: String,
-        #[arg(value_parser = clap::value_parser!(i32).range(0..=10_000))]
-        size: i32,
-        /// How long the setting is meant to hold, e.g. 6h (recorded with the reason).
-        #[arg(long = "for")]
-        for_: Option<String>,
+        #[arg(value_parser = clap::value_parser!(u32).range(0..=1000))]
+        size: Option<u32>,
+        /// Override for this long, e.g. 90m, 6h, 2d.
+        #[arg(
+            long,
+            visible_alias = "for",
+            value_name = "DURATION",
+            conflicts_with = "until"
+        )]
+        ttl: Option<String>,
+        /// Override until this instant (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Why (required with an override).
         #[arg(long)]
         reason: Option<String>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        min: Option<u32>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        max: Option<u32>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        base: Option<u32>,
+        /// End the queue's override now.
+        #[arg(long, conflicts_with_all = ["ttl", "until"])]
+        clear_override: bool,
         #[command(flatten)]
         output: JsonFlag,
     },

@@ -34,7 +34,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Keys(cmd) => commands::admin::keys(settings, cmd).await,
         Command::Jobs(cmd) => commands::jobs::run(settings, cmd).await,
         Command::Queues(output) => commands::admin::queues(settings, output).await,
-        Command::Pools(cmd) => commands::admin::pools(settings, cmd).await,
+        Command::Pools(cmd) => commands::pools::run(settings, cmd).await,
         Command::Bench(cmd) => commands::bench::run(settings, cmd).await,
     }
 }

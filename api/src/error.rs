@@ -189,6 +189,20 @@ impl From<wedsync_scheduler::ScheduleError> for ApiError {
     }
 }
 
+impl From<wedsync_scheduler::scaling::ScalingError> for ApiError {
+    fn from(err: wedsync_scheduler::scaling::ScalingError) -> Self {
+        match err {
+            wedsync_scheduler::scaling::ScalingError::Invalid(errors) => ApiError::invalid(
+                errors
+                    .into_iter()
+                    .map(|(field, message)| FieldError::new(field, message))
+                    .collect(),
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         ApiError::internal(err)

@@ -27,6 +27,8 @@ pub struct ApiState {
     pub schedules: Arc<Vec<wedsync_scheduler::Entry>>,
     /// Where a raw metric event per request goes (SPEC §5.4); `None` records none.
     pub events: Option<wedsync_metrics::EventSink>,
+    /// Wall clock of the pool rules (season, Saturday window) when the API applies a pool change.
+    pub timezone: chrono_tz::Tz,
 }
 
 impl ApiState {
@@ -44,6 +46,7 @@ impl ApiState {
             ready_max_lag: None,
             schedules: Arc::new(Vec::new()),
             events: None,
+            timezone: chrono_tz::Tz::UTC,
         }
     }
 
@@ -60,6 +63,11 @@ impl ApiState {
     /// Record a raw metric event per request into `sink`.
     pub fn with_events(mut self, sink: wedsync_metrics::EventSink) -> Self {
         self.events = Some(sink);
+        self
+    }
+
+    pub fn with_timezone(mut self, timezone: chrono_tz::Tz) -> Self {
+        self.timezone = timezone;
         self
     }
 

@@ -7,11 +7,13 @@ pub mod erasure;
 mod noop;
 mod retention;
 pub mod suppression;
+mod scaling;
 
 pub use context::AppContext;
 pub use metrics::MetricsRollup;
 pub use noop::Noop;
 pub use retention::{PolicyOverride, RetentionCleanup};
+pub use scaling::PoolScaling;
 
 use wedsync_queue::Registry;
 
@@ -21,5 +23,6 @@ pub fn register_all() -> Registry<AppContext> {
     registry.register::<Noop>();
     registry.register::<RetentionCleanup>();
     registry.register::<MetricsRollup>();
+    registry.register::<PoolScaling>();
     registry
 }

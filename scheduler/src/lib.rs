@@ -1,7 +1,7 @@
 //! The scheduler (SPEC §6): cron entries enqueued exactly once per fire time, however many
 //! schedulers run, by a leader elected through a PostgreSQL advisory lock held on its own
-//! connection. Pool sizing rules live in [`pools`] (pure functions; applying them every minute
-//! is the next step).
+//! connection. Pool sizing rules live in [`pools`] (pure functions); [`scaling`] applies them to
+//! the database every minute (the `pool_scaling` job of the built-in `pool-scaling` entry).
 //!
 //! Exactly-once rests on the database, not on leadership: [`tick`] locks each entry's
 //! `schedule_state` row and advances it in the transaction that enqueues the fire times, with a
@@ -9,6 +9,7 @@
 
 mod entry;
 pub mod pools;
+pub mod scaling;
 mod status;
 mod tick;
 

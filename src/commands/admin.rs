@@ -1,8 +1,8 @@
-//! Operator commands over the database: migrate, keys, queues, pools.
+//! Operator commands over the database: migrate, keys, queues (pools: [`super::pools`]).
 
 use crate::Failure;
-use crate::cli::{JsonFlag, KeysCommand, PoolsCommand};
-use crate::commands::output::{print_one, print_rows};
+use crate::cli::{JsonFlag, KeysCommand};
+use crate::commands::output::print_rows;
 use crate::settings::Settings;
 use crate::startup;
 use anyhow::Context;
@@ -49,44 +49,6 @@ pub async fn queues(settings: Settings, output: JsonFlag) -> Result<(), Failure>
         "paused",
     ];
     print_rows(&stats, &columns, output.json)?;
-    Ok(())
-}
-
-pub async fn pools(settings: Settings, command: PoolsCommand) -> Result<(), Failure> {
-    let queue = Queue::new(startup::connect(&settings, 2, true).await?);
-    match command {
-        PoolsCommand::Set {
-            queue: name,
-            size,
-            for_,
-            reason,
-            output,
-        } => {
-            let reason = match (reason, for_) {
-                (Some(r), Some(f)) => Some(format!("{r} (for {f})")),
-                (Some(r), None) => Some(r),
-                (None, Some(f)) => Some(format!("operator override for {f}")),
-                (None, None) => None,
-            };
-            let pool = queue
-                .set_concurrency(&name, size, reason.as_deref())
-                .await
-                .context("setting the pool")?;
-            if output.json {
-                print_rows(&[pool], &[], true)?;
-            } else {
-                print_one(&pool)?;
-            }
-        }
-        PoolsCommand::List(output) => {
-            let pools = queue.pools().await.context("reading pools")?;
-            print_rows(
-                &pools,
-                &["queue", "concurrency", "paused", "reason", "updated_at"],
-                output.json,
-            )?;
-        }
-    }
     Ok(())
 }
 

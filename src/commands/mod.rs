@@ -7,4 +7,5 @@ mod bench_retention;
 pub mod jobs;
 pub mod metrics_schedule;
 mod output;
+pub mod pools;
 pub mod serve;

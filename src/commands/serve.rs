@@ -22,6 +22,7 @@ const SCHEDULER_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Failure> {
     let entries = schedule_entries(&settings)?;
     let pool = startup::connect(&settings, 32, true).await?;
+    seed_pools(&pool, &settings).await?;
     let stop = shutdown::on_signal();
     let listener = bind(&settings).await?;
     let key = crate::commands::admin::embedded_admin_key(&pool, &settings).await?;
@@ -76,12 +77,14 @@ pub async fn api(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
 
 pub async fn worker(settings: Settings, args: WorkerArgs) -> Result<(), Failure> {
     let pool = startup::connect(&settings, 16, true).await?;
+    seed_pools(&pool, &settings).await?;
     let config = worker_config(&settings, &args);
     run_worker(pool, config, shutdown::on_signal()).await
 }
 
 pub async fn scheduler(settings: Settings) -> Result<(), Failure> {
     let pool = startup::connect(&settings, 4, true).await?;
+    seed_pools(&pool, &settings).await?;
     let entries = schedule_entries(&settings)?;
     wedsync_scheduler::run_with_entries(pool, entries, SCHEDULER_INTERVAL, shutdown::on_signal())
         .await;
@@ -89,7 +92,8 @@ pub async fn scheduler(settings: Settings) -> Result<(), Failure> {
 }
 
 /// The `[[schedule]]` entries of the configuration, plus the built-in nightly retention cleanup
-/// (03:30 local) unless the configuration schedules `retention_cleanup` itself. A bad cron
+/// (03:30 local) unless the configuration schedules `retention_cleanup` itself, and the built-in
+/// pool scaling evaluation every minute unless it schedules `pool_scaling` itself. A bad cron
 /// expression or an unknown kind is a usage error naming the entry.
 fn schedule_entries(settings: &Settings) -> Result<Vec<wedsync_scheduler::Entry>, Failure> {
     let registry = wedsync_kinds::register_all();
@@ -131,7 +135,51 @@ fn schedule_entries(settings: &Settings) -> Result<Vec<wedsync_scheduler::Entry>
     entries.extend(crate::commands::metrics_schedule::hourly_metrics_rollup(
         settings, &entries,
     )?);
+    let scaling = <wedsync_kinds::PoolScaling as wedsync_queue::Job>::KIND;
+    if !entries.iter().any(|e| e.kind == scaling) {
+        entries.push(pool_scaling_entry(settings).map_err(|err| Failure::Runtime(err.into()))?);
+    }
     Ok(entries)
+}
+
+/// `pool-scaling`: evaluate every pool at second 0 of every minute (SPEC §6), with the rules on
+/// the wall clock of `WEDSYNC_TIMEZONE`.
+fn pool_scaling_entry(
+    settings: &Settings,
+) -> Result<wedsync_scheduler::Entry, wedsync_scheduler::ScheduleError> {
+    let job = wedsync_kinds::PoolScaling {
+        timezone: Some(settings.timezone.name().to_owned()),
+    };
+    wedsync_scheduler::Entry::parse(
+        "pool-scaling",
+        "0 * * * * *",
+        settings.timezone,
+        <wedsync_kinds::PoolScaling as wedsync_queue::Job>::KIND,
+        serde_json::to_value(job).unwrap_or_default(),
+        <wedsync_kinds::PoolScaling as wedsync_queue::Job>::QUEUE,
+    )
+}
+
+/// Give each `[queues.<name>]` with `min`, `max` or `base` its pool unless it has one. Missing
+/// values: min 0, base = the queue's concurrency, max = the larger of base and concurrency.
+async fn seed_pools(pool: &PgPool, settings: &Settings) -> Result<(), Failure> {
+    for (name, queue) in settings.queues.iter().filter(|(_, q)| q.has_pool()) {
+        let concurrency = u32::try_from(settings.queue_concurrency(name)).unwrap_or(0);
+        let base = queue.base.unwrap_or(concurrency);
+        let config = wedsync_scheduler::pools::PoolConfig {
+            min: queue.min.unwrap_or(0),
+            max: queue.max.unwrap_or(base.max(concurrency)),
+            base,
+        };
+        let created = wedsync_scheduler::scaling::seed_pool(pool, name, config)
+            .await
+            .with_context(|| format!("creating the pool of queue `{name}`"))?;
+        if created {
+            tracing::info!(queue = %name, min = config.min, max = config.max, base = config.base,
+                           "pool created from the configuration");
+        }
+    }
+    Ok(())
 }
 
 async fn bind(settings: &Settings) -> Result<tokio::net::TcpListener, Failure> {
@@ -152,7 +200,8 @@ async fn serve_api(
     let kinds: Vec<_> = wedsync_kinds::register_all().kinds().cloned().collect();
     let mut state = wedsync_api::ApiState::new(pool.clone(), kinds, prometheus)
         .with_default_concurrency(settings.worker.default_concurrency)
-        .with_schedules(schedules);
+        .with_schedules(schedules)
+        .with_timezone(settings.timezone);
     let events = settings.metric_events.then(|| {
         let (sink, writer) = EventWriter::spawn(pool, EventWriterConfig::default());
         state = state.clone().with_events(sink);

@@ -11,6 +11,11 @@
 //! [queues.email]
 //! concurrency = 20
 //!
+//! [queues.photos]                # the pool's bounds and base per worker process (SPEC §6),
+//! min = 1                        # given to the pool when it is created
+//! max = 16
+//! base = 4
+//!
 //! [[schedule]]
 //! name = "nightly-retention"
 //! cron = "0 30 3 * * *"          # the `cron` crate's syntax: seconds first

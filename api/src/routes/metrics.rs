@@ -35,6 +35,10 @@ async fn render(State(state): State<ApiState>) -> impl IntoResponse {
         Ok(stats) => write_queue_stats(&mut out, &stats),
         Err(err) => tracing::warn!(error = %error_chain(&err), "metrics: queue stats unavailable"),
     }
+    match wedsync_scheduler::scaling::scaling_rows(&state.pool).await {
+        Ok(rows) => super::scaling::write_desired_replicas(&mut out, &rows),
+        Err(err) => tracing::warn!(error = %error_chain(&err), "metrics: scaling unavailable"),
+    }
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], out)
 }
 

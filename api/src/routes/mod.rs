@@ -7,9 +7,12 @@ pub mod jobs;
 pub mod metrics;
 pub mod metrics_hourly;
 pub mod openapi;
+pub mod pools;
 pub mod queues;
+pub mod scaling;
 pub mod schedules;
 pub mod suppressions;
+pub mod weddings;
 
 use crate::ApiState;
 use crate::error::ApiError;
@@ -31,6 +34,9 @@ pub fn all() -> Vec<Route> {
         metrics_hourly::routes(),
         suppressions::routes(),
         erasures::routes(),
+        pools::routes(),
+        scaling::routes(),
+        weddings::routes(),
     ]
     .into_iter()
     .flatten()
