@@ -98,3 +98,28 @@ async fn adding_twice_keeps_one_entry_and_removing_ends_the_suppression() {
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn an_erased_guest_added_to_another_list_is_stored_without_the_address() {
+    let db = TestDb::new().await.unwrap();
+    let list = SuppressionList::new(db.pool.clone());
+    let guest = email("guest@example.com");
+    list.add(None, &guest, Reason::Erased).await.unwrap();
+    let added = list
+        .add(
+            Some("acme"),
+            &email(" Guest@Example.com"),
+            Reason::Unsubscribed,
+        )
+        .await
+        .unwrap();
+    assert!(added.created);
+    assert_eq!(added.entry.address, None);
+    assert_eq!(added.entry.reason, "unsubscribed");
+    // Another guest is stored readable as usual.
+    let other = list
+        .add(Some("acme"), &email("other@example.com"), Reason::Manual)
+        .await
+        .unwrap();
+    assert_eq!(other.entry.address.as_deref(), Some("other@example.com"));
+}

@@ -104,7 +104,8 @@ impl SuppressionList {
 
     /// Add `address` to `org`'s list (`None`: the global list). Idempotent: an existing entry
     /// for the same scope and address is returned as it is (an erased guest's entry stays
-    /// erased and gets no readable address back).
+    /// erased and gets no readable address back). A guest erased in any list is added without
+    /// a readable address.
     pub async fn add(
         &self,
         org: Option<&str>,

@@ -8,10 +8,15 @@ SELECT EXISTS (
      WHERE address_hash = $1 AND channel = $2 AND (org_id = $3 OR org_id IS NULL))";
 
 /// `$1` organisation (NULL: global), `$2` channel, `$3` hash, `$4` readable address (NULL for
-/// erased), `$5` reason; no row when the scope already holds the address.
+/// erased), `$5` reason; no row when the scope already holds the address. The address is not
+/// stored readable if the guest was erased anywhere: an erased address never comes back.
 pub const INSERT: &str = "
 INSERT INTO suppressions (org_id, channel, address_hash, address, reason)
-VALUES ($1, $2, $3, $4, $5)
+SELECT $1, $2, $3,
+       CASE WHEN EXISTS (SELECT 1 FROM suppressions
+                          WHERE address_hash = $3 AND channel = $2 AND reason = 'erased')
+            THEN NULL ELSE $4 END,
+       $5
 ON CONFLICT ON CONSTRAINT suppressions_scope_key DO NOTHING
 RETURNING id, org_id, channel, address, address_hash, reason, created_at";
 
