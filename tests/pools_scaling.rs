@@ -119,6 +119,15 @@ async fn friday_2159_is_the_base_and_2200_is_the_saturday_window() {
     evaluate(&db, london(2026, 2, 20, 21, 59)).await;
     assert_eq!(sizing(&db, "photos").await, (4, 1, Some(4)));
     assert!(history(&db).await.is_empty(), "no change, no history");
+    let reasons: Value = sqlx::query_scalar("SELECT reasons FROM pools WHERE queue = 'photos'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        rules(&reasons),
+        ["base"],
+        "why the pool has its size, changed or not"
+    );
     evaluate(&db, london(2026, 2, 20, 22, 0)).await;
     assert_eq!(sizing(&db, "photos").await, (16, 3, Some(16)));
     assert_eq!(

@@ -85,6 +85,8 @@ pub async fn evaluate_pool(
         .any(|r| matches!(r, Reason::Override { .. }));
     let changed = changes_now(current, row.changed_at, &plan, was_overridden, forced, now);
     let desired = i32::try_from(plan.sizing.concurrency).unwrap_or(i32::MAX);
+    let reasons = Json(serde_json::to_value(&plan.reasons).unwrap_or_default());
+    let text: Vec<String> = plan.reasons.iter().map(ToString::to_string).collect();
     if changed {
         let source = if plan.overridden {
             Source::Override
@@ -93,8 +95,6 @@ pub async fn evaluate_pool(
         } else {
             Source::Rules
         };
-        let reasons = Json(serde_json::to_value(&plan.reasons).unwrap_or_default());
-        let text: Vec<String> = plan.reasons.iter().map(ToString::to_string).collect();
         let replicas = i32::try_from(plan.sizing.replicas).unwrap_or(i32::MAX);
         sqlx::query(sql::APPLY_CHANGE)
             .bind(queue)
@@ -120,10 +120,14 @@ pub async fn evaluate_pool(
         tracing::info!(queue, from = row.concurrency, to = desired, replicas,
                        source = source.as_str(), reasons = %text.join("; "), "pool size changed");
     } else {
+        // The reasons describe the current size: recorded only when the rules ask for it.
+        let current_reasons = (plan.sizing == current).then_some(&reasons);
         sqlx::query(sql::NOTE_DESIRED)
             .bind(queue)
             .bind(desired)
             .bind(expired)
+            .bind(current_reasons)
+            .bind(current_reasons.map(|_| text.join("; ")))
             .execute(&mut *conn)
             .await?;
     }

@@ -52,16 +52,20 @@ UPDATE pools
  WHERE queue = $1
 "#;
 
-/// No change of size (cooldown, or nothing to do): remember what the rules asked for, and clear
-/// an expired override. Touches the row only when something differs (each update notifies the
-/// workers).
+/// No change of size (cooldown, or nothing to do): remember what the rules asked for, clear an
+/// expired override (`$3`), and when the rules ask for the current size record their reasons
+/// (`$4`, `$5`; NULL otherwise). Touches the row only when something differs (each update
+/// notifies the workers).
 pub const NOTE_DESIRED: &str = r#"
 UPDATE pools
    SET desired = $2,
        override_size   = CASE WHEN $3 THEN NULL ELSE override_size END,
        override_until  = CASE WHEN $3 THEN NULL ELSE override_until END,
-       override_reason = CASE WHEN $3 THEN NULL ELSE override_reason END
- WHERE queue = $1 AND (desired IS DISTINCT FROM $2 OR $3)
+       override_reason = CASE WHEN $3 THEN NULL ELSE override_reason END,
+       reasons = coalesce($4, reasons),
+       reason = coalesce($5, reason)
+ WHERE queue = $1
+   AND (desired IS DISTINCT FROM $2 OR $3 OR ($4::jsonb IS NOT NULL AND reasons <> $4::jsonb))
 "#;
 
 pub const INSERT_CHANGE: &str = r#"
