@@ -109,10 +109,20 @@ async fn all_serves_the_api_runs_jobs_and_stops_cleanly_on_sigterm() {
     .await
     .unwrap();
     let event = |source: &str, kind: Option<&str>, route: Option<&str>| {
-        (source.to_owned(), kind.map(str::to_owned), route.map(str::to_owned))
+        (
+            source.to_owned(),
+            kind.map(str::to_owned),
+            route.map(str::to_owned),
+        )
     };
-    assert!(events.contains(&event("job", Some("noop"), None)), "{events:?}");
-    assert!(events.contains(&event("api", None, Some("/v1/jobs/{id}"))), "{events:?}");
+    assert!(
+        events.contains(&event("job", Some("noop"), None)),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&event("api", None, Some("/v1/jobs/{id}"))),
+        "{events:?}"
+    );
     std::fs::remove_dir_all(&data_dir).ok();
 }
 
