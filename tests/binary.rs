@@ -89,6 +89,10 @@ async fn all_serves_the_api_runs_jobs_and_stops_cleanly_on_sigterm() {
         schedules["schedules"][0]["name"], "nightly-retention",
         "built in: {schedules}"
     );
+    assert_eq!(
+        schedules["schedules"][1]["name"], "hourly-metrics-rollup",
+        "built in: {schedules}"
+    );
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -97,6 +101,28 @@ async fn all_serves_the_api_runs_jobs_and_stops_cleanly_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "`all` exited with {status}");
     assert_eq!(support::count_in_state(&db, "running").await, 0);
+    // The stop wrote the raw metric events still buffered: the job's and the requests'.
+    let events: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT DISTINCT source, kind, route FROM metric_events ORDER BY source, kind, route",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let event = |source: &str, kind: Option<&str>, route: Option<&str>| {
+        (
+            source.to_owned(),
+            kind.map(str::to_owned),
+            route.map(str::to_owned),
+        )
+    };
+    assert!(
+        events.contains(&event("job", Some("noop"), None)),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&event("api", None, Some("/v1/jobs/{id}"))),
+        "{events:?}"
+    );
     std::fs::remove_dir_all(&data_dir).ok();
 }
 

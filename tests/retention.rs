@@ -152,6 +152,7 @@ async fn each_policy_removes_exactly_its_old_rows_and_reports_counts() {
                 "cancelled_jobs": 1,
                 "idempotency_keys": 3,
                 "revoked_api_keys": 2,
+                "metric_events": 0,
             },
             "complete": true,
         }))

@@ -14,8 +14,11 @@ pub const LOCK_HOUR: &str = "SELECT pg_advisory_xact_lock(hashtext('metric_rollu
 pub const DELETE_HOUR: &str = "DELETE FROM metric_hourly WHERE hour = $1";
 
 /// The rollup of the hour `[$1, $2)`: per key, count, errors and `percentile_cont` p50/p95/p99
-/// (one sort per key for all three), in milliseconds. Sent unprepared so the planner sees the
-/// bounds and prunes to the day's partition.
+/// in milliseconds. Each key's durations are gathered into an array by a hash aggregate and only
+/// those are sorted (one sort per key for all three percentiles): a plain `GROUP BY` with the
+/// ordered-set aggregate first sorts every event of the hour by the five text key columns, which
+/// measured twice as slow. Sent unprepared so the planner sees the bounds and prunes to the
+/// day's partition.
 pub const ROLLUP_HOUR: &str = "
 INSERT INTO metric_hourly
        (hour, source, queue, kind, method, route, count, errors, p50_ms, p95_ms, p99_ms)
@@ -24,11 +27,13 @@ SELECT $1, source, queue, kind, method, route, n, errors,
   FROM (SELECT source, queue, kind, method, route,
                count(*) AS n,
                count(*) FILTER (WHERE error) AS errors,
-               percentile_cont(ARRAY[0.5, 0.95, 0.99]::float8[])
-                   WITHIN GROUP (ORDER BY duration_us::float8) AS pct
+               array_agg(duration_us) AS durations
           FROM metric_events
          WHERE occurred_at >= $1 AND occurred_at < $2
-         GROUP BY source, queue, kind, method, route) per_key
+         GROUP BY source, queue, kind, method, route) per_key,
+       LATERAL (SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]::float8[])
+                           WITHIN GROUP (ORDER BY d::float8) AS pct
+                  FROM unnest(per_key.durations) d) p
 RETURNING count";
 
 pub const ENSURE_PARTITION: &str = "SELECT metric_events_ensure_partition($1::date)";

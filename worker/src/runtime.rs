@@ -175,10 +175,6 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         // while its completion was still buffered would run again.
         completer_stop.cancel();
         let _ = completer.await;
-        // Every job task has ended, so every event is buffered: write them all.
-        if let Some(writer) = event_writer {
-            writer.finish().await;
-        }
         let interrupted: Vec<i64> = lock(&shared.interrupted).iter().map(|c| c.0).collect();
         let worker_id = identity.current();
         let handed_back = if interrupted.is_empty() {
@@ -195,6 +191,11 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
                 }
             }
         };
+        // Every job task has ended, so every event is buffered: write them all. After the
+        // hand-back, which matters more and must not wait on a struggling database twice.
+        if let Some(writer) = event_writer {
+            writer.finish().await;
+        }
         background_stop.cancel();
         background.join_all().await;
         if let Err(err) = queue.deregister_worker(&worker_id).await {
