@@ -148,6 +148,21 @@ pub enum PoolsCommand {
 pub enum BenchCommand {
     /// Enqueue N no-op jobs in bulk, drain them with W worker processes, verify each ran once.
     Queue(BenchQueueArgs),
+    /// Run the photo pipeline over a folder of photos; compare with libvips' `vipsthumbnail`.
+    Photos(BenchPhotosArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPhotosArgs {
+    /// Folder of JPEG/PNG/WebP photos (not recursive).
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// Photos processed at once (default: the number of CPU cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Skip the comparison with `vipsthumbnail`.
+    #[arg(long)]
+    pub no_vips: bool,
 }
 
 #[derive(Debug, Args)]

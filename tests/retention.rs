@@ -38,9 +38,7 @@ async fn run_cleanup(db: &TestDb, queue: &Queue, args: RetentionCleanup, state: 
     let worker = start_worker(
         db,
         register_all(),
-        AppContext {
-            pool: db.pool.clone(),
-        },
+        AppContext::new(db.pool.clone()),
         worker_config(1),
     );
     let job = wait_for_job_state(queue, id, state, WAIT).await;
@@ -152,6 +150,7 @@ async fn each_policy_removes_exactly_its_old_rows_and_reports_counts() {
                 "cancelled_jobs": 1,
                 "idempotency_keys": 3,
                 "revoked_api_keys": 2,
+                "failed_photo_originals": 0,
             },
             "complete": true,
         }))
@@ -219,9 +218,7 @@ async fn two_cleanups_at_once_neither_fail_nor_double_count() {
     let worker = start_worker(
         &db,
         register_all(),
-        AppContext {
-            pool: db.pool.clone(),
-        },
+        AppContext::new(db.pool.clone()),
         worker_config(2),
     );
     let mut jobs = Vec::new();

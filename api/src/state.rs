@@ -25,6 +25,17 @@ pub struct ApiState {
     pub ready_max_lag: Option<Duration>,
     /// The cron entries of the configuration, for `/v1/schedules`.
     pub schedules: Arc<Vec<wedsync_scheduler::Entry>>,
+    /// Where `POST /v1/photos` stores originals and how large one may be; `None` answers
+    /// uploads with 503.
+    pub photos: Option<PhotoUploads>,
+}
+
+/// Photo upload settings of the API.
+#[derive(Clone, Debug)]
+pub struct PhotoUploads {
+    pub storage: wedsync_kinds::storage::Storage,
+    /// The largest original accepted, in bytes (`WEDSYNC_MAX_UPLOAD_BYTES`).
+    pub max_upload_bytes: u64,
 }
 
 impl ApiState {
@@ -41,6 +52,7 @@ impl ApiState {
             default_concurrency: DEFAULT_CONCURRENCY,
             ready_max_lag: None,
             schedules: Arc::new(Vec::new()),
+            photos: None,
         }
     }
 
@@ -51,6 +63,11 @@ impl ApiState {
 
     pub fn with_schedules(mut self, entries: Vec<wedsync_scheduler::Entry>) -> Self {
         self.schedules = Arc::new(entries);
+        self
+    }
+
+    pub fn with_photo_uploads(mut self, photos: PhotoUploads) -> Self {
+        self.photos = Some(photos);
         self
     }
 

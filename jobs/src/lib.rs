@@ -3,10 +3,13 @@
 
 mod context;
 mod noop;
+pub mod photos;
 mod retention;
+pub mod storage;
 
 pub use context::AppContext;
 pub use noop::Noop;
+pub use photos::PhotoProcess;
 pub use retention::{PolicyOverride, RetentionCleanup};
 
 use wedsync_queue::Registry;
@@ -16,5 +19,6 @@ pub fn register_all() -> Registry<AppContext> {
     let mut registry = Registry::new();
     registry.register::<Noop>();
     registry.register::<RetentionCleanup>();
+    registry.register::<PhotoProcess>();
     registry
 }

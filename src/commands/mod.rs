@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bench;
+mod bench_photos;
 pub mod jobs;
 mod output;
 pub mod serve;

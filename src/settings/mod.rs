@@ -27,6 +27,7 @@
 mod error;
 mod file;
 mod load;
+mod photos;
 mod queues;
 mod redact;
 mod schedule;
@@ -38,6 +39,7 @@ mod worker;
 mod tests;
 
 pub use self::error::SettingsError;
+pub use self::photos::PhotoSettings;
 pub use self::queues::QueueSettings;
 pub use self::schedule::ScheduleEntry;
 pub use self::worker::WorkerTuning;
@@ -91,6 +93,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Worker tuning (`WEDSYNC_*_MS`, `WEDSYNC_DEFAULT_CONCURRENCY`).
     pub worker: WorkerTuning,
+    /// Photo limits (`WEDSYNC_MAX_UPLOAD_BYTES`, `WEDSYNC_MAX_PHOTO_PIXELS`).
+    pub photos: PhotoSettings,
     /// `[queues.<name>]` tables of the config file.
     pub queues: BTreeMap<String, QueueSettings>,
     /// `[[schedule]]` entries of the config file, in file order.

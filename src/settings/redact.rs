@@ -20,6 +20,7 @@ impl fmt::Debug for Settings {
             .field("log_filter", &self.log_filter)
             .field("data_dir", &self.data_dir)
             .field("worker", &self.worker)
+            .field("photos", &self.photos)
             .field("queues", &self.queues)
             .field("schedule", &self.schedule)
             .finish()

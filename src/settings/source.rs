@@ -21,6 +21,8 @@ pub(super) const SCALARS: &[&str] = &[
     "WEDSYNC_HEARTBEAT_INTERVAL_MS",
     "WEDSYNC_HEARTBEAT_TIMEOUT_MS",
     "WEDSYNC_SHUTDOWN_GRACE_MS",
+    "WEDSYNC_MAX_UPLOAD_BYTES",
+    "WEDSYNC_MAX_PHOTO_PIXELS",
 ];
 
 /// The config file key of a variable: lower case, without `WEDSYNC_`.

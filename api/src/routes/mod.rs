@@ -5,6 +5,7 @@ pub mod health;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;
+pub mod photos;
 pub mod queues;
 pub mod schedules;
 
@@ -25,6 +26,7 @@ pub fn all() -> Vec<Route> {
         jobs::routes(),
         queues::routes(),
         schedules::routes(),
+        photos::routes(),
     ]
     .into_iter()
     .flatten()

@@ -4,6 +4,7 @@
 mod auth;
 mod jobs;
 mod operations;
+mod photos;
 mod requests;
 mod schedules;
 mod support;

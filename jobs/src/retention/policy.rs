@@ -17,6 +17,9 @@ pub enum Purge {
     Statement(&'static str),
     /// Finished jobs in one state ([`super::sql::DELETE_FINISHED_JOBS`]).
     FinishedJobs { state: &'static str },
+    /// Failed photos: their originals in storage (unless shared), then their rows
+    /// ([`crate::photos::retention`]).
+    FailedPhotos,
 }
 
 /// A kind of data that expires.
@@ -55,6 +58,11 @@ pub const POLICIES: &[Policy] = &[
         name: "revoked_api_keys",
         default_older_than_days: 90,
         purge: Purge::Statement(sql::DELETE_REVOKED_API_KEYS),
+    },
+    Policy {
+        name: "failed_photo_originals",
+        default_older_than_days: 30,
+        purge: Purge::FailedPhotos,
     },
 ];
 
