@@ -9,7 +9,7 @@ use bytes::Bytes;
 use photo_fixtures::*;
 use std::path::PathBuf;
 use std::time::Duration;
-use support::{start_worker, test_config, wait_for, RunningWorker};
+use support::{RunningWorker, start_worker, test_config, wait_for};
 use uuid::Uuid;
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::photos::ingest::{self, NewPhoto};
@@ -42,7 +42,9 @@ async fn setup() -> Setup {
 impl Setup {
     fn worker(&self, concurrency: i32) -> RunningWorker {
         let mut config = test_config(&["photos"]);
-        config.queue_concurrency.insert("photos".to_owned(), concurrency);
+        config
+            .queue_concurrency
+            .insert("photos".to_owned(), concurrency);
         let app = AppContext::new(self.db.pool.clone()).with_storage(self.storage.clone());
         start_worker(&self.db, register_all(), app, config)
     }
@@ -63,16 +65,23 @@ impl Setup {
 
     /// Store `bytes` as an original and create its photo (as the upload does, minus HTTP).
     async fn photo(&self, wedding: Uuid, bytes: Vec<u8>) -> ingest::Created {
-        let staged = ingest::stage_bytes(&self.storage, Bytes::from(bytes)).await.unwrap();
+        let staged = ingest::stage_bytes(&self.storage, Bytes::from(bytes))
+            .await
+            .unwrap();
         let new = NewPhoto {
             wedding_id: wedding,
             ..NewPhoto::default()
         };
-        ingest::create_photo(&self.db.pool, &staged, &new).await.unwrap()
+        ingest::create_photo(&self.db.pool, &staged, &new)
+            .await
+            .unwrap()
     }
 
     async fn find(&self, id: Uuid) -> Photo {
-        record::find(&self.db.pool, id, None).await.unwrap().expect("photo")
+        record::find(&self.db.pool, id, None)
+            .await
+            .unwrap()
+            .expect("photo")
     }
 
     /// Wait until photo `id` is ready or failed and return it.
@@ -114,7 +123,10 @@ fn assert_upright(image: &image::RgbImage, what: &str) {
     let samples = [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)];
     for ((fx, fy), expected) in samples.into_iter().zip(QUADRANTS) {
         let got = pixel(image, fx, fy);
-        assert!(close(got, expected, 40), "{what}: pixel at ({fx}, {fy}) is {got:?}, expected about {expected:?}");
+        assert!(
+            close(got, expected, 40),
+            "{what}: pixel at ({fx}, {fy}) is {got:?}, expected about {expected:?}"
+        );
     }
 }
 
@@ -131,27 +143,58 @@ async fn camera_orientations_come_out_upright_without_metadata() {
     let worker = s.worker(4);
     for (orientation, id) in photos {
         let photo = s.finished(id).await;
-        assert_eq!(photo.status, "ready", "orientation {orientation}: {:?}", photo.error);
-        assert_eq!((photo.width, photo.height), (Some(600), Some(400)), "orientation {orientation}");
+        assert_eq!(
+            photo.status, "ready",
+            "orientation {orientation}: {:?}",
+            photo.error
+        );
+        assert_eq!(
+            (photo.width, photo.height),
+            (Some(600), Some(400)),
+            "orientation {orientation}"
+        );
         // 600 px long edge: no 2560 (never upscaled), 1280 at full size, 320 scaled down.
-        let sizes: Vec<_> = photo.variants.iter().map(|v| (v.size, v.format.as_str(), v.width, v.height)).collect();
+        let sizes: Vec<_> = photo
+            .variants
+            .iter()
+            .map(|v| (v.size, v.format.as_str(), v.width, v.height))
+            .collect();
         assert_eq!(
             sizes,
-            vec![(1280, "jpeg", 600, 400), (1280, "webp", 600, 400), (320, "jpeg", 320, 213), (320, "webp", 320, 213)],
+            vec![
+                (1280, "jpeg", 600, 400),
+                (1280, "webp", 600, 400),
+                (320, "jpeg", 320, 213),
+                (320, "webp", 320, 213)
+            ],
             "orientation {orientation}"
         );
         for size in [1280, 320] {
             let jpeg = s.variant(&photo, size, "jpeg").await;
             let segments = jpeg_segments(&jpeg);
-            assert!(segments.iter().all(|(m, _)| *m != 0xE1), "orientation {orientation}: APP1 (EXIF/XMP) left in the {size} JPEG");
-            assert!(!jpeg.windows(4).any(|w| w == b"Exif"), "EXIF left in the {size} JPEG");
-            assert!(!jpeg.windows(9).any(|w| w == b"GPSMARKER"), "GPS data left in the {size} JPEG");
+            assert!(
+                segments.iter().all(|(m, _)| *m != 0xE1),
+                "orientation {orientation}: APP1 (EXIF/XMP) left in the {size} JPEG"
+            );
+            assert!(
+                !jpeg.windows(4).any(|w| w == b"Exif"),
+                "EXIF left in the {size} JPEG"
+            );
+            assert!(
+                !jpeg.windows(9).any(|w| w == b"GPSMARKER"),
+                "GPS data left in the {size} JPEG"
+            );
             let decoded = image::load_from_memory(&jpeg).unwrap().into_rgb8();
             assert_upright(&decoded, &format!("orientation {orientation}, {size} JPEG"));
 
             let webp = s.variant(&photo, size, "webp").await;
-            assert!(!webp.windows(4).any(|w| w == b"EXIF" || w == b"Exif"), "EXIF chunk in the {size} WebP");
-            let decoded = image::load_from_memory_with_format(&webp, image::ImageFormat::WebP).unwrap().into_rgb8();
+            assert!(
+                !webp.windows(4).any(|w| w == b"EXIF" || w == b"Exif"),
+                "EXIF chunk in the {size} WebP"
+            );
+            let decoded = image::load_from_memory_with_format(&webp, image::ImageFormat::WebP)
+                .unwrap()
+                .into_rgb8();
             assert_upright(&decoded, &format!("orientation {orientation}, {size} WebP"));
         }
     }
@@ -166,10 +209,25 @@ async fn large_photo_gets_all_three_sizes() {
     let worker = s.worker(1);
     let photo = s.finished(id).await;
     worker.stop().await;
-    let jpegs: Vec<_> = photo.variants.iter().filter(|v| v.format == "jpeg").map(|v| (v.size, v.width, v.height)).collect();
-    assert_eq!(jpegs, vec![(2560, 2560, 1707), (1280, 1280, 853), (320, 320, 213)]);
+    let jpegs: Vec<_> = photo
+        .variants
+        .iter()
+        .filter(|v| v.format == "jpeg")
+        .map(|v| (v.size, v.width, v.height))
+        .collect();
+    assert_eq!(
+        jpegs,
+        vec![(2560, 2560, 1707), (1280, 1280, 853), (320, 320, 213)]
+    );
     for v in &photo.variants {
-        assert_eq!(v.key, format!("variants/{id}/{}.{}", v.size, if v.format == "jpeg" { "jpg" } else { "webp" }));
+        assert_eq!(
+            v.key,
+            format!(
+                "variants/{id}/{}.{}",
+                v.size,
+                if v.format == "jpeg" { "jpg" } else { "webp" }
+            )
+        );
     }
 }
 
@@ -183,10 +241,24 @@ async fn png_alpha_is_flattened_on_white_and_webp_decodes() {
     worker.stop().await;
     assert_eq!(photo.status, "ready", "{:?}", photo.error);
     assert_eq!(photo.format, "png");
-    let jpeg = image::load_from_memory(&s.variant(&photo, 320, "jpeg").await).unwrap().into_rgb8();
-    assert!(close(pixel(&jpeg, 0.2, 0.5), [255, 255, 255], 12), "transparent → white, got {:?}", pixel(&jpeg, 0.2, 0.5));
-    assert!(close(pixel(&jpeg, 0.8, 0.5), [255, 0, 0], 30), "opaque red stays red, got {:?}", pixel(&jpeg, 0.8, 0.5));
-    let webp = image::load_from_memory_with_format(&s.variant(&photo, 320, "webp").await, image::ImageFormat::WebP).unwrap();
+    let jpeg = image::load_from_memory(&s.variant(&photo, 320, "jpeg").await)
+        .unwrap()
+        .into_rgb8();
+    assert!(
+        close(pixel(&jpeg, 0.2, 0.5), [255, 255, 255], 12),
+        "transparent → white, got {:?}",
+        pixel(&jpeg, 0.2, 0.5)
+    );
+    assert!(
+        close(pixel(&jpeg, 0.8, 0.5), [255, 0, 0], 30),
+        "opaque red stays red, got {:?}",
+        pixel(&jpeg, 0.8, 0.5)
+    );
+    let webp = image::load_from_memory_with_format(
+        &s.variant(&photo, 320, "webp").await,
+        image::ImageFormat::WebP,
+    )
+    .unwrap();
     assert_eq!((webp.width(), webp.height()), (320, 160));
 }
 
@@ -195,7 +267,10 @@ async fn assert_refused(s: &Setup, id: Uuid, reason: &str) {
     let photo = s.finished(id).await;
     assert_eq!(photo.status, "failed");
     let error = photo.error.clone().unwrap_or_default();
-    assert!(error.contains(reason), "reason `{error}` should mention `{reason}`");
+    assert!(
+        error.contains(reason),
+        "reason `{error}` should mention `{reason}`"
+    );
     assert!(photo.variants.is_empty());
     let job = wait_for("the job to be discarded", WAIT, || async {
         let job = s.job(&photo).await;
@@ -211,8 +286,17 @@ async fn broken_files_fail_with_a_reason_and_no_retry() {
     let wedding = s.wedding(30, "Europe/London").await;
     let full = plain_jpeg(600, 400, 2);
     let truncated = s.photo(wedding, full[..full.len() / 2].to_vec()).await.id;
-    let text = s.photo(wedding, b"Dear couple, this is a text file named IMG_0001.jpg\n".to_vec()).await.id;
-    let gif = s.photo(wedding, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec()).await.id;
+    let text = s
+        .photo(
+            wedding,
+            b"Dear couple, this is a text file named IMG_0001.jpg\n".to_vec(),
+        )
+        .await
+        .id;
+    let gif = s
+        .photo(wedding, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec())
+        .await
+        .id;
     let worker = s.worker(2);
     assert_refused(&s, truncated, "truncated").await;
     assert_refused(&s, text, "not an image").await;
@@ -223,8 +307,16 @@ async fn broken_files_fail_with_a_reason_and_no_retry() {
 /// Peak resident memory of this test process, in MiB.
 fn peak_rss_mib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
-    line.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() / 1024
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap();
+    line.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
 }
 
 #[tokio::test]
@@ -252,13 +344,25 @@ async fn same_bytes_twice_are_one_photo_and_one_original() {
     let second = s.photo(wedding, bytes.clone()).await;
     let elsewhere = s.photo(other, bytes).await;
     assert!(!first.duplicate);
-    assert_eq!(second, ingest::Created { id: first.id, duplicate: true });
-    assert!(!elsewhere.duplicate && elsewhere.id != first.id, "another wedding gets its own photo");
+    assert_eq!(
+        second,
+        ingest::Created {
+            id: first.id,
+            duplicate: true
+        }
+    );
+    assert!(
+        !elsewhere.duplicate && elsewhere.id != first.id,
+        "another wedding gets its own photo"
+    );
     let originals = std::fs::read_dir(s.dir.join("originals")).unwrap().count();
     assert_eq!(originals, 1, "the bytes are stored once");
     let uploads = std::fs::read_dir(s.dir.join("uploads")).map_or(0, |d| d.count());
     assert_eq!(uploads, 0, "no temporary upload is left behind");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM photos").fetch_one(&s.db.pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM photos")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 2);
 }
 
@@ -270,7 +374,11 @@ async fn rerunning_the_job_ends_in_the_same_state() {
     let worker = s.worker(1);
     let first = s.finished(id).await;
     assert_eq!(first.status, "ready");
-    let files = || std::fs::read_dir(s.dir.join("variants").join(id.to_string())).unwrap().count();
+    let files = || {
+        std::fs::read_dir(s.dir.join("variants").join(id.to_string()))
+            .unwrap()
+            .count()
+    };
     let files_before = files();
     let again = Queue::new(s.db.pool.clone())
         .enqueue(PhotoProcess { photo_id: id }.to_new_job().unwrap())
@@ -282,7 +390,11 @@ async fn rerunning_the_job_ends_in_the_same_state() {
     assert_eq!(second.status, "ready");
     assert_eq!(second.variants, first.variants);
     assert_eq!((second.width, second.height), (first.width, first.height));
-    assert_eq!(files(), files_before, "a re-run overwrites, it does not add objects");
+    assert_eq!(
+        files(),
+        files_before,
+        "a re-run overwrites, it does not add objects"
+    );
 }
 
 #[tokio::test]
@@ -308,7 +420,10 @@ async fn todays_wedding_photo_jumps_the_queue() {
     .await
     .unwrap();
     worker.stop().await;
-    assert!(before <= 4, "{before} of 200 earlier photos were processed before today's");
+    assert!(
+        before <= 4,
+        "{before} of 200 earlier photos were processed before today's"
+    );
 }
 
 #[tokio::test]
@@ -317,12 +432,21 @@ async fn retention_removes_old_failed_photos_and_their_unshared_originals() {
     let wedding = s.wedding(30, "Europe/London").await;
     let other = s.wedding(40, "Europe/London").await;
     let shared = plain_jpeg(64, 48, 7);
-    let old_alone = s.photo(wedding, b"not a photo at all, just some words".to_vec()).await.id;
+    let old_alone = s
+        .photo(wedding, b"not a photo at all, just some words".to_vec())
+        .await
+        .id;
     let old_shared = s.photo(wedding, shared.clone()).await.id;
     let kept_shared = s.photo(other, shared).await.id;
-    let recent = s.photo(wedding, b"another text file, failed only today".to_vec()).await.id;
+    let recent = s
+        .photo(wedding, b"another text file, failed only today".to_vec())
+        .await
+        .id;
     // Only the cleanup runs in this test: the photos' own processing jobs are dropped.
-    sqlx::query("DELETE FROM jobs WHERE kind = 'photo_process'").execute(&s.db.pool).await.unwrap();
+    sqlx::query("DELETE FROM jobs WHERE kind = 'photo_process'")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
     for id in [old_alone, old_shared, recent] {
         record::mark_failed(&s.db.pool, id, "test").await.unwrap();
     }
@@ -336,17 +460,43 @@ async fn retention_removes_old_failed_photos_and_their_unshared_originals() {
     let recent_key = s.find(recent).await.original_key;
 
     let queue = Queue::new(s.db.pool.clone());
-    let mut cleanup = wedsync_kinds::RetentionCleanup::default().to_new_job().unwrap();
+    let mut cleanup = wedsync_kinds::RetentionCleanup::default()
+        .to_new_job()
+        .unwrap();
     cleanup.queue = "photos".to_owned(); // run by this test's photos worker
     let id = queue.enqueue(cleanup).await.unwrap().id;
     let worker = s.worker(1);
     let job = support::wait_for_job_state(&queue, id, "completed", WAIT).await;
     worker.stop().await;
     assert_eq!(job.result.unwrap()["deleted"]["failed_photo_originals"], 2);
-    assert!(record::find(&s.db.pool, old_alone, None).await.unwrap().is_none());
-    assert!(record::find(&s.db.pool, old_shared, None).await.unwrap().is_none());
-    assert!(record::find(&s.db.pool, kept_shared, None).await.unwrap().is_some());
-    assert!(!s.storage.exists(&alone_key).await.unwrap(), "an unshared original is removed");
-    assert!(s.storage.exists(&shared_key).await.unwrap(), "an original another photo uses stays");
-    assert!(s.storage.exists(&recent_key).await.unwrap(), "recent failures keep theirs");
+    assert!(
+        record::find(&s.db.pool, old_alone, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        record::find(&s.db.pool, old_shared, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        record::find(&s.db.pool, kept_shared, None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        !s.storage.exists(&alone_key).await.unwrap(),
+        "an unshared original is removed"
+    );
+    assert!(
+        s.storage.exists(&shared_key).await.unwrap(),
+        "an original another photo uses stays"
+    );
+    assert!(
+        s.storage.exists(&recent_key).await.unwrap(),
+        "recent failures keep theirs"
+    );
 }

@@ -33,7 +33,7 @@ pub enum StorageError {
         store: String,
         key: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("storage URL `{url}` is not usable: {reason}")]
     Config { url: String, reason: String },
@@ -178,7 +178,7 @@ impl Storage {
                 op,
                 store: self.describe.clone(),
                 key: key.to_owned(),
-                source,
+                source: Box::new(source),
             },
         }
     }

@@ -17,7 +17,9 @@ const QUEUE: &str = "bench";
 pub async fn run(_settings: Settings, command: BenchCommand) -> Result<(), Failure> {
     match command {
         BenchCommand::Queue(args) => queue_bench(args).await.map_err(Failure::Runtime),
-        BenchCommand::Photos(args) => super::bench_photos::run(args).await.map_err(Failure::Runtime),
+        BenchCommand::Photos(args) => super::bench_photos::run(args)
+            .await
+            .map_err(Failure::Runtime),
     }
 }
 

@@ -32,11 +32,26 @@ fn bench(args: &BenchPhotosArgs) -> Result<()> {
         .max(1);
     let inputs: Vec<(PathBuf, Vec<u8>)> = files
         .iter()
-        .map(|f| Ok((f.clone(), std::fs::read(f).with_context(|| format!("reading {}", f.display()))?)))
+        .map(|f| {
+            Ok((
+                f.clone(),
+                std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let megapixels: f64 = inputs
         .iter()
-        .filter_map(|(_, b)| pipeline::process(b, &Limits::default(), Outputs { jpeg: false, webp: false }).ok())
+        .filter_map(|(_, b)| {
+            pipeline::process(
+                b,
+                &Limits::default(),
+                Outputs {
+                    jpeg: false,
+                    webp: false,
+                },
+            )
+            .ok()
+        })
         .map(|p| f64::from(p.width) * f64::from(p.height) / 1e6)
         .sum::<f64>()
         / inputs.len() as f64;
@@ -55,7 +70,14 @@ fn bench(args: &BenchPhotosArgs) -> Result<()> {
         "full set (3 sizes x JPEG+WebP): {:.2} s, {per_s:.2} photos/s, per photo p50={p50:.0} ms p99={p99:.0} ms",
         full_wall.as_secs_f64()
     );
-    let (jpeg_wall, _) = run_pipeline(&inputs, threads, Outputs { jpeg: true, webp: false })?;
+    let (jpeg_wall, _) = run_pipeline(
+        &inputs,
+        threads,
+        Outputs {
+            jpeg: true,
+            webp: false,
+        },
+    )?;
     println!("JPEG only (3 sizes): {:.2} s", jpeg_wall.as_secs_f64());
     let rss = peak_rss_mib();
     println!("peak RSS: {rss} MiB");
@@ -73,7 +95,10 @@ fn bench(args: &BenchPhotosArgs) -> Result<()> {
             "vipsthumbnail (3 JPEG sizes, Q={JPEG_QUALITY}): {:.2} s; ours / vips = {ratio:.2}",
             vips.as_secs_f64()
         );
-        last.push_str(&format!(" vips_s={:.2} ratio={ratio:.2}", vips.as_secs_f64()));
+        last.push_str(&format!(
+            " vips_s={:.2} ratio={ratio:.2}",
+            vips.as_secs_f64()
+        ));
     }
     println!("{last}");
     Ok(())
@@ -84,9 +109,12 @@ fn photo_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .with_context(|| format!("reading --dir {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "webp"))
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                matches!(
+                    e.to_ascii_lowercase().as_str(),
+                    "jpg" | "jpeg" | "png" | "webp"
+                )
+            })
         })
         .collect();
     files.sort();
@@ -113,7 +141,10 @@ fn run_pipeline(
                     let t = Instant::now();
                     match pipeline::process(bytes, &Limits::default(), outputs) {
                         Ok(_) => latencies.lock().expect("lock").push(t.elapsed()),
-                        Err(e) => failures.lock().expect("lock").push(format!("{}: {e}", path.display())),
+                        Err(e) => failures
+                            .lock()
+                            .expect("lock")
+                            .push(format!("{}: {e}", path.display())),
                     }
                 }
             });
@@ -157,7 +188,10 @@ fn run_vips(files: &[PathBuf], threads: usize) -> Result<Duration> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("vips thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("vips thread"))
+            .collect()
     });
     let wall = start.elapsed();
     results.into_iter().collect::<Result<Vec<()>>>()?;

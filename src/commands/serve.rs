@@ -194,7 +194,9 @@ fn photo_storage(settings: &Settings) -> Result<Storage, Failure> {
         None => {
             let dir = settings.data_dir.join("storage");
             Storage::local(&dir).map_err(|err| {
-                Failure::Runtime(anyhow::Error::new(err).context("creating the photo storage folder"))
+                Failure::Runtime(
+                    anyhow::Error::new(err).context("creating the photo storage folder"),
+                )
             })
         }
     }

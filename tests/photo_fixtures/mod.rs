@@ -15,7 +15,11 @@ pub fn upright(width: u32, height: u32, seed: u32) -> RgbImage {
         let q = usize::from(x >= width / 2) + 2 * usize::from(y >= height / 2);
         let shade = ((x + y) % 16) as u8;
         let [r, g, b] = QUADRANTS[q];
-        let mut px = [r.saturating_sub(shade), g.saturating_sub(shade), b.saturating_sub(shade)];
+        let mut px = [
+            r.saturating_sub(shade),
+            g.saturating_sub(shade),
+            b.saturating_sub(shade),
+        ];
         if x == seed % width && y == 0 {
             px = [(seed % 251) as u8, 0, 0];
         }
@@ -121,7 +125,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

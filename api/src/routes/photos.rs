@@ -170,14 +170,20 @@ async fn read_parts(
     photos: &PhotoUploads,
     parts: &mut Parts,
 ) -> Result<(), ApiError> {
-    while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(e, photos))? {
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, photos))?
+    {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
             "file" => {
                 if parts.file.is_some() {
                     return Err(ApiError::invalid_field("file", "only one file per request"));
                 }
-                parts.filename = field.file_name().map(|n| n.chars().take(MAX_TEXT_PART).collect());
+                parts.filename = field
+                    .file_name()
+                    .map(|n| n.chars().take(MAX_TEXT_PART).collect());
                 let stager = Stager::begin(&photos.storage)
                     .await
                     .map_err(ApiError::internal)?;
@@ -206,7 +212,11 @@ async fn stream_file(
     stager: &mut Stager,
 ) -> Result<(), ApiError> {
     let mut checked = false;
-    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, photos))? {
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| multipart_error(e, photos))?
+    {
         if stager.len() + chunk.len() as u64 > photos.max_upload_bytes {
             return Err(too_large(photos));
         }
@@ -236,7 +246,11 @@ fn refuse_unless_supported(sniffed: Sniffed) -> Result<(), ApiError> {
 /// A short text part, trimmed; longer than [`MAX_TEXT_PART`] is a 422.
 async fn text(mut field: Field<'_>, name: &str, photos: &PhotoUploads) -> Result<String, ApiError> {
     let mut bytes = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, photos))? {
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| multipart_error(e, photos))?
+    {
         if bytes.len() + chunk.len() > MAX_TEXT_PART {
             return Err(ApiError::invalid_field(
                 name,
@@ -254,7 +268,10 @@ fn multipart_error(err: MultipartError, photos: &PhotoUploads) -> ApiError {
     if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
         too_large(photos)
     } else {
-        ApiError::BadRequest(format!("the multipart body could not be read: {}", err.body_text()))
+        ApiError::BadRequest(format!(
+            "the multipart body could not be read: {}",
+            err.body_text()
+        ))
     }
 }
 

@@ -54,7 +54,12 @@ fn multipart(texts: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (String, Ve
     let boundary = format!("wedsync-{}", Uuid::new_v4().simple());
     let mut body = Vec::new();
     for (name, value) in texts {
-        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
+        body.extend(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .bytes(),
+        );
     }
     if let Some((filename, bytes)) = file {
         body.extend(
@@ -84,7 +89,12 @@ impl PhotoApp {
         .unwrap()
     }
 
-    async fn upload(&self, key: &str, texts: &[(&str, &str)], file: Option<(&str, &[u8])>) -> reqwest::Response {
+    async fn upload(
+        &self,
+        key: &str,
+        texts: &[(&str, &str)],
+        file: Option<(&str, &[u8])>,
+    ) -> reqwest::Response {
         let (content_type, body) = multipart(texts, file);
         self.app
             .post("/v1/photos", key)
@@ -107,7 +117,15 @@ async fn upload_stores_the_original_and_queues_processing() {
     let wedding = t.wedding("acme", 30).await;
     let bytes = jpeg(1);
     let response = t
-        .upload(&key, &[("wedding_id", &wedding.to_string()), ("group", "ceremony"), ("tag", "rings")], Some(("IMG_1.JPG", &bytes)))
+        .upload(
+            &key,
+            &[
+                ("wedding_id", &wedding.to_string()),
+                ("group", "ceremony"),
+                ("tag", "rings"),
+            ],
+            Some(("IMG_1.JPG", &bytes)),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let photo: Value = response.json().await.unwrap();
@@ -124,13 +142,32 @@ async fn upload_stores_the_original_and_queues_processing() {
     };
     assert_eq!(photo["content_hash"], hash.as_str());
     let stored = std::fs::read(t.dir.join("originals").join(&hash)).unwrap();
-    assert_eq!(stored, bytes, "the original is stored byte for byte under its hash");
+    assert_eq!(
+        stored, bytes,
+        "the original is stored byte for byte under its hash"
+    );
 
     let id = photo["id"].as_str().unwrap();
-    let shown: Value = t.app.get(&format!("/v1/photos/{id}"), &key).send().await.unwrap().json().await.unwrap();
+    let shown: Value = t
+        .app
+        .get(&format!("/v1/photos/{id}"), &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(shown["id"], id);
     assert_eq!(shown["variants"], serde_json::json!([]));
-    let job = &t.app.get(&format!("/v1/jobs/{}", photo["job_id"]), &t.app.operator).send().await.unwrap().json::<Value>().await.unwrap();
+    let job = &t
+        .app
+        .get(&format!("/v1/jobs/{}", photo["job_id"]), &t.app.operator)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
     assert_eq!(job["kind"], "photo_process");
     assert_eq!(job["queue"], "photos");
     assert_eq!(job["priority"], 5);
@@ -143,8 +180,15 @@ async fn same_bytes_to_the_same_wedding_return_the_first_photo() {
     let key = t.app.key("acme", Role::Planner).await;
     let wedding = t.wedding("acme", 30).await.to_string();
     let bytes = jpeg(2);
-    let first: Value = t.upload(&key, &[("wedding_id", &wedding)], Some(("a.jpg", &bytes))).await.json().await.unwrap();
-    let again = t.upload(&key, &[("wedding_id", &wedding)], Some(("b.jpg", &bytes))).await;
+    let first: Value = t
+        .upload(&key, &[("wedding_id", &wedding)], Some(("a.jpg", &bytes)))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let again = t
+        .upload(&key, &[("wedding_id", &wedding)], Some(("b.jpg", &bytes)))
+        .await;
     assert_eq!(again.status(), StatusCode::OK);
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["duplicate"], true);
@@ -159,14 +203,46 @@ async fn content_is_sniffed_not_trusted() {
     let key = t.app.key("acme", Role::Planner).await;
     let wedding = t.wedding("acme", 30).await.to_string();
     let text = b"This is a text file with a .jpg name and an image/jpeg part header.".to_vec();
-    let response = t.upload(&key, &[("wedding_id", &wedding)], Some(("photo.jpg", &text))).await;
-    let body = problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE").await;
-    assert!(body["detail"].as_str().unwrap().contains("not an image"), "{body}");
+    let response = t
+        .upload(
+            &key,
+            &[("wedding_id", &wedding)],
+            Some(("photo.jpg", &text)),
+        )
+        .await;
+    let body = problem(
+        response,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("not an image"),
+        "{body}"
+    );
     let gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff;".to_vec();
-    let response = t.upload(&key, &[("wedding_id", &wedding)], Some(("anim.jpg", &gif))).await;
-    problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE").await;
-    let not_multipart = t.app.post("/v1/photos", &key).json(&serde_json::json!({"wedding_id": wedding})).send().await.unwrap();
-    problem(not_multipart, StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE").await;
+    let response = t
+        .upload(&key, &[("wedding_id", &wedding)], Some(("anim.jpg", &gif)))
+        .await;
+    problem(
+        response,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
+    .await;
+    let not_multipart = t
+        .app
+        .post("/v1/photos", &key)
+        .json(&serde_json::json!({"wedding_id": wedding}))
+        .send()
+        .await
+        .unwrap();
+    problem(
+        not_multipart,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
+    .await;
     assert_eq!(t.originals(), 0);
     assert_eq!(t.app.job_count().await, 0);
 }
@@ -178,11 +254,15 @@ async fn uploads_over_the_limit_are_413() {
     let wedding = t.wedding("acme", 30).await.to_string();
     let mut big = jpeg(3);
     big.resize(LIMIT as usize + 1, 0);
-    let response = t.upload(&key, &[("wedding_id", &wedding)], Some(("big.jpg", &big))).await;
+    let response = t
+        .upload(&key, &[("wedding_id", &wedding)], Some(("big.jpg", &big)))
+        .await;
     problem(response, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
     // A body much larger than the limit is refused from its Content-Length, before reading.
     big.resize(4 * LIMIT as usize, 0);
-    let response = t.upload(&key, &[("wedding_id", &wedding)], Some(("huge.jpg", &big))).await;
+    let response = t
+        .upload(&key, &[("wedding_id", &wedding)], Some(("huge.jpg", &big)))
+        .await;
     problem(response, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
     assert_eq!(t.originals(), 0);
 }
@@ -193,15 +273,45 @@ async fn missing_or_bad_fields_are_422() {
     let key = t.app.key("acme", Role::Planner).await;
     let bytes = jpeg(4);
     let response = t.upload(&key, &[], Some(("a.jpg", &bytes))).await;
-    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    let body = problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
     assert_eq!(body["errors"][0]["field"], "wedding_id");
     let response = t.upload(&key, &[("wedding_id", "not-a-uuid")], None).await;
-    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
-    let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let body = problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, vec!["file", "wedding_id"]);
-    let response = t.upload(&key, &[("wedding_id", &Uuid::new_v4().to_string())], Some(("a.jpg", &bytes))).await;
-    problem(response, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
-    assert_eq!(t.originals(), 0, "a refused upload leaves nothing in storage");
+    let response = t
+        .upload(
+            &key,
+            &[("wedding_id", &Uuid::new_v4().to_string())],
+            Some(("a.jpg", &bytes)),
+        )
+        .await;
+    problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(
+        t.originals(),
+        0,
+        "a refused upload leaves nothing in storage"
+    );
 }
 
 #[tokio::test]
@@ -211,15 +321,62 @@ async fn planners_see_only_their_organisation() {
     let rival = t.app.key("rival", Role::Planner).await;
     let wedding = t.wedding("acme", 30).await.to_string();
     // Another organisation's wedding is, to a planner, a wedding that does not exist.
-    let response = t.upload(&rival, &[("wedding_id", &wedding)], Some(("a.jpg", &jpeg(5)))).await;
-    problem(response, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
-    let photo: Value = t.upload(&acme, &[("wedding_id", &wedding)], Some(("a.jpg", &jpeg(5)))).await.json().await.unwrap();
+    let response = t
+        .upload(
+            &rival,
+            &[("wedding_id", &wedding)],
+            Some(("a.jpg", &jpeg(5))),
+        )
+        .await;
+    problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    let photo: Value = t
+        .upload(
+            &acme,
+            &[("wedding_id", &wedding)],
+            Some(("a.jpg", &jpeg(5))),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let path = format!("/v1/photos/{}", photo["id"].as_str().unwrap());
-    problem(t.app.get(&path, &rival).send().await.unwrap(), StatusCode::NOT_FOUND, "NOT_FOUND").await;
-    assert_eq!(t.app.get(&path, &acme).send().await.unwrap().status(), StatusCode::OK);
-    assert_eq!(t.app.get(&path, &t.app.operator).send().await.unwrap().status(), StatusCode::OK);
-    problem(t.app.get("/v1/photos/nope", &acme).send().await.unwrap(), StatusCode::NOT_FOUND, "NOT_FOUND").await;
-    let anonymous = t.app.client.get(format!("{}{path}", t.app.base)).send().await.unwrap();
+    problem(
+        t.app.get(&path, &rival).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_eq!(
+        t.app.get(&path, &acme).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        t.app
+            .get(&path, &t.app.operator)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    problem(
+        t.app.get("/v1/photos/nope", &acme).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    )
+    .await;
+    let anonymous = t
+        .app
+        .client
+        .get(format!("{}{path}", t.app.base))
+        .send()
+        .await
+        .unwrap();
     problem(anonymous, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
 }
 
@@ -228,8 +385,21 @@ async fn photos_of_todays_wedding_are_queued_first() {
     let t = spawn().await;
     let key = t.app.key("acme", Role::Planner).await;
     let today = t.wedding("acme", 0).await.to_string();
-    let photo: Value = t.upload(&key, &[("wedding_id", &today)], Some(("a.jpg", &jpeg(6)))).await.json().await.unwrap();
+    let photo: Value = t
+        .upload(&key, &[("wedding_id", &today)], Some(("a.jpg", &jpeg(6))))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(photo["priority"], 0);
-    let job: Value = t.app.get(&format!("/v1/jobs/{}", photo["job_id"]), &t.app.operator).send().await.unwrap().json().await.unwrap();
+    let job: Value = t
+        .app
+        .get(&format!("/v1/jobs/{}", photo["job_id"]), &t.app.operator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(job["priority"], 0);
 }

@@ -156,7 +156,11 @@ pub enum CreateError {
 }
 
 /// Whether wedding `id` exists (within organisation `org`, when given).
-pub async fn wedding_visible(pool: &PgPool, id: Uuid, org: Option<&str>) -> Result<bool, sqlx::Error> {
+pub async fn wedding_visible(
+    pool: &PgPool,
+    id: Uuid,
+    org: Option<&str>,
+) -> Result<bool, sqlx::Error> {
     let found: Option<(String, i16)> = sqlx::query_as(sql::WEDDING_FOR_UPLOAD)
         .bind(id)
         .bind(org)
@@ -211,7 +215,7 @@ pub async fn create_photo(
         .with_priority(priority)
         .with_org(org_id)
         .with_unique_key(format!("{}:{id}", PhotoProcess::KIND));
-    let enqueued = wedsync_queue::enqueue(&mut *tx, job).await?;
+    let enqueued = wedsync_queue::enqueue(&mut tx, job).await?;
     sqlx::query(sql::SET_JOB)
         .bind(id)
         .bind(enqueued.id)

@@ -67,12 +67,16 @@ pub fn original_key(content_hash: &str) -> String {
 }
 
 /// Photo `id`, limited to organisation `org` when given.
-pub async fn find(pool: &PgPool, id: Uuid, org: Option<&str>) -> Result<Option<Photo>, sqlx::Error> {
+pub async fn find(
+    pool: &PgPool,
+    id: Uuid,
+    org: Option<&str>,
+) -> Result<Option<Photo>, sqlx::Error> {
     sqlx::query_as::<_, Photo>(sql::FIND_PHOTO)
-    .bind(id)
-    .bind(org)
-    .fetch_optional(pool)
-    .await
+        .bind(id)
+        .bind(org)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Mark `id` processing; its original's key and format, or `None` if the photo is gone.

@@ -24,7 +24,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (wedding_id, content_hash) DO NOTHING
 RETURNING id";
 
-pub const EXISTING_PHOTO: &str = "SELECT id FROM photos WHERE wedding_id = $1 AND content_hash = $2";
+pub const EXISTING_PHOTO: &str =
+    "SELECT id FROM photos WHERE wedding_id = $1 AND content_hash = $2";
 
 pub const SET_JOB: &str = "UPDATE photos SET job_id = $2 WHERE id = $1";
 

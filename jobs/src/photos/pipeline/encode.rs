@@ -8,6 +8,9 @@ use jpeg_encoder::{ColorType, Encoder};
 pub const JPEG_QUALITY: u8 = 82;
 /// WebP quality of the variants (lossy, libwebp scale).
 pub const WEBP_QUALITY: f32 = 80.0;
+/// libwebp's effort (0 fastest … 6 smallest). Its default, 4, spends most of a photo's time
+/// on the 2560 px WebP; 2 is much faster for files a few per cent larger.
+pub const WEBP_METHOD: i32 = 2;
 
 pub fn jpeg(image: &Rgb) -> Result<Vec<u8>, jpeg_encoder::EncodingError> {
     let mut out = Vec::with_capacity(image.data.len() / 8);
@@ -21,8 +24,13 @@ pub fn jpeg(image: &Rgb) -> Result<Vec<u8>, jpeg_encoder::EncodingError> {
     Ok(out)
 }
 
-pub fn webp(image: &Rgb) -> Vec<u8> {
+pub fn webp(image: &Rgb) -> Result<Vec<u8>, String> {
+    let mut config = webp::WebPConfig::new()
+        .map_err(|()| "libwebp rejected its default configuration".to_owned())?;
+    config.quality = WEBP_QUALITY;
+    config.method = WEBP_METHOD;
     webp::Encoder::from_rgb(&image.data, image.width, image.height)
-        .encode(WEBP_QUALITY)
-        .to_vec()
+        .encode_advanced(&config)
+        .map(|encoded| encoded.to_vec())
+        .map_err(|e| format!("{e:?}"))
 }

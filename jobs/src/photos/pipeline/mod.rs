@@ -13,7 +13,7 @@ pub mod sniff;
 
 use image::metadata::Orientation;
 use image::{DynamicImage, RgbImage};
-use sniff::{Format, Sniffed, SNIFF_LEN};
+use sniff::{Format, SNIFF_LEN, Sniffed};
 use std::sync::LazyLock;
 use tokio::sync::Semaphore;
 
@@ -174,7 +174,9 @@ pub fn process(original: &[u8], limits: &Limits, outputs: Outputs) -> Result<Pro
             push(VariantFormat::Jpeg, bytes);
         }
         if outputs.webp {
-            push(VariantFormat::Webp, encode::webp(&upright));
+            let bytes = encode::webp(&upright)
+                .map_err(|e| Rejected(format!("encoding a WebP variant failed: {e}")))?;
+            push(VariantFormat::Webp, bytes);
         }
     }
     Ok(Processed {
@@ -186,9 +188,8 @@ pub fn process(original: &[u8], limits: &Limits, outputs: Outputs) -> Result<Pro
 }
 
 /// Permits for CPU-heavy pipelines: one per core.
-static CPU_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| {
-    Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
-});
+static CPU_SLOTS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
 
 /// How running the pipeline off the async runtime can end.
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +207,10 @@ pub async fn process_blocking(
     limits: Limits,
     outputs: Outputs,
 ) -> Result<Processed, PipelineError> {
-    let _permit = CPU_SLOTS.acquire().await.expect("the semaphore is never closed");
+    let _permit = CPU_SLOTS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     match tokio::task::spawn_blocking(move || process(&original, &limits, outputs)).await {
         Ok(result) => Ok(result?),
         Err(join) => {

@@ -59,7 +59,9 @@ pub fn chain(source: Rgb, plan: &[Step]) -> Vec<(Step, Rgb)> {
         let rgb = match (out.last(), source.take()) {
             // The original itself when the first size does not shrink it (never upscaled);
             // otherwise it is dropped as soon as the largest variant exists.
-            (None, Some(original)) if (original.width, original.height) == (step.width, step.height) => {
+            (None, Some(original))
+                if (original.width, original.height) == (step.width, step.height) =>
+            {
                 original
             }
             (None, Some(original)) => resize_to(&mut resizer, &options, &original, step),

@@ -103,7 +103,10 @@ mod tests {
             sniff(b"\x89PNG\r\n\x1a\n\0\0\0\x0d"),
             Sniffed::Supported(Format::Png)
         );
-        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Sniffed::Supported(Format::Webp));
+        assert_eq!(
+            sniff(b"RIFF\0\0\0\0WEBPVP8 "),
+            Sniffed::Supported(Format::Webp)
+        );
         assert_eq!(sniff(b"GIF89a"), Sniffed::Unsupported("GIF"));
         assert_eq!(sniff(b"hello, world"), Sniffed::NotAnImage);
         assert_eq!(sniff(b""), Sniffed::NotAnImage);
