@@ -196,7 +196,7 @@ fn photo_limits_have_defaults_and_are_validated() {
         ("WEDSYNC_MAX_UPLOAD_BYTES", "50MB"),
         ("WEDSYNC_MAX_PHOTO_PIXELS", "-1"),
     ] {
-        let err = load(&[(name, bad)]).err().expect("refused").to_string();
+        let err = load(&[(name, bad)]).unwrap_err().to_string();
         assert!(err.contains(name) && err.contains(bad), "{err}");
     }
 }
