@@ -25,8 +25,8 @@ pub struct ApiState {
     pub ready_max_lag: Option<Duration>,
     /// The cron entries of the configuration, for `/v1/schedules`.
     pub schedules: Arc<Vec<wedsync_scheduler::Entry>>,
-    /// Where `POST /v1/photos` stores originals and how large one may be; `None` answers
-    /// uploads with 503.
+    /// Where `POST /v1/photos` stores originals and how large one may be; `None` (a state
+    /// built without it, e.g. in tests of other routes) answers uploads with a logged 500.
     pub photos: Option<PhotoUploads>,
 }
 
