@@ -175,6 +175,8 @@ pub enum BenchCommand {
     Rollup(BenchRollupArgs),
     /// Time a no-op drain with and without a retention cleanup of N old finished jobs running.
     Retention(BenchRetentionArgs),
+    /// Run the photo pipeline over a folder of photos; compare with libvips' `vipsthumbnail`.
+    Photos(BenchPhotosArgs),
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +211,19 @@ pub struct BenchRetentionArgs {
     /// The cleanup's rows per batch.
     #[arg(long, default_value_t = 5_000)]
     pub batch_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPhotosArgs {
+    /// Folder of JPEG/PNG/WebP photos (not recursive).
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// Photos processed at once (default: the number of CPU cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Skip the comparison with `vipsthumbnail`.
+    #[arg(long)]
+    pub no_vips: bool,
 }
 
 #[derive(Debug, Args)]

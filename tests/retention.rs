@@ -38,9 +38,7 @@ async fn run_cleanup(db: &TestDb, queue: &Queue, args: RetentionCleanup, state: 
     let worker = start_worker(
         db,
         register_all(),
-        AppContext {
-            pool: db.pool.clone(),
-        },
+        AppContext::new(db.pool.clone()),
         worker_config(1),
     );
     let job = wait_for_job_state(queue, id, state, WAIT).await;
@@ -153,6 +151,7 @@ async fn each_policy_removes_exactly_its_old_rows_and_reports_counts() {
                 "idempotency_keys": 3,
                 "revoked_api_keys": 2,
                 "metric_events": 0,
+                "failed_photo_originals": 0,
             },
             "complete": true,
         }))
@@ -220,9 +219,7 @@ async fn two_cleanups_at_once_neither_fail_nor_double_count() {
     let worker = start_worker(
         &db,
         register_all(),
-        AppContext {
-            pool: db.pool.clone(),
-        },
+        AppContext::new(db.pool.clone()),
         worker_config(2),
     );
     let mut jobs = Vec::new();

@@ -39,7 +39,10 @@ const MAX_STORED_RESPONSE: usize = 16 * 1024 * 1024;
 
 /// The middleware; requests other than POST, or without the header, pass straight through.
 pub async fn middleware(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST || !req.headers().contains_key(IDEMPOTENCY_KEY) {
+    if req.method() != Method::POST
+        || !req.headers().contains_key(IDEMPOTENCY_KEY)
+        || is_multipart(&req)
+    {
         return next.run(req).await;
     }
     once(state, req, next)
@@ -85,6 +88,20 @@ async fn once(state: ApiState, req: Request, next: Next) -> Result<Response, Api
             Err(ApiError::internal(panicked))
         }
     }
+}
+
+/// Multipart uploads (photos) are not buffered for replay: they may be far larger than any
+/// stored response, and they are idempotent by content already (the same bytes uploaded to the
+/// same wedding again return the first photo).
+fn is_multipart(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        })
 }
 
 fn idempotency_key(value: Option<&HeaderValue>) -> Result<String, ApiError> {

@@ -16,7 +16,7 @@ pub mod telemetry;
 
 pub use auth::{Principal, Role};
 pub use error::{ApiError, FieldError};
-pub use state::ApiState;
+pub use state::{ApiState, PhotoUploads};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

@@ -29,6 +29,17 @@ pub struct ApiState {
     pub events: Option<wedsync_metrics::EventSink>,
     /// Wall clock of the pool rules (season, Saturday window) when the API applies a pool change.
     pub timezone: chrono_tz::Tz,
+    /// Where `POST /v1/photos` stores originals and how large one may be; `None` (a state
+    /// built without it, e.g. in tests of other routes) answers uploads with a logged 500.
+    pub photos: Option<PhotoUploads>,
+}
+
+/// Photo upload settings of the API.
+#[derive(Clone, Debug)]
+pub struct PhotoUploads {
+    pub storage: wedsync_kinds::storage::Storage,
+    /// The largest original accepted, in bytes (`WEDSYNC_MAX_UPLOAD_BYTES`).
+    pub max_upload_bytes: u64,
 }
 
 impl ApiState {
@@ -47,6 +58,7 @@ impl ApiState {
             schedules: Arc::new(Vec::new()),
             events: None,
             timezone: chrono_tz::Tz::UTC,
+            photos: None,
         }
     }
 
@@ -68,6 +80,11 @@ impl ApiState {
 
     pub fn with_timezone(mut self, timezone: chrono_tz::Tz) -> Self {
         self.timezone = timezone;
+        self
+    }
+
+    pub fn with_photo_uploads(mut self, photos: PhotoUploads) -> Self {
+        self.photos = Some(photos);
         self
     }
 

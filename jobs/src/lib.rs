@@ -5,13 +5,16 @@ mod context;
 mod metrics;
 pub mod erasure;
 mod noop;
+pub mod photos;
 mod retention;
 pub mod suppression;
 mod scaling;
+pub mod storage;
 
 pub use context::AppContext;
 pub use metrics::MetricsRollup;
 pub use noop::Noop;
+pub use photos::PhotoProcess;
 pub use retention::{PolicyOverride, RetentionCleanup};
 pub use scaling::PoolScaling;
 
@@ -24,5 +27,6 @@ pub fn register_all() -> Registry<AppContext> {
     registry.register::<RetentionCleanup>();
     registry.register::<MetricsRollup>();
     registry.register::<PoolScaling>();
+    registry.register::<PhotoProcess>();
     registry
 }

@@ -23,6 +23,9 @@ pub async fn run(_settings: Settings, command: BenchCommand) -> Result<(), Failu
         BenchCommand::Retention(args) => super::bench_retention::run(args)
             .await
             .map_err(Failure::Runtime),
+        BenchCommand::Photos(args) => super::bench_photos::run(args)
+            .await
+            .map_err(Failure::Runtime),
     }
 }
 

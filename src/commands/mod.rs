@@ -4,6 +4,7 @@ pub mod admin;
 pub mod bench;
 mod bench_rollup;
 mod bench_retention;
+mod bench_photos;
 pub mod jobs;
 pub mod metrics_schedule;
 mod output;

@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wedsync_kinds::AppContext;
 use wedsync_metrics::{EventWriter, EventWriterConfig};
+use wedsync_kinds::photos::pipeline::Limits as PhotoLimits;
+use wedsync_kinds::storage::Storage;
 use wedsync_queue::Queue;
 use wedsync_worker::{Worker, WorkerConfig};
 
@@ -46,6 +48,7 @@ pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
     );
     let worker = run_worker(
         pool.clone(),
+        app_context(&settings, pool.clone())?,
         worker_config(&settings, &WorkerArgs::default()),
         stop.clone(),
     );
@@ -79,7 +82,8 @@ pub async fn worker(settings: Settings, args: WorkerArgs) -> Result<(), Failure>
     let pool = startup::connect(&settings, 16, true).await?;
     seed_pools(&pool, &settings).await?;
     let config = worker_config(&settings, &args);
-    run_worker(pool, config, shutdown::on_signal()).await
+    let app = app_context(&settings, pool.clone())?;
+    run_worker(pool, app, config, shutdown::on_signal()).await
 }
 
 pub async fn scheduler(settings: Settings) -> Result<(), Failure> {
@@ -198,10 +202,15 @@ async fn serve_api(
     stop: CancellationToken,
 ) -> Result<(), Failure> {
     let kinds: Vec<_> = wedsync_kinds::register_all().kinds().cloned().collect();
+    let photos = wedsync_api::PhotoUploads {
+        storage: photo_storage(settings)?,
+        max_upload_bytes: settings.photos.max_upload_bytes,
+    };
     let mut state = wedsync_api::ApiState::new(pool.clone(), kinds, prometheus)
         .with_default_concurrency(settings.worker.default_concurrency)
         .with_schedules(schedules)
-        .with_timezone(settings.timezone);
+        .with_timezone(settings.timezone)
+        .with_photo_uploads(photos);
     let events = settings.metric_events.then(|| {
         let (sink, writer) = EventWriter::spawn(pool, EventWriterConfig::default());
         state = state.clone().with_events(sink);
@@ -241,13 +250,38 @@ fn worker_config(settings: &Settings, args: &WorkerArgs) -> WorkerConfig {
     config
 }
 
+/// Photo storage: `WEDSYNC_STORAGE_URL`, else `<data dir>/storage` (the embedded default).
+fn photo_storage(settings: &Settings) -> Result<Storage, Failure> {
+    match &settings.storage_url {
+        Some(url) => Storage::from_url(url)
+            .map_err(|err| Failure::Usage(anyhow::Error::new(err).context("WEDSYNC_STORAGE_URL"))),
+        None => {
+            let dir = settings.data_dir.join("storage");
+            Storage::local(&dir).map_err(|err| {
+                Failure::Runtime(
+                    anyhow::Error::new(err).context("creating the photo storage folder"),
+                )
+            })
+        }
+    }
+}
+
+/// What job handlers share: the pool, photo storage and limits.
+fn app_context(settings: &Settings, pool: PgPool) -> Result<AppContext, Failure> {
+    Ok(AppContext::new(pool)
+        .with_storage(photo_storage(settings)?)
+        .with_photo_limits(PhotoLimits {
+            max_pixels: settings.photos.max_pixels,
+        }))
+}
+
 async fn run_worker(
     pool: PgPool,
+    app: AppContext,
     config: WorkerConfig,
     stop: CancellationToken,
 ) -> Result<(), Failure> {
     let bookkeeping = startup::sibling_pool(&pool, config.queues.len() as u32 * 2 + 6);
-    let app = AppContext { pool };
     let worker = Worker::new(
         Queue::new(bookkeeping),
         Arc::new(wedsync_kinds::register_all()),

@@ -8,7 +8,9 @@ use super::values::{
     parse_database_url, parse_listen, parse_log_format, parse_signing_key, parse_storage_url,
     parse_timezone, parse_url,
 };
-use super::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, Settings, SettingsError, WorkerTuning};
+use super::{
+    DEFAULT_DATA_DIR, DEFAULT_LISTEN, PhotoSettings, Settings, SettingsError, WorkerTuning,
+};
 use std::path::{Path, PathBuf};
 
 impl Settings {
@@ -72,6 +74,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             worker: WorkerTuning::read(&source)?,
             metric_events: super::metrics::read_metric_events(&source)?,
+            photos: PhotoSettings::read(&source)?,
             queues: parse_queues(file.queues, path)?,
             schedule: parse_schedule(file.schedule, path)?,
         })

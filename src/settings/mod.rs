@@ -33,6 +33,7 @@ mod error;
 mod file;
 mod load;
 mod metrics;
+mod photos;
 mod queues;
 mod redact;
 mod schedule;
@@ -44,6 +45,7 @@ mod worker;
 mod tests;
 
 pub use self::error::SettingsError;
+pub use self::photos::PhotoSettings;
 pub use self::queues::QueueSettings;
 pub use self::schedule::ScheduleEntry;
 pub use self::worker::WorkerTuning;
@@ -99,6 +101,8 @@ pub struct Settings {
     pub worker: WorkerTuning,
     /// `WEDSYNC_METRIC_EVENTS` (default true): write raw metric events (SPEC §5.4).
     pub metric_events: bool,
+    /// Photo limits (`WEDSYNC_MAX_UPLOAD_BYTES`, `WEDSYNC_MAX_PHOTO_PIXELS`).
+    pub photos: PhotoSettings,
     /// `[queues.<name>]` tables of the config file.
     pub queues: BTreeMap<String, QueueSettings>,
     /// `[[schedule]]` entries of the config file, in file order.

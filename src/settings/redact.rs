@@ -21,6 +21,7 @@ impl fmt::Debug for Settings {
             .field("data_dir", &self.data_dir)
             .field("worker", &self.worker)
             .field("metric_events", &self.metric_events)
+            .field("photos", &self.photos)
             .field("queues", &self.queues)
             .field("schedule", &self.schedule)
             .finish()

@@ -22,6 +22,8 @@ pub(super) const SCALARS: &[&str] = &[
     "WEDSYNC_HEARTBEAT_TIMEOUT_MS",
     "WEDSYNC_SHUTDOWN_GRACE_MS",
     "WEDSYNC_METRIC_EVENTS",
+    "WEDSYNC_MAX_UPLOAD_BYTES",
+    "WEDSYNC_MAX_PHOTO_PIXELS",
 ];
 
 /// The config file key of a variable: lower case, without `WEDSYNC_`.

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod metrics_hourly;
 pub mod openapi;
 pub mod pools;
+pub mod photos;
 pub mod queues;
 pub mod scaling;
 pub mod schedules;
@@ -37,6 +38,7 @@ pub fn all() -> Vec<Route> {
         pools::routes(),
         scaling::routes(),
         weddings::routes(),
+        photos::routes(),
     ]
     .into_iter()
     .flatten()

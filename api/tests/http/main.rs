@@ -7,6 +7,7 @@ mod jobs;
 mod metrics_hourly;
 mod operations;
 mod pools;
+mod photos;
 mod requests;
 mod schedules;
 mod support;

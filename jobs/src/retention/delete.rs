@@ -2,7 +2,8 @@
 
 use super::policy::{Purge, Resolved};
 use super::sql;
-use sqlx::PgPool;
+use crate::context::AppContext;
+use crate::photos::retention::{BoxError, purge_failed_batch};
 use tokio::time::Instant;
 
 /// What one policy did in this run.
@@ -18,21 +19,21 @@ pub struct Purged {
 #[derive(Debug)]
 pub struct PurgeFailed {
     pub deleted: u64,
-    pub error: sqlx::Error,
+    pub error: BoxError,
 }
 
 /// Remove `resolved`'s expired rows in batches of `batch_size`, each its own transaction, until
 /// a batch removes fewer than `batch_size` rows or `deadline` has passed. A deadline already
 /// passed runs no batch at all.
 pub async fn purge(
-    pool: &PgPool,
+    app: &AppContext,
     resolved: &Resolved,
     batch_size: u32,
     deadline: Instant,
 ) -> Result<Purged, PurgeFailed> {
     let mut deleted = 0;
     while Instant::now() < deadline {
-        let n = batch(pool, resolved, batch_size)
+        let n = batch(app, resolved, batch_size)
             .await
             .map_err(|error| PurgeFailed { deleted, error })?;
         deleted += n;
@@ -49,7 +50,7 @@ pub async fn purge(
     })
 }
 
-async fn batch(pool: &PgPool, resolved: &Resolved, batch_size: u32) -> Result<u64, sqlx::Error> {
+async fn batch(app: &AppContext, resolved: &Resolved, batch_size: u32) -> Result<u64, BoxError> {
     // Ages are at most MAX_OLDER_THAN_DAYS, well inside i32.
     let days = i32::try_from(resolved.older_than_days).unwrap_or(i32::MAX);
     // Unprepared: a cached generic plan could scan a whole large table for every batch.
@@ -61,9 +62,12 @@ async fn batch(pool: &PgPool, resolved: &Resolved, batch_size: u32) -> Result<u6
                 .persistent(false)
                 .bind(days)
                 .bind(i64::from(batch_size))
-                .fetch_one(pool)
+                .fetch_one(&app.pool)
                 .await?;
             return Ok(u64::try_from(removed).unwrap_or(0));
+        }
+        Purge::FailedPhotos => {
+            return purge_failed_batch(&app.pool, &app.storage, days, i64::from(batch_size)).await;
         }
     };
     let mut query = sqlx::query(statement)
@@ -73,5 +77,5 @@ async fn batch(pool: &PgPool, resolved: &Resolved, batch_size: u32) -> Result<u6
     if let Some(state) = state {
         query = query.bind(state);
     }
-    Ok(query.execute(pool).await?.rows_affected())
+    Ok(query.execute(&app.pool).await?.rows_affected())
 }

@@ -99,7 +99,7 @@ impl Job for RetentionCleanup {
         let mut complete = true;
         for resolved in &plan.policies {
             let name = resolved.policy.name;
-            let purged = delete::purge(&ctx.app.pool, resolved, plan.batch_size, deadline)
+            let purged = delete::purge(&ctx.app, resolved, plan.batch_size, deadline)
                 .await
                 .map_err(|failed| {
                     tracing::warn!(

@@ -20,6 +20,9 @@ pub enum Purge {
     /// One statement taking the same `$1` and `$2` that returns the number of rows it removed
     /// as a single bigint (for purges done by a SQL function, like dropping partitions).
     Counted(&'static str),
+    /// Failed photos: their originals in storage (unless shared), then their rows
+    /// ([`crate::photos::retention`]).
+    FailedPhotos,
 }
 
 /// A kind of data that expires.
@@ -63,6 +66,11 @@ pub const POLICIES: &[Policy] = &[
         name: "metric_events",
         default_older_than_days: 14,
         purge: Purge::Counted(sql::PURGE_METRIC_EVENTS),
+    },
+    Policy {
+        name: "failed_photo_originals",
+        default_older_than_days: 30,
+        purge: Purge::FailedPhotos,
     },
 ];
 

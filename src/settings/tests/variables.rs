@@ -176,3 +176,27 @@ fn secrets_are_redacted_in_debug() {
     assert!(debug.contains("api_key=***"), "{debug}");
     assert!(debug.contains("listen: 127.0.0.1:8080"), "{debug}");
 }
+
+#[test]
+fn photo_limits_have_defaults_and_are_validated() {
+    let s = load(&[]).unwrap();
+    assert_eq!(s.photos.max_upload_bytes, 50 * 1024 * 1024);
+    assert_eq!(s.photos.max_pixels, 100_000_000);
+    let s = load(&[
+        ("WEDSYNC_MAX_UPLOAD_BYTES", "1048576"),
+        ("WEDSYNC_MAX_PHOTO_PIXELS", "24000000"),
+    ])
+    .unwrap();
+    assert_eq!(
+        (s.photos.max_upload_bytes, s.photos.max_pixels),
+        (1_048_576, 24_000_000)
+    );
+    for (name, bad) in [
+        ("WEDSYNC_MAX_UPLOAD_BYTES", "0"),
+        ("WEDSYNC_MAX_UPLOAD_BYTES", "50MB"),
+        ("WEDSYNC_MAX_PHOTO_PIXELS", "-1"),
+    ] {
+        let err = load(&[(name, bad)]).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains(bad), "{err}");
+    }
+}
