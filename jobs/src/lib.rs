@@ -2,14 +2,14 @@
 //! them to the worker.
 
 mod context;
-mod metrics;
 pub mod erasure;
+mod metrics;
 mod noop;
 pub mod photos;
 mod retention;
-pub mod suppression;
 mod scaling;
 pub mod storage;
+pub mod suppression;
 
 pub use context::AppContext;
 pub use metrics::MetricsRollup;

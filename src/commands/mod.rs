@@ -2,9 +2,9 @@
 
 pub mod admin;
 pub mod bench;
-mod bench_rollup;
-mod bench_retention;
 mod bench_photos;
+mod bench_retention;
+mod bench_rollup;
 pub mod jobs;
 pub mod metrics_schedule;
 mod output;

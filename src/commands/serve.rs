@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wedsync_kinds::AppContext;
-use wedsync_metrics::{EventWriter, EventWriterConfig};
 use wedsync_kinds::photos::pipeline::Limits as PhotoLimits;
 use wedsync_kinds::storage::Storage;
+use wedsync_metrics::{EventWriter, EventWriterConfig};
 use wedsync_queue::Queue;
 use wedsync_worker::{Worker, WorkerConfig};
 

@@ -3,8 +3,8 @@
 //! `/healthz` answers as long as the process serves HTTP; it touches nothing, so a slow database
 //! never gets a healthy process restarted. `/readyz` says whether this process can do useful work:
 //! the database answers, every migration this binary knows is applied (a binary newer than its
-//! schema must not take traffic; an older one beside a newer schema may), and, when configured,
-//! no queue lags beyond the bound.
+//! schema must not take traffic; an older one beside a newer schema may), the photo storage
+//! answers when this process takes uploads, and, when configured, no queue lags beyond the bound.
 
 use crate::ApiState;
 use crate::error::{ApiError, error_chain};
@@ -37,11 +37,13 @@ async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> 
         Ok(()) => timed(queue_lag(&state)).await,
         Err(_) => Err("database unavailable".to_owned()),
     };
-    let ready = database.is_ok() && migrations.is_ok() && lag.is_ok();
+    let storage = timed(storage(&state)).await;
+    let ready = database.is_ok() && migrations.is_ok() && lag.is_ok() && storage.is_ok();
     let checks = json!({
         "database": outcome(&database.map(|()| json!("ok"))),
         "migrations": outcome(&migrations.map(|()| json!("ok"))),
         "queue_lag": outcome(&lag),
+        "storage": outcome(&storage),
     });
     if ready {
         Ok(Json(json!({ "status": "ready", "checks": checks })))
@@ -73,6 +75,24 @@ fn logged(what: &'static str) -> impl Fn(sqlx::Error) -> String {
         format!("{what} failed")
     }
 }
+
+/// Object storage answers a metadata request (a missing key is an answer). `"not configured"`
+/// for a process that takes no uploads.
+async fn storage(state: &ApiState) -> Result<Value, String> {
+    let Some(photos) = &state.photos else {
+        return Ok(json!("not configured"));
+    };
+    match photos.storage.exists(STORAGE_PROBE_KEY).await {
+        Ok(_) => Ok(json!("ok")),
+        Err(err) => {
+            tracing::warn!(error = %error_chain(&err), "readiness: storage check failed");
+            Err("storage check failed".to_owned())
+        }
+    }
+}
+
+/// A key no upload ever uses: only whether the store answers matters.
+const STORAGE_PROBE_KEY: &str = "readyz/probe";
 
 async fn database(state: &ApiState) -> Result<(), String> {
     sqlx::query("SELECT 1")

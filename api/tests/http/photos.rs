@@ -403,3 +403,33 @@ async fn photos_of_todays_wedding_are_queued_first() {
         .unwrap();
     assert_eq!(job["priority"], 0);
 }
+
+#[tokio::test]
+async fn readyz_checks_the_photo_storage() {
+    let photos = spawn().await;
+    let app = &photos.app;
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["storage"], "ok");
+
+    // The storage root turns into a plain file: the store can no longer answer.
+    std::fs::remove_dir_all(&photos.dir).unwrap();
+    std::fs::write(&photos.dir, b"not a directory").unwrap();
+    let broken = app
+        .client
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = broken.json().await.unwrap();
+    assert_eq!(body["checks"]["storage"]["error"], "storage check failed");
+    std::fs::remove_file(&photos.dir).unwrap();
+    std::fs::create_dir_all(&photos.dir).unwrap();
+}
