@@ -166,9 +166,7 @@ async fn run_rollup(db: &TestDb, hour: DateTime<Utc>) -> JobRow {
     let worker = start_worker(
         db,
         register_all(),
-        AppContext {
-            pool: db.pool.clone(),
-        },
+        AppContext::new(db.pool.clone()),
         test_config(&["maintenance"]),
     );
     let row = wait_for_job_state(&queue, id, "completed", WAIT).await;
@@ -314,9 +312,7 @@ async fn an_hour_not_on_the_hour_is_discarded_with_a_reason() {
     let worker = start_worker(
         &db,
         register_all(),
-        AppContext {
-            pool: db.pool.clone(),
-        },
+        AppContext::new(db.pool.clone()),
         test_config(&["maintenance"]),
     );
     let job = wait_for_job_state(&queue, id, "discarded", WAIT).await;
@@ -504,9 +500,7 @@ async fn retention_drops_expired_partitions_and_expired_strays() {
     let worker = start_worker(
         &db,
         register_all(),
-        AppContext {
-            pool: db.pool.clone(),
-        },
+        AppContext::new(db.pool.clone()),
         test_config(&["maintenance"]),
     );
     let job = wait_for_job_state(&queue, id, "completed", WAIT).await;

@@ -38,9 +38,7 @@ async fn run_cleanup(db: &TestDb, queue: &Queue, args: RetentionCleanup, state: 
     let worker = start_worker(
         db,
         register_all(),
-        AppContext {
-            pool: db.pool.clone(),
-        },
+        AppContext::new(db.pool.clone()),
         worker_config(1),
     );
     let job = wait_for_job_state(queue, id, state, WAIT).await;
@@ -219,9 +217,7 @@ async fn two_cleanups_at_once_neither_fail_nor_double_count() {
     let worker = start_worker(
         &db,
         register_all(),
-        AppContext {
-            pool: db.pool.clone(),
-        },
+        AppContext::new(db.pool.clone()),
         worker_config(2),
     );
     let mut jobs = Vec::new();

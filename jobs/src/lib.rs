@@ -2,14 +2,16 @@
 //! them to the worker.
 
 mod context;
-mod metrics;
 pub mod erasure;
+pub mod messages;
+mod metrics;
 mod noop;
 mod retention;
-pub mod suppression;
 mod scaling;
+pub mod suppression;
 
 pub use context::AppContext;
+pub use messages::{BulkSendFanout, DeliverEmailBatch};
 pub use metrics::MetricsRollup;
 pub use noop::Noop;
 pub use retention::{PolicyOverride, RetentionCleanup};
@@ -24,5 +26,7 @@ pub fn register_all() -> Registry<AppContext> {
     registry.register::<RetentionCleanup>();
     registry.register::<MetricsRollup>();
     registry.register::<PoolScaling>();
+    registry.register::<BulkSendFanout>();
+    registry.register::<DeliverEmailBatch>();
     registry
 }

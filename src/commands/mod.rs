@@ -2,9 +2,10 @@
 
 pub mod admin;
 pub mod bench;
-mod bench_rollup;
 mod bench_retention;
+mod bench_rollup;
 pub mod jobs;
+pub mod messages;
 pub mod metrics_schedule;
 mod output;
 pub mod pools;

@@ -44,8 +44,10 @@ pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
         entries.clone(),
         stop.clone(),
     );
+    let messages = crate::commands::messages::context(&settings)?;
     let worker = run_worker(
         pool.clone(),
+        messages,
         worker_config(&settings, &WorkerArgs::default()),
         stop.clone(),
     );
@@ -79,7 +81,8 @@ pub async fn worker(settings: Settings, args: WorkerArgs) -> Result<(), Failure>
     let pool = startup::connect(&settings, 16, true).await?;
     seed_pools(&pool, &settings).await?;
     let config = worker_config(&settings, &args);
-    run_worker(pool, config, shutdown::on_signal()).await
+    let messages = crate::commands::messages::context(&settings)?;
+    run_worker(pool, messages, config, shutdown::on_signal()).await
 }
 
 pub async fn scheduler(settings: Settings) -> Result<(), Failure> {
@@ -243,11 +246,12 @@ fn worker_config(settings: &Settings, args: &WorkerArgs) -> WorkerConfig {
 
 async fn run_worker(
     pool: PgPool,
+    messages: wedsync_kinds::messages::MessagesContext,
     config: WorkerConfig,
     stop: CancellationToken,
 ) -> Result<(), Failure> {
     let bookkeeping = startup::sibling_pool(&pool, config.queues.len() as u32 * 2 + 6);
-    let app = AppContext { pool };
+    let app = AppContext { pool, messages };
     let worker = Worker::new(
         Queue::new(bookkeeping),
         Arc::new(wedsync_kinds::register_all()),
