@@ -10,6 +10,7 @@ use std::time::Duration;
 use support::smtp::{Action, SmtpServer};
 use support::{start_worker, test_config, wait_for};
 use wedsync_db::testing::TestDb;
+use wedsync_kinds::erasure::{ErasureRequest, erase};
 use wedsync_kinds::messages::template::TemplateSource;
 use wedsync_kinds::messages::validate::ValidRecipient;
 use wedsync_kinds::messages::{
@@ -68,7 +69,7 @@ fn recipients(n: usize) -> Vec<ValidRecipient> {
 
 async fn store(db: &TestDb, send: &NewSend) {
     let mut tx = db.pool.begin().await.unwrap();
-    create_send(&mut *tx, send).await.unwrap();
+    create_send(&mut tx, send).await.unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -389,4 +390,41 @@ async fn rerunning_the_fanout_creates_nothing_twice() {
     assert_eq!((deliveries, batches), (120, 3));
     let summary = get_send(&db.pool, &send.id, None).await.unwrap().unwrap();
     assert_eq!((summary.total, summary.queued), (120, 120));
+}
+
+#[tokio::test]
+async fn an_erased_guest_gets_no_delivery_and_their_delivery_rows_go() {
+    let db = TestDb::new().await.unwrap();
+    let send = new_send(Category::Transactional, recipients(3));
+    store(&db, &send).await;
+    let erase_guest = |i: usize| ErasureRequest {
+        org_id: Some(ORG.to_owned()),
+        email: Some(Address::parse(Channel::Email, &guest(i)).unwrap()),
+        phone: None,
+        requested_by: ORG.to_owned(),
+    };
+    // Before the fan-out: only the pending recipients hold the address.
+    erase(&db.pool, &erase_guest(1)).await.unwrap();
+    let app = AppContext::new(db.pool.clone());
+    BulkSendFanout {
+        send_id: send.id.clone(),
+    }
+    .run(JobContext {
+        app,
+        job_id: 0,
+        attempt: 1,
+        max_attempts: 10,
+        org_id: Some(ORG.to_owned()),
+    })
+    .await
+    .unwrap();
+    // After it: the delivery row holds it.
+    erase(&db.pool, &erase_guest(2)).await.unwrap();
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT address FROM deliveries WHERE send_id = $1::uuid")
+            .bind(&send.id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, [guest(0)]);
 }

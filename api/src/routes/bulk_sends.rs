@@ -171,7 +171,7 @@ async fn create(
         recipients,
     };
     let mut tx = state.pool.begin().await.map_err(ApiError::internal)?;
-    messages::create_send(&mut *tx, &send).await?;
+    messages::create_send(&mut tx, &send).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     tracing::info!(
         bulk_send.id = %send.id,

@@ -75,20 +75,24 @@ impl Job for BulkSendFanout {
         };
         let recipients: Vec<ValidRecipient> = serde_json::from_value(recipients)
             .map_err(|e| JobError::permanent(format!("stored recipients do not decode: {e}")))?;
+        // Ordinals are positions in the request. A recipient whose address no longer parses was
+        // erased (GDPR) after the send was created: it gets no delivery.
+        let rows: Vec<(i32, &ValidRecipient, String)> = recipients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let address = Address::parse(Channel::Email, &r.address).ok()?;
+                Some((i as i32, r, address.hash()))
+            })
+            .collect();
+        let erased = recipients.len() - rows.len();
         let mut inserted = 0u64;
-        for (chunk_index, chunk) in recipients.chunks(INSERT_CHUNK).enumerate() {
-            let first = (chunk_index * INSERT_CHUNK) as i32;
-            let ordinals: Vec<i32> = (first..first + chunk.len() as i32).collect();
-            let addresses: Vec<&str> = chunk.iter().map(|r| r.address.as_str()).collect();
-            let hashes: Vec<String> = chunk
-                .iter()
-                .map(|r| {
-                    Address::parse(Channel::Email, &r.address)
-                        .map(|a| a.hash())
-                        .map_err(|e| JobError::permanent(format!("stored address: {e}")))
-                })
-                .collect::<Result<_, _>>()?;
-            let variables: Vec<&serde_json::Value> = chunk.iter().map(|r| &r.variables).collect();
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let ordinals: Vec<i32> = chunk.iter().map(|(i, _, _)| *i).collect();
+            let addresses: Vec<&str> = chunk.iter().map(|(_, r, _)| r.address.as_str()).collect();
+            let hashes: Vec<&str> = chunk.iter().map(|(_, _, h)| h.as_str()).collect();
+            let variables: Vec<&serde_json::Value> =
+                chunk.iter().map(|(_, r, _)| &r.variables).collect();
             inserted += sqlx::query(sql::INSERT_DELIVERIES)
                 .bind(&self.send_id)
                 .bind(ordinals)
@@ -108,7 +112,7 @@ impl Job for BulkSendFanout {
             })
             .collect();
         let batches = jobs.len();
-        wedsync_queue::enqueue_many(&mut *tx, &jobs).await?;
+        wedsync_queue::enqueue_many(&mut tx, &jobs).await?;
         sqlx::query(sql::FINISH_FANOUT)
             .bind(&self.send_id)
             .execute(&mut *tx)
@@ -119,6 +123,7 @@ impl Job for BulkSendFanout {
             send_id = %self.send_id,
             deliveries = inserted,
             batches,
+            erased,
             "bulk send fanned out"
         );
         Ok(Outcome::Completed(Some(
