@@ -147,7 +147,14 @@ async fn more_than_fifty_thousand_recipients_are_refused_with_their_own_code() {
     let recipients: Vec<Value> = (0..50_001)
         .map(|i| json!({"address": format!("g{i}@example.com"), "variables": {"name": "G", "table": 1}}))
         .collect();
-    let response = create(&app, &planner, &body(Value::Array(recipients))).await;
+    // Over the API's usual 1 MiB body limit, and through the Idempotency-Key middleware.
+    let response = app
+        .post("/v1/bulk-sends", &planner)
+        .header("Idempotency-Key", "too-many-1")
+        .json(&body(Value::Array(recipients)))
+        .send()
+        .await
+        .unwrap();
     let body = problem(
         response,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -276,4 +283,23 @@ async fn deliveries_are_listed_by_status_in_pages() {
         "VALIDATION_ERROR",
     )
     .await;
+}
+
+#[tokio::test]
+async fn send_at_schedules_the_fanout() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let mut later =
+        body(json!([{"address": "a@example.com", "variables": {"name": "A", "table": 1}}]));
+    later["send_at"] = json!("2031-06-05T14:00:00Z");
+    let response = create(&app, &planner, &later).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let send: Value = response.json().await.unwrap();
+    assert_eq!(send["send_at"], "2031-06-05T14:00:00Z");
+    let scheduled: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT scheduled_at FROM jobs WHERE kind = 'bulk_send_fanout'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(scheduled.to_rfc3339(), "2031-06-05T14:00:00+00:00");
 }
