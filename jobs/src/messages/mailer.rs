@@ -141,4 +141,25 @@ mod tests {
             .to_string();
         assert!(!err.contains("secret"), "{err}");
     }
+
+    #[tokio::test]
+    async fn without_smtp_messages_land_in_the_outbox_folder() {
+        let dir = std::env::temp_dir().join(format!("wedsync-outbox-{}", uuid::Uuid::new_v4()));
+        let message = Message::builder()
+            .from("Ann <ann@example.com>".parse().unwrap())
+            .to("guest@example.com".parse().unwrap())
+            .subject("Save the date")
+            .body("Dear guest".to_owned())
+            .unwrap();
+        Mailer::outbox(&dir).send(message).await.unwrap();
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].extension().unwrap(), "eml");
+        let eml = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(eml.contains("Subject: Save the date"), "{eml}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
