@@ -63,6 +63,27 @@ async fn seed_guest_everywhere(db: &TestDb) {
         "INSERT INTO pools (queue, concurrency, reason) VALUES ('messages', 5, 'slow for guest.one+rsvp@example.com')",
     )
     .await;
+    exec(
+        db,
+        r#"WITH sender AS (
+               INSERT INTO senders (org_id, name, email, postal_address)
+               VALUES ('acme', 'Ann', 'hello@ann.example', '1 Chapel Lane') RETURNING id)
+           INSERT INTO bulk_sends (id, org_id, channel, category, sender_id, subject_template,
+                                   text_template, recipients, recipient_count)
+           SELECT '00000000-0000-0000-0000-000000000001', 'acme', 'email', 'marketing', id, 's', 't',
+                  '[{"address": "guest.one+rsvp@example.com", "variables": {"name": "Guest"}}]', 1
+             FROM sender"#,
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO deliveries (send_id, ordinal, address, address_hash, variables, rendered_text)
+         VALUES ('00000000-0000-0000-0000-000000000001', 0, 'guest.one+rsvp@example.com', $1,
+                 '{\"phone\": \"+447700900123\"}', 'Dear Guest.One+RSVP@example.com')",
+    )
+    .bind(Address::parse(Channel::Email, EMAIL).unwrap().hash())
+    .execute(&db.pool)
+    .await
+    .expect("seed a delivery");
     let list = SuppressionList::new(db.pool.clone());
     for (org, channel, raw, reason) in [
         (Some("acme"), Channel::Email, EMAIL, Reason::Unsubscribed),
@@ -159,6 +180,7 @@ fn assert_counts(record: &ErasureRecord) {
         "jobs_finished.args": 3, "jobs_finished.errors": 1, "jobs_finished.result": 1,
         "jobs_finished.unique_key": 1, "idempotency_keys.response": 1,
         "weddings.name": 1, "pools.reason": 1,
+        "bulk_sends.recipients": 1, "deliveries": 1,
         // Acme's and the other org's email entries, and the global phone entry that the
         // erasure then turned into the `erased` one.
         "suppressions.address": 3,

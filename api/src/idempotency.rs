@@ -54,7 +54,11 @@ async fn once(state: ApiState, req: Request, next: Next) -> Result<Response, Api
     let key = idempotency_key(req.headers().get(IDEMPOTENCY_KEY))?;
     let (mut parts, body) = req.with_limited_body().into_parts();
     let principal = Principal::from_request_parts(&mut parts, &state).await?;
-    let body = extract::body_bytes(Request::new(body), &()).await?;
+    // With the request's extensions, so the body limit in force (e.g. the larger one of
+    // `POST /v1/bulk-sends`) applies rather than axum's default.
+    let mut limited = Request::new(body);
+    *limited.extensions_mut() = parts.extensions.clone();
+    let body = extract::body_bytes(limited, &()).await?;
     let hash = request_hash(&parts.method, parts.uri.path(), &body);
     let pool = state.pool;
 

@@ -36,6 +36,8 @@ pub fn router(state: ApiState) -> Router {
         state.clone(),
         idempotency::middleware,
     ))
+    // Before the Idempotency-Key middleware reads the body (it is a route layer, inside this).
+    .layer(middleware::from_fn(routes::bulk_sends::raise_body_limit))
     .method_not_allowed_fallback(routes::method_not_allowed)
     .fallback(routes::not_found)
     // Listed outermost first: the request id exists before the span that records it, and the

@@ -12,16 +12,19 @@ pub struct AppContext {
     pub storage: Storage,
     /// Limits the photo pipeline applies before decoding.
     pub photo_limits: PhotoLimits,
+    /// The bulk-messages family's transport and settings.
+    pub messages: crate::messages::MessagesContext,
 }
 
 impl AppContext {
-    /// A context on `pool` with in-memory storage and default photo limits; set the real
-    /// storage with [`AppContext::with_storage`].
+    /// A context on `pool` with in-memory storage, default photo limits and the default
+    /// messages settings (mail goes to the outbox folder); the binary sets the real ones.
     pub fn new(pool: PgPool) -> Self {
         AppContext {
             pool,
             storage: Storage::in_memory(),
             photo_limits: PhotoLimits::default(),
+            messages: Default::default(),
         }
     }
 
@@ -32,6 +35,11 @@ impl AppContext {
 
     pub fn with_photo_limits(mut self, limits: PhotoLimits) -> Self {
         self.photo_limits = limits;
+        self
+    }
+
+    pub fn with_messages(mut self, messages: crate::messages::MessagesContext) -> Self {
+        self.messages = messages;
         self
     }
 }

@@ -3,6 +3,7 @@
 
 mod context;
 pub mod erasure;
+pub mod messages;
 mod metrics;
 mod noop;
 pub mod photos;
@@ -12,6 +13,7 @@ pub mod storage;
 pub mod suppression;
 
 pub use context::AppContext;
+pub use messages::{BulkSendFanout, DeliverEmailBatch};
 pub use metrics::MetricsRollup;
 pub use noop::Noop;
 pub use photos::PhotoProcess;
@@ -28,5 +30,7 @@ pub fn register_all() -> Registry<AppContext> {
     registry.register::<MetricsRollup>();
     registry.register::<PoolScaling>();
     registry.register::<PhotoProcess>();
+    registry.register::<BulkSendFanout>();
+    registry.register::<DeliverEmailBatch>();
     registry
 }

@@ -6,6 +6,7 @@ mod bench_photos;
 mod bench_retention;
 mod bench_rollup;
 pub mod jobs;
+pub mod messages;
 pub mod metrics_schedule;
 mod output;
 pub mod pools;

@@ -272,7 +272,8 @@ fn app_context(settings: &Settings, pool: PgPool) -> Result<AppContext, Failure>
         .with_storage(photo_storage(settings)?)
         .with_photo_limits(PhotoLimits {
             max_pixels: settings.photos.max_pixels,
-        }))
+        })
+        .with_messages(crate::commands::messages::context(settings)?))
 }
 
 async fn run_worker(

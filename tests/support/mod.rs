@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kinds;
+pub mod smtp;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! One module per resource; each lists its own routes, and [`all`] is the table the router is
 //! built from (and that the OpenAPI test checks against the document).
 
+pub mod bulk_sends;
 pub mod erasures;
 pub mod health;
 pub mod jobs;
@@ -39,6 +40,7 @@ pub fn all() -> Vec<Route> {
         scaling::routes(),
         weddings::routes(),
         photos::routes(),
+        bulk_sends::routes(),
     ]
     .into_iter()
     .flatten()

@@ -127,6 +127,12 @@ pub const LOCATIONS: &[Location] = &[
     redact_json!("idempotency_keys", "response"),
     redact_text!("weddings", "name"),
     redact_text!("pools", "reason"),
+    redact_json!("bulk_sends", "recipients"),
+    delete_where!(
+        "deliveries",
+        "DELETE FROM deliveries WHERE address_hash = $1",
+        Param::Hash
+    ),
 ];
 
 #[cfg(test)]

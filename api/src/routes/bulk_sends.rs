@@ -1,0 +1,324 @@
+//! `/v1/bulk-sends` (SPEC §3, §5.1): create a bulk email send, read its progress, list its
+//! deliveries.
+//!
+//! - `POST` (planner and up, for the caller's organisation): validates the sender, the
+//!   templates and every recipient — address and variables; the 422 lists the first problems
+//!   as `recipients[i].address` / `recipients[i].variables.<name>` — then stores the send and
+//!   enqueues its fan-out (at `send_at`) in one transaction. More than 50,000 recipients is a
+//!   422 with code `TOO_MANY_RECIPIENTS`. The body may be up to [`BODY_LIMIT`] bytes.
+//! - `GET /{id}`: the send with its counts per status (counters kept on the send: one row),
+//!   the rate so far and an ETA. Another organisation's send is a 404.
+//! - `GET /{id}/deliveries?status=&after=&limit=`: deliveries by id, keyset paged.
+
+use crate::ApiState;
+use crate::auth::Principal;
+use crate::error::{ApiError, FieldError};
+use crate::extract::{Json, Path, Query};
+use crate::routes::Route;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tower::{Layer, ServiceExt};
+use wedsync_kinds::messages::template::TemplateSource;
+use wedsync_kinds::messages::validate::{self, MAX_RECIPIENTS, Recipient};
+use wedsync_kinds::messages::{self, Category, NewSend, STATUSES, SendSummary, Sender};
+use wedsync_kinds::suppression::{Channel, normalise_email};
+
+/// Largest `POST /v1/bulk-sends` body: room for 50,000 recipients with their variables.
+pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+const MAX_NAME_LEN: usize = 200;
+const MAX_POSTAL_LEN: usize = 500;
+
+pub fn routes() -> Vec<Route> {
+    vec![
+        ("/v1/bulk-sends", axum::routing::post(create)),
+        ("/v1/bulk-sends/{id}", get(show)),
+        ("/v1/bulk-sends/{id}/deliveries", get(deliveries)),
+    ]
+}
+
+/// Middleware: raise the body limit for `POST /v1/bulk-sends` only. It must run before the
+/// Idempotency-Key middleware reads the body, hence a router-level layer rather than a route's.
+pub async fn raise_body_limit(req: Request, next: Next) -> Response {
+    if req.method() == Method::POST && req.uri().path() == "/v1/bulk-sends" {
+        let service = DefaultBodyLimit::max(BODY_LIMIT).layer(next);
+        return match service.oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+    }
+    next.run(req).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    #[serde(default)]
+    channel: Option<String>,
+    category: Option<String>,
+    sender: Option<Sender>,
+    template: Option<TemplateSource>,
+    recipients: Option<Vec<Recipient>>,
+    #[serde(default)]
+    send_at: Option<DateTime<Utc>>,
+}
+
+async fn create(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Json(body): Json<CreateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut errors = Vec::new();
+    match body.channel.as_deref() {
+        None | Some("email") => {}
+        Some("sms") => errors.push(FieldError::new("channel", "sms is not supported yet")),
+        Some(_) => errors.push(FieldError::new("channel", "must be email")),
+    }
+    let category = match body.category.as_deref() {
+        Some("transactional") => Some(Category::Transactional),
+        Some("marketing") => Some(Category::Marketing),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "category",
+                "must be transactional or marketing",
+            ));
+            None
+        }
+        None => {
+            errors.push(FieldError::new(
+                "category",
+                "is required (transactional or marketing)",
+            ));
+            None
+        }
+    };
+    let sender = match body.sender {
+        Some(sender) => check_sender(sender, &mut errors),
+        None => {
+            errors.push(FieldError::new(
+                "sender",
+                "is required: {name, email, postal_address}",
+            ));
+            None
+        }
+    };
+    if body.template.is_none() {
+        errors.push(FieldError::new(
+            "template",
+            "is required: {subject, text, html?}",
+        ));
+    }
+    if body.recipients.is_none() {
+        errors.push(FieldError::new("recipients", "is required"));
+    }
+    let (Some(category), Some(sender), Some(template), Some(recipients)) =
+        (category, sender, body.template, body.recipients)
+    else {
+        return Err(ApiError::invalid(errors));
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    if recipients.len() > MAX_RECIPIENTS {
+        return Err(ApiError::Unprocessable {
+            code: "TOO_MANY_RECIPIENTS",
+            detail: format!(
+                "a bulk send takes at most {MAX_RECIPIENTS} recipients; this one has {}",
+                recipients.len()
+            ),
+        });
+    }
+    if template.subject.trim().is_empty() || template.text.trim().is_empty() {
+        return Err(ApiError::invalid_field(
+            "template",
+            "subject and text must not be empty",
+        ));
+    }
+    let checked = {
+        let template = template.clone();
+        tokio::task::spawn_blocking(move || {
+            validate::validate(Channel::Email, &template, recipients)
+        })
+        .await
+        .map_err(ApiError::internal)?
+    };
+    let recipients = checked.map_err(|invalid| ApiError::Validation {
+        detail: format!(
+            "{} problem(s) with the recipients or templates; the first {} are in `errors`",
+            invalid.problems.len() + invalid.more,
+            invalid.problems.len()
+        ),
+        errors: invalid
+            .problems
+            .into_iter()
+            .map(|p| FieldError::new(p.field, p.message))
+            .collect(),
+    })?;
+    let send = NewSend {
+        id: uuid::Uuid::new_v4().to_string(),
+        org_id: principal.org_id.clone(),
+        category,
+        sender,
+        template,
+        send_at: body.send_at,
+        recipients,
+    };
+    let mut tx = state.pool.begin().await.map_err(ApiError::internal)?;
+    messages::create_send(&mut tx, &send).await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    tracing::info!(
+        bulk_send.id = %send.id,
+        recipients = send.recipients.len(),
+        category = send.category.as_str(),
+        "bulk send created"
+    );
+    let summary = messages::get_send(&state.pool, &send.id, None)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal("the new bulk send vanished"))?;
+    Ok((StatusCode::CREATED, Json(present(&summary))))
+}
+
+/// A checked sender, or `None` with its problems added to `errors`.
+fn check_sender(sender: Sender, errors: &mut Vec<FieldError>) -> Option<Sender> {
+    let before = errors.len();
+    if sender.name.trim().is_empty() || sender.name.len() > MAX_NAME_LEN {
+        errors.push(FieldError::new(
+            "sender.name",
+            format!("must be 1 to {MAX_NAME_LEN} characters"),
+        ));
+    }
+    if sender.name.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "sender.name",
+            "must not contain control characters",
+        ));
+    }
+    let email = normalise_email(&sender.email)
+        .map_err(|e| errors.push(FieldError::new("sender.email", e.to_string())))
+        .ok();
+    if sender.postal_address.trim().is_empty() || sender.postal_address.len() > MAX_POSTAL_LEN {
+        errors.push(FieldError::new(
+            "sender.postal_address",
+            format!("must be 1 to {MAX_POSTAL_LEN} characters (it is shown in every footer)"),
+        ));
+    }
+    (errors.len() == before).then(|| Sender {
+        email: email.unwrap_or_default(),
+        ..sender
+    })
+}
+
+async fn show(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let summary = find(&state, &principal, &id).await?;
+    Ok(Json(present(&summary)))
+}
+
+async fn find(state: &ApiState, principal: &Principal, id: &str) -> Result<SendSummary, ApiError> {
+    let not_found = || ApiError::NotFound(format!("bulk send {id} not found"));
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(not_found());
+    }
+    messages::get_send(&state.pool, id, principal.org_scope())
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(not_found)
+}
+
+/// The send as the API shows it, with rate (finished deliveries per second since the fan-out)
+/// and an ETA from it.
+fn present(s: &SendSummary) -> Value {
+    let finished = s.sent + s.suppressed + s.failed + s.bounced;
+    let remaining = (s.recipient_count - finished).max(0);
+    let elapsed = s
+        .fanned_out_at
+        .map(|at| (Utc::now() - at).num_milliseconds() as f64 / 1000.0)
+        .filter(|secs| *secs > 0.0);
+    let rate = elapsed.map(|secs| f64::from(finished) / secs);
+    let eta = match rate {
+        _ if remaining == 0 => Some(Utc::now()),
+        Some(rate) if rate > 0.0 => Some(
+            Utc::now()
+                + chrono::Duration::milliseconds((f64::from(remaining) / rate * 1000.0) as i64),
+        ),
+        _ => None,
+    };
+    json!({
+        "id": s.id,
+        "org_id": s.org_id,
+        "channel": s.channel,
+        "category": s.category,
+        "state": s.state,
+        "send_at": s.send_at,
+        "fanned_out_at": s.fanned_out_at,
+        "recipient_count": s.recipient_count,
+        "counts": {
+            "queued": s.queued, "sending": s.sending, "sent": s.sent,
+            "suppressed": s.suppressed, "failed": s.failed, "bounced": s.bounced,
+        },
+        "rate_per_second": rate,
+        "eta": if s.fanned_out_at.is_some() { eta } else { None },
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {
+    status: Option<String>,
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn deliveries(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(query): Query<DeliveriesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let mut errors = Vec::new();
+    if let Some(status) = &query.status
+        && !STATUSES.contains(&status.as_str())
+    {
+        errors.push(FieldError::new(
+            "status",
+            format!("must be one of {}", STATUSES.join(", ")),
+        ));
+    }
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        errors.push(FieldError::new(
+            "limit",
+            format!("must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let send = find(&state, &principal, &id).await?;
+    let rows = messages::list_deliveries(
+        &state.pool,
+        &send.id,
+        query.status.as_deref(),
+        query.after.unwrap_or(0),
+        limit,
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let next_after = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(json!({"deliveries": rows, "next_after": next_after})))
+}

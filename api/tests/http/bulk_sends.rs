@@ -1,0 +1,305 @@
+//! `/v1/bulk-sends`: a valid send is stored with its fan-out enqueued; 422s name the recipient
+//! and the variable at fault; more than 50,000 recipients has its own code; organisations do
+//! not see each other's sends.
+
+use crate::support::{TestApp, problem};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wedsync_api::Role;
+
+fn body(recipients: Value) -> Value {
+    json!({
+        "category": "marketing",
+        "sender": {"name": "Ann and Bob", "email": "Hello@Ann-and-Bob.example",
+                   "postal_address": "1 Chapel Lane, York"},
+        "template": {"subject": "Save the date, {{ name }}",
+                     "text": "Dear {{ name }}, table {{ table }}.",
+                     "html": "<p>Dear {{ name }}</p>"},
+        "recipients": recipients,
+    })
+}
+
+async fn create(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    app.post("/v1/bulk-sends", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_valid_send_is_stored_with_its_fanout_enqueued() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let recipients = json!([
+        {"address": " Ann@Example.com ", "variables": {"name": "Ann", "table": 1}},
+        {"address": "bob@example.com", "variables": {"name": "Bob", "table": 2}},
+    ]);
+    let response = create(&app, &planner, &body(recipients)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let send: Value = response.json().await.unwrap();
+    assert_eq!(send["org_id"], "acme");
+    assert_eq!(send["state"], "active");
+    assert_eq!(send["recipient_count"], 2);
+    assert_eq!(
+        send["counts"]["queued"], 0,
+        "no deliveries before the fan-out"
+    );
+    let id = send["id"].as_str().unwrap();
+    let jobs: Vec<(String, Value)> =
+        sqlx::query_as("SELECT kind, args FROM jobs WHERE org_id = 'acme'")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        jobs,
+        [("bulk_send_fanout".to_owned(), json!({"send_id": id}))]
+    );
+    let stored: Value = sqlx::query_scalar("SELECT recipients FROM bulk_sends WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored[0]["address"], "ann@example.com");
+
+    let fetched: Value = app
+        .get(&format!("/v1/bulk-sends/{id}"), &planner)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched["id"], id);
+    assert_eq!(fetched["counts"]["sent"], 0);
+}
+
+#[tokio::test]
+async fn problems_name_the_recipient_and_the_variable() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let recipients = json!([
+        {"address": "ann@example.com", "variables": {"name": "Ann", "table": 1}},
+        {"address": "not an address", "variables": {"name": "Bob", "table": 2}},
+        {"address": "cy@example.com", "variables": {"name": "Cy"}},
+    ]);
+    let response = create(&app, &planner, &body(recipients)).await;
+    let body = problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["recipients[1].address", "recipients[2].variables.table"]
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM bulk_sends")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "nothing is stored");
+}
+
+#[tokio::test]
+async fn a_bad_template_and_a_bad_sender_are_named() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let mut bad = body(json!([{"address": "a@example.com", "variables": {"name": "A"}}]));
+    bad["sender"]["email"] = json!("nobody");
+    bad["category"] = json!("spam");
+    let response = create(&app, &planner, &bad).await;
+    let first = problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    let text = first["errors"].to_string();
+    assert!(
+        text.contains("sender.email") && text.contains("category"),
+        "{text}"
+    );
+
+    let mut broken =
+        body(json!([{"address": "a@example.com", "variables": {"name": "A", "table": 1}}]));
+    broken["template"]["text"] = json!("{% if %}");
+    let response = create(&app, &planner, &broken).await;
+    let second = problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(second["errors"][0]["field"], "template.text");
+}
+
+#[tokio::test]
+async fn more_than_fifty_thousand_recipients_are_refused_with_their_own_code() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let recipients: Vec<Value> = (0..50_001)
+        .map(|i| json!({"address": format!("g{i}@example.com"), "variables": {"name": "G", "table": 1}}))
+        .collect();
+    // Over the API's usual 1 MiB body limit, and through the Idempotency-Key middleware.
+    let response = app
+        .post("/v1/bulk-sends", &planner)
+        .header("Idempotency-Key", "too-many-1")
+        .json(&body(Value::Array(recipients)))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "TOO_MANY_RECIPIENTS",
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("50000"), "{body}");
+}
+
+#[tokio::test]
+async fn another_organisations_send_is_not_found() {
+    let app = TestApp::spawn().await;
+    let acme = app.key("acme", Role::Planner).await;
+    let other = app.key("other", Role::Planner).await;
+    let response = create(
+        &app,
+        &acme,
+        &body(json!([{"address": "a@example.com", "variables": {"name": "A", "table": 1}}])),
+    )
+    .await;
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in [
+        format!("/v1/bulk-sends/{id}"),
+        format!("/v1/bulk-sends/{id}/deliveries"),
+    ] {
+        let response = app.get(&path, &other).send().await.unwrap();
+        problem(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+        let response = app.get(&path, &acme).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    // The operator sees every organisation's sends.
+    let response = app
+        .get(&format!("/v1/bulk-sends/{id}"), &app.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = app
+        .get("/v1/bulk-sends/not-a-uuid", &acme)
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+}
+
+#[tokio::test]
+async fn deliveries_are_listed_by_status_in_pages() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let recipients: Vec<Value> = (0..5)
+        .map(|i| json!({"address": format!("g{i}@example.com"), "variables": {"name": "G", "table": i}}))
+        .collect();
+    let response = create(&app, &planner, &body(Value::Array(recipients))).await;
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // What the fan-out and two deliveries would have done.
+    sqlx::query(
+        "INSERT INTO deliveries (send_id, ordinal, address, address_hash, variables)
+         SELECT $1::uuid, g, 'g' || g || '@example.com', repeat('0', 64), '{}'
+           FROM generate_series(0, 4) g",
+    )
+    .bind(&id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE deliveries SET status = 'sent' WHERE ordinal IN (1, 3)")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+
+    let page = |query: String| {
+        let app = &app;
+        let planner = &planner;
+        let id = &id;
+        async move {
+            let response = app
+                .get(&format!("/v1/bulk-sends/{id}/deliveries{query}"), planner)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let first = page("?status=queued&limit=2".to_owned()).await;
+    let ordinals: Vec<i64> = first["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["ordinal"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ordinals, [0, 2]);
+    let after = first["next_after"].as_i64().unwrap();
+    let second = page(format!("?status=queued&limit=2&after={after}")).await;
+    assert_eq!(second["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(second["deliveries"][0]["ordinal"], 4);
+    assert!(second["next_after"].is_null());
+
+    let summary: Value = app
+        .get(&format!("/v1/bulk-sends/{id}"), &planner)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(summary["counts"]["queued"], 3);
+    assert_eq!(summary["counts"]["sent"], 2);
+
+    let response = app
+        .get(
+            &format!("/v1/bulk-sends/{id}/deliveries?status=lost"),
+            &planner,
+        )
+        .send()
+        .await
+        .unwrap();
+    problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn send_at_schedules_the_fanout() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let mut later =
+        body(json!([{"address": "a@example.com", "variables": {"name": "A", "table": 1}}]));
+    later["send_at"] = json!("2031-06-05T14:00:00Z");
+    let response = create(&app, &planner, &later).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let send: Value = response.json().await.unwrap();
+    assert_eq!(send["send_at"], "2031-06-05T14:00:00Z");
+    let scheduled: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT scheduled_at FROM jobs WHERE kind = 'bulk_send_fanout'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(scheduled.to_rfc3339(), "2031-06-05T14:00:00+00:00");
+}

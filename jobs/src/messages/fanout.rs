@@ -1,0 +1,133 @@
+//! `bulk_send_fanout`: turns a stored send into one delivery per recipient and enqueues the
+//! [`DeliverEmailBatch`] jobs that send them — all in one transaction, under the send's row lock.
+//!
+//! Re-running creates nothing twice: deliveries are keyed by (send, ordinal) and inserted with
+//! `ON CONFLICT DO NOTHING`, batch jobs carry a unique key, and a finished fan-out clears the
+//! send's inline recipients, so a second run finds nothing to do.
+
+use super::deliver::DeliverEmailBatch;
+use super::sql;
+use super::validate::ValidRecipient;
+use crate::context::AppContext;
+use crate::suppression::{Address, Channel};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::time::Duration;
+use wedsync_queue::{Job, JobContext, JobError, JobResult, NewJob, Outcome};
+
+/// Deliveries per `deliver_email_batch` job.
+pub const BATCH_SIZE: i32 = 50;
+/// Deliveries per INSERT statement.
+const INSERT_CHUNK: usize = 5_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSendFanout {
+    pub send_id: String,
+}
+
+impl BulkSendFanout {
+    /// The fan-out job of a send, unique per send, due at `send_at` (now when `None`).
+    pub fn new_job(send_id: &str, org_id: &str, send_at: Option<DateTime<Utc>>) -> NewJob {
+        let job = BulkSendFanout {
+            send_id: send_id.to_owned(),
+        };
+        let mut new = job
+            .to_new_job()
+            .expect("fan-out args serialise")
+            .with_unique_key(format!("{}:{send_id}", Self::KIND))
+            .with_org(org_id);
+        if let Some(at) = send_at {
+            new = new.scheduled_at(at);
+        }
+        new
+    }
+}
+
+impl Job for BulkSendFanout {
+    const KIND: &'static str = "bulk_send_fanout";
+    const QUEUE: &'static str = super::QUEUE;
+    const PRIORITY: i16 = 3;
+    const MAX_ATTEMPTS: i32 = 10;
+    type Context = AppContext;
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(600)
+    }
+
+    async fn run(self, ctx: JobContext<AppContext>) -> JobResult {
+        let mut tx = ctx.app.pool.begin().await?;
+        let row: Option<(String, Option<serde_json::Value>)> = sqlx::query_as(sql::LOCK_FOR_FANOUT)
+            .bind(&self.send_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((org_id, recipients)) = row else {
+            return Err(JobError::permanent(format!(
+                "bulk send {} does not exist",
+                self.send_id
+            )));
+        };
+        let Some(recipients) = recipients else {
+            return Ok(Outcome::Completed(Some(
+                json!({"already_fanned_out": true}),
+            )));
+        };
+        let recipients: Vec<ValidRecipient> = serde_json::from_value(recipients)
+            .map_err(|e| JobError::permanent(format!("stored recipients do not decode: {e}")))?;
+        // Ordinals are positions in the request. A recipient whose address no longer parses was
+        // erased (GDPR) after the send was created: it gets no delivery.
+        let rows: Vec<(i32, &ValidRecipient, String)> = recipients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let address = Address::parse(Channel::Email, &r.address).ok()?;
+                Some((i as i32, r, address.hash()))
+            })
+            .collect();
+        let erased = recipients.len() - rows.len();
+        let mut inserted = 0u64;
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let ordinals: Vec<i32> = chunk.iter().map(|(i, _, _)| *i).collect();
+            let addresses: Vec<&str> = chunk.iter().map(|(_, r, _)| r.address.as_str()).collect();
+            let hashes: Vec<&str> = chunk.iter().map(|(_, _, h)| h.as_str()).collect();
+            let variables: Vec<&serde_json::Value> =
+                chunk.iter().map(|(_, r, _)| &r.variables).collect();
+            inserted += sqlx::query(sql::INSERT_DELIVERIES)
+                .bind(&self.send_id)
+                .bind(ordinals)
+                .bind(addresses)
+                .bind(hashes)
+                .bind(variables)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        let count = recipients.len() as i32;
+        let jobs: Vec<NewJob> = (0..count)
+            .step_by(BATCH_SIZE as usize)
+            .map(|first| {
+                let last = (first + BATCH_SIZE - 1).min(count - 1);
+                DeliverEmailBatch::new_job(&self.send_id, &org_id, first, last)
+            })
+            .collect();
+        let batches = jobs.len();
+        wedsync_queue::enqueue_many(&mut tx, &jobs).await?;
+        sqlx::query(sql::FINISH_FANOUT)
+            .bind(&self.send_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            job_id = ctx.job_id,
+            send_id = %self.send_id,
+            deliveries = inserted,
+            batches,
+            erased,
+            "bulk send fanned out"
+        );
+        Ok(Outcome::Completed(Some(
+            json!({"deliveries": inserted, "batches": batches}),
+        )))
+    }
+}

@@ -1,0 +1,202 @@
+//! Bulk messages (SPEC §5.1), email first: templates and their validation, the fan-out of a send
+//! into deliveries, and the delivery job that checks the suppression list and sends over SMTP.
+//!
+//! Flow: `POST /v1/bulk-sends` validates and stores a send with its recipients and enqueues
+//! [`BulkSendFanout`] in the same transaction; the fan-out inserts one delivery per recipient
+//! and one [`DeliverEmailBatch`] job per [`fanout::BATCH_SIZE`] deliveries, again in one
+//! transaction; each batch job sends its deliveries one by one. See `docs/messages.md`.
+
+mod deliver;
+mod email;
+pub mod fanout;
+mod mailer;
+mod sql;
+pub mod template;
+pub mod validate;
+
+pub use deliver::DeliverEmailBatch;
+pub use fanout::BulkSendFanout;
+pub use mailer::{Mailer, MailerConfigError, SendError};
+
+use sqlx::PgConnection;
+use std::time::Duration;
+
+/// The queue every job of the family runs on.
+pub const QUEUE: &str = "messages";
+
+/// What the family needs at run time; part of `AppContext`.
+#[derive(Clone, Debug)]
+pub struct MessagesContext {
+    pub mailer: Mailer,
+    /// Base of the public links in messages, e.g. `https://wedsync.example` (no trailing `/`).
+    pub public_url: String,
+    /// First retry delay after a temporary send failure; doubles per attempt, at most 30 min.
+    pub retry_base: Duration,
+}
+
+impl Default for MessagesContext {
+    fn default() -> Self {
+        MessagesContext {
+            mailer: Mailer::default_outbox(),
+            public_url: "http://localhost:8080".to_owned(),
+            retry_base: Duration::from_secs(30),
+        }
+    }
+}
+
+impl MessagesContext {
+    /// Delay before retrying after failed attempt `attempt` (1-based).
+    pub fn retry_delay(&self, attempt: i32) -> Duration {
+        let exponent = attempt.clamp(1, 16) as u32 - 1;
+        self.retry_base
+            .saturating_mul(1 << exponent)
+            .min(Duration::from_secs(30 * 60))
+    }
+}
+
+/// A validated send to store.
+#[derive(Debug, Clone)]
+pub struct NewSend {
+    pub id: String,
+    pub org_id: String,
+    pub category: Category,
+    pub sender: Sender,
+    pub template: template::TemplateSource,
+    pub send_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub recipients: Vec<validate::ValidRecipient>,
+}
+
+/// Who a send is from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sender {
+    pub name: String,
+    pub email: String,
+    pub postal_address: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Transactional,
+    Marketing,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Transactional => "transactional",
+            Category::Marketing => "marketing",
+        }
+    }
+}
+
+/// Store `send` and enqueue its fan-out (at `send_at`) on `conn`, which should be a
+/// transaction: a send is never stored without its fan-out, nor the reverse.
+pub async fn create_send(
+    conn: &mut PgConnection,
+    send: &NewSend,
+) -> Result<(), wedsync_queue::QueueError> {
+    let sender_id: i64 = sqlx::query_scalar(sql::UPSERT_SENDER)
+        .bind(&send.org_id)
+        .bind(&send.sender.name)
+        .bind(&send.sender.email)
+        .bind(&send.sender.postal_address)
+        .fetch_one(&mut *conn)
+        .await?;
+    let recipients = serde_json::to_value(&send.recipients).expect("recipients serialise");
+    sqlx::query(sql::INSERT_SEND)
+        .bind(&send.id)
+        .bind(&send.org_id)
+        .bind("email")
+        .bind(send.category.as_str())
+        .bind(sender_id)
+        .bind(&send.template.subject)
+        .bind(&send.template.text)
+        .bind(send.template.html.as_deref())
+        .bind(send.send_at)
+        .bind(recipients)
+        .bind(send.recipients.len() as i32)
+        .execute(&mut *conn)
+        .await?;
+    let job = BulkSendFanout::new_job(&send.id, &send.org_id, send.send_at);
+    wedsync_queue::enqueue(conn, job).await?;
+    Ok(())
+}
+
+/// A send with its progress counters.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct SendSummary {
+    pub id: String,
+    pub org_id: String,
+    pub channel: String,
+    pub category: String,
+    pub state: String,
+    pub send_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub fanned_out_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub recipient_count: i32,
+    pub total: i32,
+    pub queued: i32,
+    pub sending: i32,
+    pub sent: i32,
+    pub suppressed: i32,
+    pub failed: i32,
+    pub bounced: i32,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The send `id` if it exists and belongs to `org` (`None`: any organisation). One row read:
+/// the counters are kept on the send.
+pub async fn get_send(
+    pool: &sqlx::PgPool,
+    id: &str,
+    org: Option<&str>,
+) -> Result<Option<SendSummary>, sqlx::Error> {
+    sqlx::query_as(sql::GET_SEND)
+        .bind(id)
+        .bind(org)
+        .fetch_optional(pool)
+        .await
+}
+
+/// One delivery as listed.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub ordinal: i32,
+    pub address: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub message_id: Option<String>,
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The statuses a delivery can have.
+pub const STATUSES: [&str; 6] = [
+    "queued",
+    "sending",
+    "sent",
+    "suppressed",
+    "failed",
+    "bounced",
+];
+
+/// Deliveries of `send_id` with an id above `after`, oldest first.
+pub async fn list_deliveries(
+    pool: &sqlx::PgPool,
+    send_id: &str,
+    status: Option<&str>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    sqlx::query_as(sql::LIST_DELIVERIES)
+        .bind(send_id)
+        .bind(status)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}

@@ -1,0 +1,222 @@
+//! Checking a bulk send before it is stored (SPEC §5.1): every recipient's address parses and
+//! normalises, and the templates render with every recipient's variables. Problems are collected
+//! up to a limit, each naming the recipient (by index) and the variable or address at fault, so
+//! one 422 tells the planner what to fix.
+
+use super::template::{Footer, TemplateError, TemplateSource, Templates};
+use crate::suppression::{Address, Channel};
+use serde::{Deserialize, Serialize};
+
+/// Most recipients one send may carry.
+pub const MAX_RECIPIENTS: usize = 50_000;
+/// Problems reported at most; the rest are counted.
+pub const MAX_PROBLEMS: usize = 50;
+
+/// A recipient as the request gives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    pub address: String,
+    #[serde(default = "empty_object")]
+    pub variables: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// A recipient that passed: its normalised address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidRecipient {
+    pub address: String,
+    pub variables: serde_json::Value,
+}
+
+/// One problem: `recipients[index].field` (or a template field when `index` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+/// What [`validate`] found wrong; `problems` holds the first [`MAX_PROBLEMS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub problems: Vec<Problem>,
+    /// Problems beyond those listed.
+    pub more: usize,
+}
+
+/// Validate the templates and every recipient; return the normalised recipients.
+pub fn validate(
+    channel: Channel,
+    source: &TemplateSource,
+    recipients: Vec<Recipient>,
+) -> Result<Vec<ValidRecipient>, Invalid> {
+    let mut found = Found::default();
+    if recipients.is_empty() {
+        found.push("recipients", "at least one recipient is required".into());
+    }
+    if recipients.len() > MAX_RECIPIENTS {
+        found.push(
+            "recipients",
+            format!(
+                "at most {MAX_RECIPIENTS} recipients per send, not {}",
+                recipients.len()
+            ),
+        );
+        return Err(found.into_invalid());
+    }
+    let templates = match Templates::compile(source) {
+        Ok(t) => t,
+        Err(TemplateError::Syntax { part, message }) => {
+            found.push(&format!("template.{part}"), message);
+            return Err(found.into_invalid());
+        }
+        Err(other) => {
+            found.push("template", other.to_string());
+            return Err(found.into_invalid());
+        }
+    };
+    // A footer like the real one, so the layout is checked too.
+    let footer = Footer {
+        sender_name: "sender",
+        postal_address: "postal address",
+        unsubscribe_url: Some("https://example.invalid/unsubscribe"),
+    };
+    let mut valid = Vec::with_capacity(recipients.len());
+    for (index, recipient) in recipients.into_iter().enumerate() {
+        let address = match Address::parse(channel, &recipient.address) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                found.push(&format!("recipients[{index}].address"), e.to_string());
+                None
+            }
+        };
+        if !recipient.variables.is_object() {
+            found.push(
+                &format!("recipients[{index}].variables"),
+                "must be a JSON object".into(),
+            );
+            continue;
+        }
+        if let Err(e) = templates.render(&recipient.variables, &footer) {
+            let field = match &e {
+                TemplateError::Undefined { variable, .. } => {
+                    format!("recipients[{index}].variables.{variable}")
+                }
+                _ => format!("recipients[{index}].variables"),
+            };
+            found.push(&field, e.to_string());
+            continue;
+        }
+        if let Some(address) = address {
+            valid.push(ValidRecipient {
+                address: address.as_str().to_owned(),
+                variables: recipient.variables,
+            });
+        }
+    }
+    if found.total > 0 {
+        return Err(found.into_invalid());
+    }
+    Ok(valid)
+}
+
+#[derive(Default)]
+struct Found {
+    problems: Vec<Problem>,
+    total: usize,
+}
+
+impl Found {
+    fn push(&mut self, field: &str, message: String) {
+        self.total += 1;
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(Problem {
+                field: field.to_owned(),
+                message,
+            });
+        }
+    }
+
+    fn into_invalid(self) -> Invalid {
+        Invalid {
+            more: self.total - self.problems.len(),
+            problems: self.problems,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn source() -> TemplateSource {
+        TemplateSource {
+            subject: "Hi {{ name }}".into(),
+            text: "Table {{ table }}".into(),
+            html: None,
+        }
+    }
+
+    fn recipient(address: &str, variables: serde_json::Value) -> Recipient {
+        Recipient {
+            address: address.into(),
+            variables,
+        }
+    }
+
+    #[test]
+    fn addresses_are_normalised() {
+        let ok = validate(
+            Channel::Email,
+            &source(),
+            vec![recipient(
+                " Ann@Example.COM ",
+                json!({"name": "Ann", "table": 1}),
+            )],
+        )
+        .unwrap();
+        assert_eq!(ok[0].address, "ann@example.com");
+    }
+
+    #[test]
+    fn each_problem_names_the_recipient_and_the_variable() {
+        let invalid = validate(
+            Channel::Email,
+            &source(),
+            vec![
+                recipient("ann@example.com", json!({"name": "Ann", "table": 1})),
+                recipient("not-an-address", json!({"name": "Bob", "table": 2})),
+                recipient("cy@example.com", json!({"name": "Cy"})),
+            ],
+        )
+        .unwrap_err();
+        let fields: Vec<_> = invalid.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["recipients[1].address", "recipients[2].variables.table"]
+        );
+        assert_eq!(invalid.more, 0);
+    }
+
+    #[test]
+    fn problems_are_capped_and_the_rest_counted() {
+        let recipients = (0..MAX_PROBLEMS + 7)
+            .map(|i| recipient(&format!("bad{i}"), json!({"name": "x", "table": 1})))
+            .collect();
+        let invalid = validate(Channel::Email, &source(), recipients).unwrap_err();
+        assert_eq!(invalid.problems.len(), MAX_PROBLEMS);
+        assert_eq!(invalid.more, 7);
+    }
+
+    #[test]
+    fn too_many_recipients_are_refused_before_rendering() {
+        let recipients = vec![recipient("a@example.com", json!({})); MAX_RECIPIENTS + 1];
+        let invalid = validate(Channel::Email, &source(), recipients).unwrap_err();
+        assert_eq!(invalid.problems[0].field, "recipients");
+        assert!(invalid.problems[0].message.contains("50000"));
+    }
+}

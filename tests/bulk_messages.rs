@@ -1,0 +1,437 @@
+//! Bulk email end to end (SPEC §5.1) against a real SMTP server on loopback: suppressed guests
+//! get nothing, everyone else exactly one message with their own variables, bounces suppress,
+//! temporary failures are retried, and re-running the fan-out creates nothing twice.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+use support::smtp::{Action, SmtpServer};
+use support::{start_worker, test_config, wait_for};
+use wedsync_db::testing::TestDb;
+use wedsync_kinds::erasure::{ErasureRequest, erase};
+use wedsync_kinds::messages::template::TemplateSource;
+use wedsync_kinds::messages::validate::ValidRecipient;
+use wedsync_kinds::messages::{
+    BulkSendFanout, Category, Mailer, MessagesContext, NewSend, SendSummary, Sender, create_send,
+    get_send,
+};
+use wedsync_kinds::suppression::{Address, Channel, Reason, SuppressionList};
+use wedsync_kinds::{AppContext, register_all};
+use wedsync_queue::{Job, JobContext, Outcome};
+
+const ORG: &str = "acme";
+
+fn context(db: &TestDb, smtp: &SmtpServer) -> AppContext {
+    AppContext {
+        pool: db.pool.clone(),
+        messages: MessagesContext {
+            mailer: Mailer::smtp(&smtp.url()).unwrap(),
+            public_url: "https://jobs.wedsync.test".to_owned(),
+            retry_base: Duration::from_millis(50),
+        },
+    }
+}
+
+fn guest(i: usize) -> String {
+    format!("guest{i}@example.com")
+}
+
+fn new_send(category: Category, recipients: Vec<ValidRecipient>) -> NewSend {
+    NewSend {
+        id: uuid::Uuid::new_v4().to_string(),
+        org_id: ORG.to_owned(),
+        category,
+        sender: Sender {
+            name: "Ann and Bob".to_owned(),
+            email: "hello@ann-and-bob.example".to_owned(),
+            postal_address: "1 Chapel Lane, York YO1 7HH".to_owned(),
+        },
+        template: TemplateSource {
+            subject: "Save the date, {{ name }}".to_owned(),
+            text: "Dear {{ name }}, you are at table {{ table }}.".to_owned(),
+            html: Some("<p>Dear {{ name }}, you are at table {{ table }}.</p>".to_owned()),
+        },
+        send_at: None,
+        recipients,
+    }
+}
+
+fn recipients(n: usize) -> Vec<ValidRecipient> {
+    (0..n)
+        .map(|i| ValidRecipient {
+            address: guest(i),
+            variables: json!({"name": format!("Guest {i}"), "table": i % 40}),
+        })
+        .collect()
+}
+
+async fn store(db: &TestDb, send: &NewSend) {
+    let mut tx = db.pool.begin().await.unwrap();
+    create_send(&mut tx, send).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Wait until the send is done (fanned out, no delivery queued or sending, marked by the last
+/// batch job), and return its summary.
+async fn wait_until_finished(db: &TestDb, id: &str, timeout: Duration) -> SendSummary {
+    wait_for("the send to finish", timeout, || async {
+        let send = get_send(&db.pool, id, Some(ORG)).await.unwrap()?;
+        (send.state == "done").then_some(send)
+    })
+    .await
+}
+
+async fn statuses(db: &TestDb, id: &str) -> HashMap<String, String> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT address, status FROM deliveries WHERE send_id = $1::uuid")
+            .bind(id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    rows.into_iter().collect()
+}
+
+#[tokio::test]
+async fn of_a_thousand_guests_the_fifty_suppressed_get_nothing_and_the_rest_exactly_one_message() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let list = SuppressionList::new(db.pool.clone());
+    // Every 20th guest, entered with odd case and spacing; half in the organisation's list,
+    // half in the global one.
+    let suppressed: Vec<usize> = (0..1000).step_by(20).collect();
+    for (n, i) in suppressed.iter().enumerate() {
+        let raw = format!("  GUEST{i}@Example.COM \t");
+        let scope = (n % 2 == 0).then_some(ORG);
+        let address = Address::parse(Channel::Email, &raw).unwrap();
+        list.add(scope, &address, Reason::Unsubscribed)
+            .await
+            .unwrap();
+    }
+    let send = new_send(Category::Marketing, recipients(1000));
+    let started = std::time::Instant::now();
+    store(&db, &send).await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        context(&db, &smtp),
+        test_config(&["messages"]),
+    );
+
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(60)).await;
+    // A figure for docs/messages.md (`--nocapture` shows it), not an assertion.
+    eprintln!(
+        "1,000 recipients fanned out and delivered in {:?}",
+        started.elapsed()
+    );
+    worker.stop().await;
+
+    assert_eq!(
+        (
+            summary.total,
+            summary.sent,
+            summary.suppressed,
+            summary.failed,
+            summary.bounced
+        ),
+        (1000, 950, 50, 0, 0)
+    );
+    assert!(summary.fanned_out_at.is_some());
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 950);
+    let mut seen = HashMap::new();
+    for message in &messages {
+        assert_eq!(message.to.len(), 1);
+        *seen.entry(message.to[0].clone()).or_insert(0) += 1;
+        let i: usize = message.to[0]
+            .trim_start_matches("guest")
+            .trim_end_matches("@example.com")
+            .parse()
+            .unwrap();
+        assert!(
+            message
+                .data
+                .contains(&format!("Dear Guest {i}, you are at table {}.", i % 40)),
+            "wrong variables for guest {i}"
+        );
+        assert_eq!(
+            message.header("Subject").unwrap(),
+            format!("Save the date, Guest {i}")
+        );
+    }
+    assert_eq!(seen.len(), 950, "someone got two messages");
+    for i in &suppressed {
+        assert!(
+            !seen.contains_key(&guest(*i)),
+            "suppressed guest {i} got mail"
+        );
+        assert_eq!(smtp.rcpt_count(&guest(*i)), 0);
+    }
+    // The counters agree with the rows.
+    let by_status = statuses(&db, &send.id).await;
+    let suppressed_rows = by_status.values().filter(|s| *s == "suppressed").count();
+    assert_eq!(suppressed_rows, 50);
+}
+
+#[tokio::test]
+async fn marketing_mail_carries_unsubscribe_headers_a_stable_message_id_and_the_footer() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let send = new_send(
+        Category::Marketing,
+        vec![ValidRecipient {
+            address: "ann@example.com".to_owned(),
+            variables: json!({"name": "<b>Ann</b>\r\nBcc: evil@example.com", "table": 1}),
+        }],
+    );
+    store(&db, &send).await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        context(&db, &smtp),
+        test_config(&["messages"]),
+    );
+    wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
+    worker.stop().await;
+
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    let message = &messages[0];
+    assert_eq!(
+        message.to,
+        ["ann@example.com"],
+        "the CRLF added a recipient"
+    );
+    assert!(message.header("Bcc").is_none());
+    // No header line starts with it (the text body may show the variable as written).
+    let head = message.data.split("\r\n\r\n").next().unwrap();
+    assert!(!head.contains("\r\nBcc:"), "{head}");
+    let subject = message.header("Subject").unwrap();
+    assert!(
+        subject.starts_with("Save the date, <b>Ann</b>"),
+        "{subject}"
+    );
+    // The HTML part escapes the variable; the text part shows it as written.
+    assert!(
+        message.data.contains("<p>Dear &lt;b&gt;Ann&lt;&#x2f;b&gt;"),
+        "{}",
+        message.data
+    );
+    assert!(!message.data.contains("<p>Dear <b>Ann"));
+    let (id, token): (i64, String) = sqlx::query_as(
+        "SELECT id, unsubscribe_token::text FROM deliveries WHERE send_id = $1::uuid",
+    )
+    .bind(&send.id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        message.header("Message-ID").unwrap(),
+        format!("<delivery-{id}.{}@ann-and-bob.example>", send.id)
+    );
+    assert_eq!(
+        message.header("List-Unsubscribe").unwrap(),
+        format!(
+            "<https://jobs.wedsync.test/unsubscribe?token={token}>, \
+             <mailto:unsubscribe+{token}@jobs.wedsync.test>"
+        )
+    );
+    assert_eq!(
+        message.header("List-Unsubscribe-Post").unwrap(),
+        "List-Unsubscribe=One-Click"
+    );
+    assert!(message.data.contains("1 Chapel Lane, York YO1 7HH"));
+}
+
+#[tokio::test]
+async fn transactional_mail_has_no_unsubscribe_headers() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let send = new_send(Category::Transactional, recipients(1));
+    store(&db, &send).await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        context(&db, &smtp),
+        test_config(&["messages"]),
+    );
+    wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
+    worker.stop().await;
+    let message = &smtp.messages()[0];
+    assert!(message.header("List-Unsubscribe").is_none());
+    assert!(message.header("List-Unsubscribe-Post").is_none());
+    assert!(!message.data.contains("Unsubscribe"));
+}
+
+#[tokio::test]
+async fn a_permanent_rejection_bounces_the_delivery_and_suppresses_the_address() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    smtp.on_rcpt(&guest(1), Action::Reply(550), None);
+    let send = new_send(Category::Transactional, recipients(3));
+    store(&db, &send).await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        context(&db, &smtp),
+        test_config(&["messages"]),
+    );
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
+    worker.stop().await;
+
+    assert_eq!((summary.sent, summary.bounced), (2, 1));
+    let by_status = statuses(&db, &send.id).await;
+    assert_eq!(by_status[&guest(1)], "bounced");
+    let entry = SuppressionList::new(db.pool.clone())
+        .find(
+            Some(ORG),
+            &Address::parse(Channel::Email, &guest(1)).unwrap(),
+        )
+        .await
+        .unwrap()
+        .expect("a hard-bounce entry");
+    assert_eq!(entry.reason, "hard_bounce");
+    let error: String = sqlx::query_scalar(
+        "SELECT last_error FROM deliveries WHERE send_id = $1::uuid AND status = 'bounced'",
+    )
+    .bind(&send.id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(error.contains("550"), "{error}");
+    assert_eq!(smtp.messages().len(), 2);
+}
+
+#[tokio::test]
+async fn temporary_failures_are_retried_and_each_guest_gets_one_message() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    smtp.on_rcpt(&guest(0), Action::Reply(421), Some(1));
+    smtp.on_rcpt(&guest(1), Action::Reply(450), Some(2));
+    smtp.on_rcpt(&guest(2), Action::Drop, Some(1));
+    let send = new_send(Category::Transactional, recipients(4));
+    store(&db, &send).await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        context(&db, &smtp),
+        test_config(&["messages"]),
+    );
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(30)).await;
+    worker.stop().await;
+
+    assert_eq!((summary.sent, summary.failed, summary.bounced), (4, 0, 0));
+    let mut to: Vec<String> = smtp.messages().iter().map(|m| m.to[0].clone()).collect();
+    to.sort();
+    assert_eq!(to, [guest(0), guest(1), guest(2), guest(3)]);
+    assert_eq!(smtp.rcpt_count(&guest(0)), 2);
+    assert_eq!(smtp.rcpt_count(&guest(1)), 3);
+    let attempts: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT address, attempts FROM deliveries WHERE send_id = $1::uuid ORDER BY ordinal",
+    )
+    .bind(&send.id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts[0].1, 2);
+    assert_eq!(attempts[1].1, 3);
+    assert_eq!(attempts[2].1, 2);
+    assert_eq!(attempts[3].1, 1);
+}
+
+#[tokio::test]
+async fn rerunning_the_fanout_creates_nothing_twice() {
+    let db = TestDb::new().await.unwrap();
+    let send = new_send(Category::Transactional, recipients(120));
+    store(&db, &send).await;
+    let stored: Value = sqlx::query_scalar("SELECT recipients FROM bulk_sends WHERE id = $1::uuid")
+        .bind(&send.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let app = AppContext::new(db.pool.clone());
+    let run = || {
+        BulkSendFanout {
+            send_id: send.id.clone(),
+        }
+        .run(JobContext {
+            app: app.clone(),
+            job_id: 0,
+            attempt: 1,
+            max_attempts: 10,
+            org_id: Some(ORG.to_owned()),
+        })
+    };
+    let first = run().await.unwrap();
+    assert_eq!(
+        first,
+        Outcome::Completed(Some(json!({"deliveries": 120, "batches": 3})))
+    );
+    // A second run after a finished fan-out finds nothing to do.
+    run().await.unwrap();
+    // Even with the recipients put back (as if the first run's clean-up had been lost), the
+    // deliveries and batch jobs are not duplicated.
+    sqlx::query("UPDATE bulk_sends SET recipients = $2 WHERE id = $1::uuid")
+        .bind(&send.id)
+        .bind(&stored)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let third = run().await.unwrap();
+    assert_eq!(
+        third,
+        Outcome::Completed(Some(json!({"deliveries": 0, "batches": 3})))
+    );
+    let deliveries: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE send_id = $1::uuid")
+            .bind(&send.id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let batches: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'deliver_email_batch'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((deliveries, batches), (120, 3));
+    let summary = get_send(&db.pool, &send.id, None).await.unwrap().unwrap();
+    assert_eq!((summary.total, summary.queued), (120, 120));
+}
+
+#[tokio::test]
+async fn an_erased_guest_gets_no_delivery_and_their_delivery_rows_go() {
+    let db = TestDb::new().await.unwrap();
+    let send = new_send(Category::Transactional, recipients(3));
+    store(&db, &send).await;
+    let erase_guest = |i: usize| ErasureRequest {
+        org_id: Some(ORG.to_owned()),
+        email: Some(Address::parse(Channel::Email, &guest(i)).unwrap()),
+        phone: None,
+        requested_by: ORG.to_owned(),
+    };
+    // Before the fan-out: only the pending recipients hold the address.
+    erase(&db.pool, &erase_guest(1)).await.unwrap();
+    let app = AppContext::new(db.pool.clone());
+    BulkSendFanout {
+        send_id: send.id.clone(),
+    }
+    .run(JobContext {
+        app,
+        job_id: 0,
+        attempt: 1,
+        max_attempts: 10,
+        org_id: Some(ORG.to_owned()),
+    })
+    .await
+    .unwrap();
+    // After it: the delivery row holds it.
+    erase(&db.pool, &erase_guest(2)).await.unwrap();
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT address FROM deliveries WHERE send_id = $1::uuid")
+            .bind(&send.id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, [guest(0)]);
+}
