@@ -24,14 +24,11 @@ use wedsync_queue::{Job, JobContext, Outcome};
 const ORG: &str = "acme";
 
 fn context(db: &TestDb, smtp: &SmtpServer) -> AppContext {
-    AppContext {
-        pool: db.pool.clone(),
-        messages: MessagesContext {
-            mailer: Mailer::smtp(&smtp.url()).unwrap(),
-            public_url: "https://jobs.wedsync.test".to_owned(),
-            retry_base: Duration::from_millis(50),
-        },
-    }
+    AppContext::new(db.pool.clone()).with_messages(MessagesContext {
+        mailer: Mailer::smtp(&smtp.url()).unwrap(),
+        public_url: "https://jobs.wedsync.test".to_owned(),
+        retry_base: Duration::from_millis(50),
+    })
 }
 
 fn guest(i: usize) -> String {
