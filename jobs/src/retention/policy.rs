@@ -72,6 +72,11 @@ pub const POLICIES: &[Policy] = &[
         default_older_than_days: 30,
         purge: Purge::FailedPhotos,
     },
+    Policy {
+        name: "message_bodies",
+        default_older_than_days: 30,
+        purge: Purge::Statement(sql::CLEAR_MESSAGE_BODIES),
+    },
 ];
 
 /// Longest age a policy may be given (100 years): larger values are surely a mistake.
