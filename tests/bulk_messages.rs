@@ -52,6 +52,7 @@ fn new_send(category: Category, recipients: Vec<ValidRecipient>) -> NewSend {
         },
         send_at: None,
         recipients,
+        batch_size: wedsync_kinds::messages::DEFAULT_BATCH_SIZE,
     }
 }
 
@@ -386,11 +387,10 @@ async fn rerunning_the_fanout_creates_nothing_twice() {
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    let batches: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'deliver_email_batch'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let batches: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'deliver_batch'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!((deliveries, batches), (120, 3));
     let summary = get_send(&db.pool, &send.id, None).await.unwrap().unwrap();
     assert_eq!((summary.total, summary.queued), (120, 120));

@@ -183,3 +183,58 @@ async fn operator_retry_runs_a_job_waiting_for_its_retry_now() {
     worker.stop().await;
     assert_eq!(runs, 2, "retried long before its hour was up");
 }
+
+#[tokio::test]
+async fn a_snoozed_job_runs_again_later_without_using_up_its_attempts() {
+    // Five snoozes on a kind allowed three attempts: a retry would have discarded it.
+    let (db, job) = run_until(Behaviour::SnoozeMs { ms: 50, times: 5 }, "completed").await;
+    assert_eq!(job.attempt, 1, "snoozes are not attempts");
+    assert_eq!(job.errors.as_array().map(Vec::len), Some(0));
+    let runs: Vec<(i32, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT attempt, at FROM test_runs WHERE job_id = $1 ORDER BY at")
+            .bind(job.id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), [1; 6]);
+    for pair in runs.windows(2) {
+        let gap = (pair[1].1 - pair[0].1).to_std().unwrap();
+        assert!(gap >= Duration::from_millis(50), "ran again after {gap:?}");
+    }
+}
+
+#[tokio::test]
+async fn waiting_jobs_are_woken_by_their_unique_keys() {
+    let (db, queue, ctx) = setup().await;
+    let snoozer = scripted(Behaviour::SnoozeMs {
+        ms: 3_600_000,
+        times: 1,
+    });
+    let woken = queue
+        .enqueue(snoozer.clone().with_unique_key("wake-me"))
+        .await
+        .unwrap()
+        .id;
+    let other = queue
+        .enqueue(snoozer.with_unique_key("leave-me"))
+        .await
+        .unwrap()
+        .id;
+    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
+    for id in [woken, other] {
+        let job = wait_for_state(&queue, id, "scheduled", Duration::from_secs(10)).await;
+        assert_eq!(job.attempt, 0);
+    }
+
+    let n = queue
+        .run_now_by_unique_keys(&["wake-me".to_owned(), "absent".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    wait_for_state(&queue, woken, "completed", Duration::from_secs(10)).await;
+    worker.stop().await;
+    assert_eq!(
+        queue.job(other, None).await.unwrap().state.as_str(),
+        "scheduled"
+    );
+}

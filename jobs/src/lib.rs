@@ -13,7 +13,7 @@ pub mod storage;
 pub mod suppression;
 
 pub use context::AppContext;
-pub use messages::{BulkSendFanout, DeliverEmailBatch};
+pub use messages::{BulkSendFanout, DeliverBatch};
 pub use metrics::MetricsRollup;
 pub use noop::Noop;
 pub use photos::PhotoProcess;
@@ -31,6 +31,6 @@ pub fn register_all() -> Registry<AppContext> {
     registry.register::<PoolScaling>();
     registry.register::<PhotoProcess>();
     registry.register::<BulkSendFanout>();
-    registry.register::<DeliverEmailBatch>();
+    registry.register::<DeliverBatch>();
     registry
 }

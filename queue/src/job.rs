@@ -64,6 +64,10 @@ pub enum Outcome {
     Completed(Option<serde_json::Value>),
     /// The handler decided the job should not go on (not an error); it is finalised as cancelled.
     Cancelled(String),
+    /// Not now, and not a failure: run again after this delay without counting this attempt
+    /// (Oban's and River's snooze). For waiting on something outside the job — an open circuit
+    /// breaker, a paused send — where a retry would use up attempts while nothing is wrong.
+    Snooze(Duration),
 }
 
 impl Outcome {

@@ -101,6 +101,35 @@ SELECT count(*) AS n FROM back
  CROSS JOIN LATERAL (SELECT pg_notify('wedsync_jobs', back.queue)) notified
 "#;
 
+/// Snooze a running job of worker $2 for $3 seconds: `scheduled` again (or `available` at once
+/// for no delay, notifying its queue), the attempt given back so that waiting costs none.
+pub const SNOOZE: &str = r#"
+WITH snoozed AS (
+    UPDATE jobs
+       SET state = CASE WHEN $3::float8 <= 0 THEN 'available' ELSE 'scheduled' END,
+           scheduled_at = now() + make_interval(secs => greatest($3::float8, 0)),
+           attempt = greatest(attempt - 1, 0), attempted_by = NULL
+     WHERE id = $1 AND state = 'running' AND attempted_by = $2
+    RETURNING queue, state
+)
+SELECT count(*) AS n FROM snoozed
+  LEFT JOIN LATERAL (SELECT pg_notify('wedsync_jobs', snoozed.queue)
+                      WHERE snoozed.state = 'available') notified ON true
+"#;
+
+/// Waiting jobs (scheduled or retryable) holding any of the unique keys $1 become available now;
+/// their queues are notified once each.
+pub const RUN_NOW_BY_UNIQUE_KEYS: &str = r#"
+WITH woken AS (
+    UPDATE jobs SET state = 'available', scheduled_at = now()
+     WHERE unique_key = ANY($1::text[]) AND state IN ('scheduled', 'retryable')
+    RETURNING queue
+)
+SELECT coalesce(sum(q.n), 0)::bigint
+  FROM (SELECT queue, count(*) AS n FROM woken GROUP BY queue) q
+ CROSS JOIN LATERAL (SELECT pg_notify('wedsync_jobs', q.queue)) notified
+"#;
+
 /// Scheduled and retryable jobs whose time has come become available; notifies their queues.
 pub const PROMOTE_DUE: &str = r#"
 WITH promoted AS (

@@ -129,6 +129,35 @@ impl Queue {
         Ok(handed_back as u64)
     }
 
+    /// Put a running job of `worker_id` back to wait for `delay` without counting the attempt
+    /// ([`crate::Outcome::Snooze`]). False when the worker no longer held it.
+    pub async fn snooze(
+        &self,
+        job_id: i64,
+        worker_id: &str,
+        delay: Duration,
+    ) -> Result<bool, QueueError> {
+        let snoozed: i64 = sqlx::query_scalar(sql::SNOOZE)
+            .persistent(false)
+            .bind(job_id)
+            .bind(worker_id)
+            .bind(delay.as_secs_f64())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(snoozed == 1)
+    }
+
+    /// Make the waiting (scheduled or retryable) jobs with any of `unique_keys` available now,
+    /// e.g. the snoozed jobs of a bulk send that was resumed. Returns how many were woken.
+    pub async fn run_now_by_unique_keys(&self, unique_keys: &[String]) -> Result<u64, QueueError> {
+        let woken: i64 = sqlx::query_scalar(sql::RUN_NOW_BY_UNIQUE_KEYS)
+            .persistent(false)
+            .bind(unique_keys)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(woken as u64)
+    }
+
     pub async fn register_worker(
         &self,
         worker_id: &str,

@@ -35,6 +35,11 @@ pub enum Behaviour {
     RetryAfterSecs(u64),
     Permanent,
     Sleep(u64),
+    /// Snooze for this many milliseconds on each of the first `times` runs, then succeed.
+    SnoozeMs {
+        ms: u64,
+        times: i64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +83,18 @@ impl Job for Scripted {
                 "come back later",
             )),
             Behaviour::Permanent => Err(JobError::permanent("this can never work")),
+            Behaviour::SnoozeMs { ms, times } => {
+                let runs: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM test_runs WHERE job_id = $1")
+                        .bind(ctx.job_id)
+                        .fetch_one(&ctx.app.pool)
+                        .await?;
+                if runs <= times {
+                    Ok(Outcome::Snooze(Duration::from_millis(ms)))
+                } else {
+                    Ok(Outcome::done())
+                }
+            }
             Behaviour::Sleep(ms) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 Ok(Outcome::done())

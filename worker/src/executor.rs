@@ -116,6 +116,7 @@ async fn run_job<C: Clone + Send + Sync + 'static>(
     let outcome = match &result {
         Ok(Outcome::Completed(_)) => "completed",
         Ok(Outcome::Cancelled(_)) => "cancelled",
+        Ok(Outcome::Snooze(_)) => "snoozed",
         Err(_) => "failed",
     };
     let elapsed = started.elapsed();
@@ -195,6 +196,11 @@ async fn record<C>(
                 )
             })
             .await;
+        }
+        Ok(Outcome::Snooze(delay)) => {
+            let delay = delay.min(MAX_RETRY_DELAY);
+            tracing::debug!(snooze = ?delay, "job snoozed");
+            persist(|| shared.queue.snooze(row.id, worker, delay)).await;
         }
         Err(err) => {
             let entry = error_entry(row.attempt, err.class(), &strip_nul(err.message()));

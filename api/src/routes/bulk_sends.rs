@@ -169,6 +169,7 @@ async fn create(
         template,
         send_at: body.send_at,
         recipients,
+        batch_size: messages::DEFAULT_BATCH_SIZE,
     };
     let mut tx = state.pool.begin().await.map_err(ApiError::internal)?;
     messages::create_send(&mut tx, &send).await?;

@@ -1,4 +1,4 @@
-//! `deliver_email_batch`: sends the deliveries of one batch (a range of ordinals of a send).
+//! `deliver_batch`: sends the deliveries of one batch (a range of ordinals of a send).
 //!
 //! Per delivery, in order:
 //! 1. claim it: `queued → sending` in one conditional UPDATE; a row in any other status is
@@ -30,25 +30,39 @@ use wedsync_queue::{Job, JobContext, JobError, JobResult, NewJob, Outcome};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DeliverEmailBatch {
+pub struct DeliverBatch {
     pub send_id: String,
     /// First and last ordinal of the batch, inclusive.
     pub first: i32,
     pub last: i32,
 }
 
-impl DeliverEmailBatch {
+impl DeliverBatch {
     pub fn new_job(send_id: &str, org_id: &str, first: i32, last: i32) -> NewJob {
-        let job = DeliverEmailBatch {
+        let job = DeliverBatch {
             send_id: send_id.to_owned(),
             first,
             last,
         };
         job.to_new_job()
             .expect("batch args serialise")
-            .with_unique_key(format!("{}:{send_id}:{first}", Self::KIND))
+            .with_unique_key(batch_unique_key(send_id, first))
             .with_org(org_id)
     }
+}
+
+/// The unique key of the batch job of `send_id` starting at ordinal `first`: at most one job
+/// per batch is ever unfinished, and a resume finds the batch jobs of a send by these keys.
+pub fn batch_unique_key(send_id: &str, first: i32) -> String {
+    format!("{}:{send_id}:{first}", DeliverBatch::KIND)
+}
+
+/// The batches (first and last ordinal, inclusive) of a send of `count` recipients.
+pub fn batch_ranges(count: i32, batch_size: i32) -> impl Iterator<Item = (i32, i32)> {
+    let size = batch_size.max(1);
+    (0..count.max(0))
+        .step_by(size as usize)
+        .map(move |first| (first, (first + size - 1).min(count - 1)))
 }
 
 #[derive(sqlx::FromRow)]
@@ -74,8 +88,8 @@ struct Tally {
     skipped: u32,
 }
 
-impl Job for DeliverEmailBatch {
-    const KIND: &'static str = "deliver_email_batch";
+impl Job for DeliverBatch {
+    const KIND: &'static str = "deliver_batch";
     const QUEUE: &'static str = super::QUEUE;
     const PRIORITY: i16 = 4;
     const MAX_ATTEMPTS: i32 = 20;

@@ -1,11 +1,11 @@
 //! `bulk_send_fanout`: turns a stored send into one delivery per recipient and enqueues the
-//! [`DeliverEmailBatch`] jobs that send them — all in one transaction, under the send's row lock.
+//! [`DeliverBatch`] jobs that send them — all in one transaction, under the send's row lock.
 //!
 //! Re-running creates nothing twice: deliveries are keyed by (send, ordinal) and inserted with
 //! `ON CONFLICT DO NOTHING`, batch jobs carry a unique key, and a finished fan-out clears the
 //! send's inline recipients, so a second run finds nothing to do.
 
-use super::deliver::DeliverEmailBatch;
+use super::deliver::{DeliverBatch, batch_ranges};
 use super::sql;
 use super::validate::ValidRecipient;
 use crate::context::AppContext;
@@ -16,8 +16,6 @@ use serde_json::json;
 use std::time::Duration;
 use wedsync_queue::{Job, JobContext, JobError, JobResult, NewJob, Outcome};
 
-/// Deliveries per `deliver_email_batch` job.
-pub const BATCH_SIZE: i32 = 50;
 /// Deliveries per INSERT statement.
 const INSERT_CHUNK: usize = 5_000;
 
@@ -58,11 +56,12 @@ impl Job for BulkSendFanout {
 
     async fn run(self, ctx: JobContext<AppContext>) -> JobResult {
         let mut tx = ctx.app.pool.begin().await?;
-        let row: Option<(String, Option<serde_json::Value>)> = sqlx::query_as(sql::LOCK_FOR_FANOUT)
-            .bind(&self.send_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((org_id, recipients)) = row else {
+        let row: Option<(String, i32, Option<serde_json::Value>)> =
+            sqlx::query_as(sql::LOCK_FOR_FANOUT)
+                .bind(&self.send_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((org_id, batch_size, recipients)) = row else {
             return Err(JobError::permanent(format!(
                 "bulk send {} does not exist",
                 self.send_id
@@ -104,12 +103,8 @@ impl Job for BulkSendFanout {
                 .rows_affected();
         }
         let count = recipients.len() as i32;
-        let jobs: Vec<NewJob> = (0..count)
-            .step_by(BATCH_SIZE as usize)
-            .map(|first| {
-                let last = (first + BATCH_SIZE - 1).min(count - 1);
-                DeliverEmailBatch::new_job(&self.send_id, &org_id, first, last)
-            })
+        let jobs: Vec<NewJob> = batch_ranges(count, batch_size)
+            .map(|(first, last)| DeliverBatch::new_job(&self.send_id, &org_id, first, last))
             .collect();
         let batches = jobs.len();
         wedsync_queue::enqueue_many(&mut tx, &jobs).await?;

@@ -3,18 +3,19 @@
 //!
 //! Flow: `POST /v1/bulk-sends` validates and stores a send with its recipients and enqueues
 //! [`BulkSendFanout`] in the same transaction; the fan-out inserts one delivery per recipient
-//! and one [`DeliverEmailBatch`] job per [`fanout::BATCH_SIZE`] deliveries, again in one
+//! and one [`DeliverBatch`] job per batch of deliveries ([`NewSend::batch_size`]), again in one
 //! transaction; each batch job sends its deliveries one by one. See `docs/messages.md`.
 
 mod deliver;
 mod email;
 pub mod fanout;
 mod mailer;
+pub mod providers;
 mod sql;
 pub mod template;
 pub mod validate;
 
-pub use deliver::DeliverEmailBatch;
+pub use deliver::{DeliverBatch, batch_ranges, batch_unique_key};
 pub use fanout::BulkSendFanout;
 pub use mailer::{Mailer, MailerConfigError, SendError};
 
@@ -64,7 +65,12 @@ pub struct NewSend {
     pub template: template::TemplateSource,
     pub send_at: Option<chrono::DateTime<chrono::Utc>>,
     pub recipients: Vec<validate::ValidRecipient>,
+    /// Deliveries per batch job ([`DEFAULT_BATCH_SIZE`]), fixed for the life of the send.
+    pub batch_size: i32,
 }
+
+/// Deliveries per [`DeliverBatch`] job unless a send says otherwise.
+pub const DEFAULT_BATCH_SIZE: i32 = 50;
 
 /// Who a send is from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -117,6 +123,7 @@ pub async fn create_send(
         .bind(send.send_at)
         .bind(recipients)
         .bind(send.recipients.len() as i32)
+        .bind(send.batch_size)
         .execute(&mut *conn)
         .await?;
     let job = BulkSendFanout::new_job(&send.id, &send.org_id, send.send_at);

@@ -6,8 +6,9 @@
 /// Insert a send (its recipients stay on it until the fan-out).
 pub const INSERT_SEND: &str = "
 INSERT INTO bulk_sends (id, org_id, channel, category, sender_id, subject_template,
-                        text_template, html_template, send_at, recipients, recipient_count)
-VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+                        text_template, html_template, send_at, recipients, recipient_count,
+                        batch_size)
+VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 /// The sender row for this identity, created on first use.
 pub const UPSERT_SENDER: &str = "
@@ -17,7 +18,7 @@ RETURNING id";
 
 /// Lock the send for its fan-out; `recipients` is NULL once it was fanned out.
 pub const LOCK_FOR_FANOUT: &str = "
-SELECT org_id, recipients FROM bulk_sends WHERE id = $1::uuid FOR UPDATE";
+SELECT org_id, batch_size, recipients FROM bulk_sends WHERE id = $1::uuid FOR UPDATE";
 
 /// One chunk of deliveries; a recipient already there (same ordinal) is skipped.
 pub const INSERT_DELIVERIES: &str = "

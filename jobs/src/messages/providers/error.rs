@@ -1,0 +1,47 @@
+//! How a provider's answer is classified (SPEC §5.1), for every transport alike.
+//!
+//! The class decides both what happens to the delivery and whether the provider itself is in
+//! trouble (the circuit breaker counts only [`SendError::Unavailable`]):
+//!
+//! | class | examples | delivery | breaker |
+//! | --- | --- | --- | --- |
+//! | `Rejected` | SMTP 5xx on the recipient; SMS HTTP 400/404/410/422 about the number | `bounced` + a `hard_bounce` suppression | a success: the provider answered |
+//! | `Deferred` | SMTP 4xx on the recipient (450 mailbox busy); SMS HTTP 429 | back to `queued`, retried with backoff | a success |
+//! | `Unavailable` | connection refused or dropped, timeouts, SMTP 421, HTTP 5xx, HTTP 401/403 (our credentials) | back to `queued`, retried (or sent through the secondary) | a failure |
+
+use std::time::Duration;
+
+/// A failed send, classified. Messages never carry credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The provider refused this recipient for good.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The provider works but asks to try this recipient later (`retry_after` when it said when).
+    #[error("deferred: {reason}")]
+    Deferred {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The provider could not be reached or is failing: nothing about the recipient is known.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl SendError {
+    /// Whether this answer counts against the provider's circuit breaker.
+    pub fn is_provider_failure(&self) -> bool {
+        matches!(self, SendError::Unavailable(_))
+    }
+}
+
+/// One text message as an SMS provider receives it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SmsMessage {
+    /// E.164, e.g. `+447700900123` (already normalised).
+    pub to: String,
+    /// The sender id or number the provider shows (`WEDSYNC_SMS_FROM`).
+    pub from: String,
+    pub body: String,
+}
