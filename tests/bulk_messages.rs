@@ -13,9 +13,9 @@ use wedsync_db::testing::TestDb;
 use wedsync_kinds::erasure::{ErasureRequest, erase};
 use wedsync_kinds::messages::template::TemplateSource;
 use wedsync_kinds::messages::validate::ValidRecipient;
+use wedsync_kinds::messages::providers::{EmailTransport, Provider, ProviderRole, Providers};
 use wedsync_kinds::messages::{
-    BulkSendFanout, Category, Mailer, MessagesContext, NewSend, SendSummary, Sender, create_send,
-    get_send,
+    BulkSendFanout, Category, MessagesContext, NewSend, SendSummary, Sender, create_send, get_send,
 };
 use wedsync_kinds::suppression::{Address, Channel, Reason, SuppressionList};
 use wedsync_kinds::{AppContext, register_all};
@@ -24,11 +24,16 @@ use wedsync_queue::{Job, JobContext, Outcome};
 const ORG: &str = "acme";
 
 fn context(db: &TestDb, smtp: &SmtpServer) -> AppContext {
-    AppContext::new(db.pool.clone()).with_messages(MessagesContext {
-        mailer: Mailer::smtp(&smtp.url()).unwrap(),
-        public_url: "https://jobs.wedsync.test".to_owned(),
-        retry_base: Duration::from_millis(50),
-    })
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 10).unwrap();
+    let providers = Providers::new().with(Provider::email(
+        ProviderRole::Primary,
+        transport,
+        Default::default(),
+    ));
+    let mut messages = MessagesContext::new(providers);
+    messages.public_url = "https://jobs.wedsync.test".to_owned();
+    messages.retry_base = Duration::from_millis(50);
+    AppContext::new(db.pool.clone()).with_messages(messages)
 }
 
 fn guest(i: usize) -> String {

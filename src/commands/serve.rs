@@ -268,12 +268,13 @@ fn photo_storage(settings: &Settings) -> Result<Storage, Failure> {
 
 /// What job handlers share: the pool, photo storage and limits.
 fn app_context(settings: &Settings, pool: PgPool) -> Result<AppContext, Failure> {
+    let messages = crate::commands::messages::context(settings, &pool)?;
     Ok(AppContext::new(pool)
         .with_storage(photo_storage(settings)?)
         .with_photo_limits(PhotoLimits {
             max_pixels: settings.photos.max_pixels,
         })
-        .with_messages(crate::commands::messages::context(settings)?))
+        .with_messages(messages))
 }
 
 async fn run_worker(

@@ -37,14 +37,8 @@ impl Settings {
                 .map(|v| parse_listen(&v))
                 .transpose()?
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
-            smtp_url: source
-                .get("WEDSYNC_SMTP_URL", false)?
-                .map(|v| parse_url(&v, &["smtp", "smtps"], "e.g. smtp://127.0.0.1:2525"))
-                .transpose()?,
-            sms_url: source
-                .get("WEDSYNC_SMS_URL", false)?
-                .map(|v| parse_url(&v, &["http", "https"], "e.g. https://sms.example.com/api"))
-                .transpose()?,
+            smtp_url: super::messages::smtp_url(&source, "WEDSYNC_SMTP_URL")?,
+            sms_url: super::messages::sms_url(&source, "WEDSYNC_SMS_URL")?,
             storage_url: source
                 .get("WEDSYNC_STORAGE_URL", false)?
                 .map(parse_storage_url)
@@ -75,6 +69,7 @@ impl Settings {
             worker: WorkerTuning::read(&source)?,
             metric_events: super::metrics::read_metric_events(&source)?,
             photos: PhotoSettings::read(&source)?,
+            messages: super::MessageSettings::read(&source)?,
             queues: parse_queues(file.queues, path)?,
             schedule: parse_schedule(file.schedule, path)?,
         })

@@ -32,6 +32,7 @@
 mod error;
 mod file;
 mod load;
+mod messages;
 mod metrics;
 mod photos;
 mod queues;
@@ -45,6 +46,7 @@ mod worker;
 mod tests;
 
 pub use self::error::SettingsError;
+pub use self::messages::MessageSettings;
 pub use self::photos::PhotoSettings;
 pub use self::queues::QueueSettings;
 pub use self::schedule::ScheduleEntry;
@@ -103,6 +105,8 @@ pub struct Settings {
     pub metric_events: bool,
     /// Photo limits (`WEDSYNC_MAX_UPLOAD_BYTES`, `WEDSYNC_MAX_PHOTO_PIXELS`).
     pub photos: PhotoSettings,
+    /// Message providers beyond the primary URLs: secondaries, rates, breakers.
+    pub messages: MessageSettings,
     /// `[queues.<name>]` tables of the config file.
     pub queues: BTreeMap<String, QueueSettings>,
     /// `[[schedule]]` entries of the config file, in file order.

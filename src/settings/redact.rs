@@ -22,6 +22,14 @@ impl fmt::Debug for Settings {
             .field("worker", &self.worker)
             .field("metric_events", &self.metric_events)
             .field("photos", &self.photos)
+            .field(
+                "messages",
+                &format_args!(
+                    "{{ smtp_secondary_url: {:?}, sms_secondary_url: {:?}, .. }}",
+                    url(&self.messages.smtp_secondary_url),
+                    url(&self.messages.sms_secondary_url)
+                ),
+            )
             .field("queues", &self.queues)
             .field("schedule", &self.schedule)
             .finish()

@@ -16,6 +16,8 @@ pub struct Received {
     pub to: Vec<String>,
     /// Headers and body as sent (dot-unstuffed, CRLF line ends).
     pub data: String,
+    /// When the server answered `250` to the message.
+    pub accepted_at: std::time::Instant,
 }
 
 impl Received {
@@ -74,7 +76,13 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     pub async fn start() -> SmtpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind SMTP");
+        SmtpServer::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// A server on `addr`, e.g. a port that refused connections until now (a provider that
+    /// comes back).
+    pub async fn start_on(addr: SocketAddr) -> SmtpServer {
+        let listener = TcpListener::bind(addr).await.expect("bind SMTP");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
@@ -104,6 +112,11 @@ impl SmtpServer {
         self.state.lock().unwrap().messages.clone()
     }
 
+    /// How many messages were accepted so far.
+    pub fn count(&self) -> usize {
+        self.state.lock().unwrap().messages.len()
+    }
+
     /// How many times `address` was given in RCPT (accepted or not).
     pub fn rcpt_count(&self, address: &str) -> usize {
         let address = address.to_lowercase();
@@ -114,6 +127,12 @@ impl SmtpServer {
             .filter(|a| **a == address)
             .count()
     }
+}
+
+/// A loopback address nothing listens on (yet): connections to it are refused.
+pub fn refusing_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
+    listener.local_addr().unwrap()
 }
 
 impl Drop for SmtpServer {
@@ -209,6 +228,7 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
                     from: from.clone(),
                     to: std::mem::take(&mut to),
                     data,
+                    accepted_at: std::time::Instant::now(),
                 });
                 "250 queued\r\n".into()
             }

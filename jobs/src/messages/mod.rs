@@ -9,7 +9,6 @@
 mod deliver;
 mod email;
 pub mod fanout;
-mod mailer;
 pub mod providers;
 mod sql;
 pub mod template;
@@ -17,41 +16,75 @@ pub mod validate;
 
 pub use deliver::{DeliverBatch, batch_ranges, batch_unique_key};
 pub use fanout::BulkSendFanout;
-pub use mailer::{Mailer, MailerConfigError, SendError};
 
+use crate::suppression::Channel;
+use providers::{EmailTransport, Provider, ProviderRole, Providers};
 use sqlx::PgConnection;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The queue every job of the family runs on.
 pub const QUEUE: &str = "messages";
 
-/// What the family needs at run time; part of `AppContext`.
+/// What the family needs at run time; part of `AppContext`. Built once per process: the
+/// providers (with their connection pools, breakers and rate limits) are shared by every job.
 #[derive(Clone, Debug)]
 pub struct MessagesContext {
-    pub mailer: Mailer,
+    pub providers: Arc<Providers>,
     /// Base of the public links in messages, e.g. `https://wedsync.example` (no trailing `/`).
     pub public_url: String,
+    /// The sender id SMS providers show (`WEDSYNC_SMS_FROM`).
+    pub sms_from: String,
     /// First retry delay after a temporary send failure; doubles per attempt, at most 30 min.
     pub retry_base: Duration,
+    /// Deliveries a batch job takes and sends at once (fewer under a rate limit, see
+    /// [`MessagesContext::chunk_for`]).
+    pub chunk_size: usize,
 }
+
+/// Deliveries a batch job sends at once unless configured.
+pub const DEFAULT_CHUNK_SIZE: usize = 10;
 
 impl Default for MessagesContext {
     fn default() -> Self {
-        MessagesContext {
-            mailer: Mailer::default_outbox(),
-            public_url: "http://localhost:8080".to_owned(),
-            retry_base: Duration::from_secs(30),
-        }
+        let outbox = EmailTransport::outbox(std::env::temp_dir().join("wedsync-outbox"));
+        MessagesContext::new(Providers::new().with(Provider::email(
+            ProviderRole::Primary,
+            outbox,
+            Default::default(),
+        )))
     }
 }
 
 impl MessagesContext {
+    /// Defaults around `providers`.
+    pub fn new(providers: Providers) -> Self {
+        MessagesContext {
+            providers: Arc::new(providers),
+            public_url: "http://localhost:8080".to_owned(),
+            sms_from: "WedSync".to_owned(),
+            retry_base: Duration::from_secs(30),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+
     /// Delay before retrying after failed attempt `attempt` (1-based).
     pub fn retry_delay(&self, attempt: i32) -> Duration {
         let exponent = attempt.clamp(1, 16) as u32 - 1;
         self.retry_base
             .saturating_mul(1 << exponent)
             .min(Duration::from_secs(30 * 60))
+    }
+
+    /// Deliveries per chunk on `channel`: at most half a second's worth under a rate limit, so a
+    /// pause takes effect within about a second however slow the provider is made to go.
+    pub fn chunk_for(&self, channel: Channel) -> i64 {
+        let chunk = self.chunk_size.max(1) as f64;
+        let limited = self
+            .providers
+            .rate_limit(channel)
+            .map_or(chunk, |per_second| chunk.min((per_second / 2.0).floor()));
+        limited.max(1.0) as i64
     }
 }
 

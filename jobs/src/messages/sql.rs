@@ -31,40 +31,67 @@ pub const FINISH_FANOUT: &str = "
 UPDATE bulk_sends SET recipients = NULL, fanned_out_at = now(), updated_at = now()
  WHERE id = $1::uuid";
 
-/// What a delivery job needs of its send.
+/// What a batch job needs of its send.
 pub const LOAD_SEND: &str = "
-SELECT b.org_id, b.category, b.state, b.subject_template, b.text_template, b.html_template,
-       s.name AS sender_name, s.email AS sender_email, s.postal_address
+SELECT b.org_id, b.channel, b.category, b.state, b.subject_template, b.text_template,
+       b.html_template, s.name AS sender_name, s.email AS sender_email, s.postal_address
   FROM bulk_sends b JOIN senders s ON s.id = b.sender_id
  WHERE b.id = $1::uuid";
 
-/// The deliveries of a batch that may still need sending.
-pub const BATCH: &str = "
-SELECT id FROM deliveries
- WHERE send_id = $1::uuid AND ordinal BETWEEN $2 AND $3 AND status = ANY($4)
- ORDER BY ordinal";
+pub const SEND_STATE: &str = "SELECT state FROM bulk_sends WHERE id = $1::uuid";
 
-/// Take one delivery for sending, if it is still in one of the statuses `$2`.
-pub const CLAIM: &str = "
-UPDATE deliveries SET status = 'sending', attempts = attempts + 1, updated_at = now()
- WHERE id = $1 AND status = ANY($2)
-RETURNING address, variables, unsubscribe_token::text";
+/// Take the next deliveries of a batch for sending (`$1` send, ordinals above `$2` up to `$3`,
+/// at most `$4`), in ordinal order, and check each against the suppression list in the same
+/// statement — at send time, right before the message goes: a suppressed address becomes
+/// `suppressed`, the others `sending`. Rows left `sending` by a job that died are taken again
+/// (only one job per batch is ever unfinished, so nobody else holds them). Takes nothing once
+/// the send is no longer active (paused, cancelled).
+pub const CLAIM_CHUNK: &str = "
+WITH send AS (
+    SELECT org_id, channel FROM bulk_sends WHERE id = $1::uuid AND state = 'active'
+), picked AS (
+    SELECT d.id, EXISTS (
+               SELECT 1 FROM suppressions s
+                WHERE s.address_hash = d.address_hash AND s.channel = send.channel
+                  AND (s.org_id = send.org_id OR s.org_id IS NULL)) AS suppressed
+      FROM deliveries d, send
+     WHERE d.send_id = $1::uuid AND d.ordinal > $2 AND d.ordinal <= $3
+       AND d.status IN ('queued', 'sending')
+     ORDER BY d.ordinal
+     LIMIT $4
+       FOR UPDATE OF d
+)
+UPDATE deliveries d
+   SET status = CASE WHEN p.suppressed THEN 'suppressed' ELSE 'sending' END, updated_at = now()
+  FROM picked p
+ WHERE d.id = p.id
+RETURNING d.id, d.ordinal, d.address, d.address_hash, d.variables, d.status,
+          d.unsubscribe_token::text AS unsubscribe_token";
 
-pub const MARK_SENT: &str = "
-UPDATE deliveries
-   SET status = 'sent', sent_at = now(), message_id = $2, rendered_subject = $3,
-       rendered_text = $4, rendered_html = $5, last_error = NULL, updated_at = now()
- WHERE id = $1 AND status = 'sending'";
+/// Every status change of deliveries the batch job took (`sending` → anything), many per
+/// statement: `$1` ids, `$2` new statuses, `$3` whether a provider was called (counts as an
+/// attempt), `$4` errors, `$5` Message-IDs, `$6` providers, `$7`–`$9` rendered bodies.
+pub const WRITE_OUTCOMES: &str = "
+UPDATE deliveries d
+   SET status = t.status,
+       attempts = d.attempts + t.tried::int,
+       last_error = CASE WHEN t.status = 'sent' THEN NULL ELSE coalesce(t.error, d.last_error) END,
+       message_id = coalesce(t.message_id, d.message_id),
+       provider = coalesce(t.provider, d.provider),
+       rendered_subject = coalesce(t.subject, d.rendered_subject),
+       rendered_text = coalesce(t.body_text, d.rendered_text),
+       rendered_html = coalesce(t.body_html, d.rendered_html),
+       sent_at = CASE WHEN t.status = 'sent' THEN now() ELSE d.sent_at END,
+       updated_at = now()
+  FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[],
+              $7::text[], $8::text[], $9::text[])
+       AS t(id, status, tried, error, message_id, provider, subject, body_text, body_html)
+ WHERE d.id = t.id AND d.status = 'sending'";
 
-/// `suppressed`, `failed` or `bounced` (`$2`), with the reason (`$3`, may be NULL).
-pub const MARK_FINAL: &str = "
-UPDATE deliveries SET status = $2, last_error = $3, updated_at = now()
- WHERE id = $1 AND status = 'sending'";
-
-/// A transient failure: back to `queued` for the job's retry.
-pub const REQUEUE: &str = "
-UPDATE deliveries SET status = 'queued', last_error = $2, updated_at = now()
- WHERE id = $1 AND status = 'sending'";
+/// A cancelled send: what is left of the batch (`$2`..`$3`) will not be sent.
+pub const CANCEL_REST_OF_BATCH: &str = "
+UPDATE deliveries SET status = 'cancelled', updated_at = now()
+ WHERE send_id = $1::uuid AND ordinal BETWEEN $2 AND $3 AND status IN ('queued', 'sending')";
 
 /// A fanned-out send with nothing left to send is done.
 pub const MARK_DONE: &str = "

@@ -1,7 +1,270 @@
 //! The providers messages go out through (SPEC §5.1): SMTP for email, an HTTP API for SMS, each
 //! with an optional secondary, behind circuit breakers and a send-rate limit shared by every
 //! worker process.
+//!
+//! [`Providers::send`] picks the provider for a message: the channel's primary while its breaker
+//! lets calls through, else the secondary; it waits for the provider's rate-limit slot, sends,
+//! and tells the breaker how it went. A primary that fails as a provider (refused connection,
+//! timeout, 421, 5xx) on this very message hands it to the secondary at once. When every
+//! breaker of the channel is open, the answer is [`Dispatched::Waiting`]: the delivery job puts
+//! the message back and snoozes until the first breaker half-opens, so an outage delays
+//! messages without failing them or using up attempts.
 
+mod breaker;
 mod error;
+mod rate_limit;
+mod smtp;
 
+pub use breaker::{
+    Breaker, BreakerConfig, BreakerSnapshot, BreakerState, Call, Permission,
+};
 pub use error::{SendError, SmsMessage};
+pub use rate_limit::RateLimiter;
+pub use smtp::{DEFAULT_POOL_SIZE, EmailTransport, SmtpConfigError};
+
+use crate::suppression::Channel;
+use futures::future::BoxFuture;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An SMS transport: the HTTP provider or the outbox folder.
+pub trait SmsTransport: Send + Sync + 'static {
+    /// The provider's id for the accepted message.
+    fn send<'a>(&'a self, message: &'a SmsMessage) -> BoxFuture<'a, Result<String, SendError>>;
+}
+
+/// A message ready for its channel's transport.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Email(Box<lettre::Message>),
+    Sms(SmsMessage),
+}
+
+/// Whether a provider is the channel's first choice or its fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderRole {
+    Primary,
+    Secondary,
+}
+
+impl ProviderRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderRole::Primary => "primary",
+            ProviderRole::Secondary => "secondary",
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Transport {
+    Email(EmailTransport),
+    Sms(Arc<dyn SmsTransport>),
+}
+
+/// One provider of this process: its transport, breaker and optional rate limit.
+pub struct Provider {
+    name: String,
+    channel: Channel,
+    role: ProviderRole,
+    transport: Transport,
+    breaker: Breaker,
+    limit: Option<RateLimiter>,
+}
+
+impl Provider {
+    /// The channel's provider in `role`, named `smtp`/`smtp_secondary` or `sms`/`sms_secondary`.
+    pub fn email(role: ProviderRole, transport: EmailTransport, breaker: BreakerConfig) -> Self {
+        Provider::new(Channel::Email, role, Transport::Email(transport), breaker)
+    }
+
+    pub fn sms(role: ProviderRole, transport: Arc<dyn SmsTransport>, breaker: BreakerConfig) -> Self {
+        Provider::new(Channel::Sms, role, Transport::Sms(transport), breaker)
+    }
+
+    fn new(channel: Channel, role: ProviderRole, transport: Transport, breaker: BreakerConfig) -> Self {
+        let base = match channel {
+            Channel::Email => "smtp",
+            Channel::Sms => "sms",
+        };
+        let name = match role {
+            ProviderRole::Primary => base.to_owned(),
+            ProviderRole::Secondary => format!("{base}_secondary"),
+        };
+        Provider {
+            name,
+            channel,
+            role,
+            transport,
+            breaker: Breaker::new(breaker),
+            limit: None,
+        }
+    }
+
+    /// Send at most `per_second` messages per second through this provider, counted over every
+    /// worker process on the database of `pool`.
+    pub fn with_rate_limit(mut self, pool: sqlx::PgPool, per_second: f64) -> Self {
+        self.limit = Some(RateLimiter::new(pool, self.name.clone(), per_second));
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel
+    }
+
+    pub fn role(&self) -> ProviderRole {
+        self.role
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// Messages per second this provider may take, if limited.
+    pub fn rate_limit(&self) -> Option<f64> {
+        self.limit.as_ref().map(RateLimiter::per_second)
+    }
+
+    async fn transmit(&self, outgoing: Outgoing) -> Result<(), SendError> {
+        match (&self.transport, outgoing) {
+            (Transport::Email(t), Outgoing::Email(message)) => t.send(*message).await,
+            (Transport::Sms(t), Outgoing::Sms(message)) => t.send(&message).await.map(|_| ()),
+            _ => Err(SendError::Unavailable(format!(
+                "{} cannot carry this kind of message",
+                self.name
+            ))),
+        }
+    }
+}
+
+/// How a message fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatched {
+    /// Accepted by the provider called `provider`.
+    Sent { provider: String },
+    /// Refused, deferred or failed at `provider` (the last one tried).
+    Failed { provider: String, error: SendError },
+    /// Every provider of the channel is open; nothing was sent. Come back after `retry_after`.
+    Waiting { retry_after: Duration },
+}
+
+/// Every provider of this process, by channel, first choice first.
+#[derive(Default)]
+pub struct Providers {
+    email: Vec<Provider>,
+    sms: Vec<Provider>,
+}
+
+impl Providers {
+    pub fn new() -> Self {
+        Providers::default()
+    }
+
+    /// Add a provider; a channel's providers are tried in the order added.
+    pub fn with(mut self, provider: Provider) -> Self {
+        match provider.channel {
+            Channel::Email => self.email.push(provider),
+            Channel::Sms => self.sms.push(provider),
+        }
+        self
+    }
+
+    pub fn of(&self, channel: Channel) -> &[Provider] {
+        match channel {
+            Channel::Email => &self.email,
+            Channel::Sms => &self.sms,
+        }
+    }
+
+    /// Every provider, email first.
+    pub fn all(&self) -> impl Iterator<Item = &Provider> {
+        self.email.iter().chain(&self.sms)
+    }
+
+    /// The largest number of messages per second the channel's first provider takes, if limited.
+    pub fn rate_limit(&self, channel: Channel) -> Option<f64> {
+        self.of(channel).first().and_then(Provider::rate_limit)
+    }
+
+    /// Send `outgoing` on `channel` (see the module documentation for the choice of provider).
+    pub async fn send(&self, channel: Channel, outgoing: Outgoing) -> Dispatched {
+        let chain = self.of(channel);
+        let mut retry_after: Option<Duration> = None;
+        let mut failure: Option<(String, SendError)> = None;
+        let mut outgoing = Some(outgoing);
+        for (i, provider) in chain.iter().enumerate() {
+            let call = match provider.breaker.permit() {
+                Permission::Granted(call) => call,
+                Permission::Denied { retry_after: d } => {
+                    retry_after = Some(retry_after.map_or(d, |r| r.min(d)));
+                    continue;
+                }
+            };
+            if let Some(limit) = &provider.limit
+                && let Err(err) = limit.acquire().await
+            {
+                let error = SendError::Unavailable(format!("rate limit unavailable: {err}"));
+                return Dispatched::Failed {
+                    provider: provider.name.clone(),
+                    error,
+                };
+            }
+            let more = chain.len() > i + 1;
+            let message = if more {
+                outgoing.clone()
+            } else {
+                outgoing.take()
+            };
+            let Some(message) = message else { break };
+            match provider.transmit(message).await {
+                Ok(()) => {
+                    call.succeeded();
+                    return Dispatched::Sent {
+                        provider: provider.name.clone(),
+                    };
+                }
+                Err(error) if error.is_provider_failure() => {
+                    call.failed();
+                    failure = Some((provider.name.clone(), error));
+                }
+                Err(error) => {
+                    call.succeeded();
+                    return Dispatched::Failed {
+                        provider: provider.name.clone(),
+                        error,
+                    };
+                }
+            }
+        }
+        match (failure, retry_after) {
+            (Some((provider, error)), _) => Dispatched::Failed { provider, error },
+            (None, Some(retry_after)) => Dispatched::Waiting { retry_after },
+            (None, None) => Dispatched::Failed {
+                provider: String::new(),
+                error: SendError::Unavailable(format!("no {channel} provider is configured")),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("state", &self.breaker.state())
+            .field("rate_limit", &self.rate_limit())
+            .finish()
+    }
+}
+
+impl fmt::Debug for Providers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.all()).finish()
+    }
+}

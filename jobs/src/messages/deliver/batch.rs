@@ -1,0 +1,216 @@
+//! The send loop of one batch job: claim a chunk of deliveries, send them all at once through
+//! the providers, write each outcome the moment it is known, and claim the next chunk while the
+//! current one is still sending, until the batch is done or something says stop.
+
+use super::claim::{Claimed, claim_chunk};
+use super::compose::Composer;
+use super::writer::{StatusChange, StatusWriter};
+use crate::messages::providers::{Dispatched, Providers, SendError};
+use crate::messages::template::Rendered;
+use crate::suppression::{Address, Reason, SuppressionList};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// A send that came back: the delivery, its Message-ID and bodies, and how it fared.
+type Sent = (Claimed, Option<String>, Rendered, Dispatched);
+
+/// Why a batch stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    Paused,
+    Cancelled,
+    /// Every provider of the channel is open: come back after this long.
+    Waiting(Duration),
+}
+
+/// How many deliveries ended how in this run of the batch.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct Tally {
+    pub sent: u32,
+    pub suppressed: u32,
+    pub bounced: u32,
+    pub failed: u32,
+    /// Back to `queued` for the job's retry (temporary failures).
+    pub requeued: u32,
+}
+
+pub(super) struct Finished {
+    pub tally: Tally,
+    pub stop: Option<Stop>,
+    /// The longest `retry_after` a provider asked for.
+    pub retry_hint: Option<Duration>,
+}
+
+/// One run of a batch: ordinals `first..=last` of `send_id`.
+pub(super) struct Batch<'a> {
+    pub pool: &'a PgPool,
+    pub send_id: &'a str,
+    pub org_id: &'a str,
+    pub first: i32,
+    pub last: i32,
+    pub chunk: i64,
+    /// On the job's last attempt a temporary failure is final.
+    pub last_attempt: bool,
+    pub composer: &'a Composer<'a>,
+    pub providers: &'a Providers,
+}
+
+impl<'a> Batch<'a> {
+    pub async fn run(&self) -> Result<Finished, sqlx::Error> {
+        let writer = StatusWriter::spawn(self.pool.clone());
+        let mut finished = Finished {
+            tally: Tally::default(),
+            stop: None,
+            retry_hint: None,
+        };
+        let mut claimed = claim_chunk(self.pool, self.send_id, self.first - 1, self.last, self.chunk).await?;
+        while !claimed.is_empty() {
+            let cursor = claimed.last().map_or(self.last, |d| d.ordinal);
+            let sends: FuturesUnordered<_> = claimed
+                .into_iter()
+                .filter_map(|d| self.start(d, &writer, &mut finished))
+                .collect();
+            let drain = self.drain(sends, &writer, &mut finished);
+            let next = async {
+                if cursor < self.last {
+                    claim_chunk(self.pool, self.send_id, cursor, self.last, self.chunk).await
+                } else {
+                    Ok(Vec::new())
+                }
+            };
+            let ((), next) = tokio::join!(drain, next);
+            claimed = next?;
+            if finished.stop.is_some() {
+                release(&writer, &claimed, &mut finished.tally);
+                claimed.clear();
+            }
+        }
+        if finished.stop.is_none() {
+            finished.stop = match self.state().await?.as_str() {
+                "paused" => Some(Stop::Paused),
+                "cancelled" => Some(Stop::Cancelled),
+                _ => None,
+            };
+        }
+        writer.finish().await?;
+        Ok(finished)
+    }
+
+    /// The send future of a claimed delivery, or `None` when it needs none (suppressed, or its
+    /// message cannot be composed).
+    fn start<'s>(
+        &'s self,
+        delivery: Claimed,
+        writer: &StatusWriter,
+        finished: &mut Finished,
+    ) -> Option<impl Future<Output = Sent> + use<'s, 'a>> {
+        if delivery.is_suppressed() {
+            finished.tally.suppressed += 1;
+            return None;
+        }
+        let composed = match self.composer.compose(&delivery) {
+            Ok(composed) => composed,
+            Err(reason) => {
+                writer.push(StatusChange::new(delivery.id, "failed").error(reason));
+                finished.tally.failed += 1;
+                return None;
+            }
+        };
+        let channel = self.composer.channel();
+        Some(async move {
+            let dispatched = self.providers.send(channel, composed.outgoing).await;
+            (delivery, composed.message_id, composed.rendered, dispatched)
+        })
+    }
+
+    /// Record each send's outcome as it completes.
+    async fn drain<F: Future<Output = Sent>>(
+        &self,
+        mut sends: FuturesUnordered<F>,
+        writer: &StatusWriter,
+        finished: &mut Finished,
+    ) {
+        while let Some((delivery, message_id, rendered, dispatched)) = sends.next().await {
+            let id = delivery.id;
+            match dispatched {
+                Dispatched::Sent { provider } => {
+                    let mut change = StatusChange::new(id, "sent").tried();
+                    change.message_id = message_id;
+                    change.provider = Some(provider);
+                    change.rendered = Some(rendered);
+                    writer.push(change);
+                    finished.tally.sent += 1;
+                }
+                Dispatched::Failed {
+                    provider,
+                    error: SendError::Rejected(reason),
+                } => {
+                    let mut change = StatusChange::new(id, "bounced").tried().error(reason);
+                    change.provider = Some(provider);
+                    writer.push(change);
+                    finished.tally.bounced += 1;
+                    self.suppress_bounce(&delivery).await;
+                }
+                Dispatched::Failed { error, .. } => {
+                    if let SendError::Deferred {
+                        retry_after: Some(after),
+                        ..
+                    } = &error
+                    {
+                        finished.retry_hint = finished.retry_hint.max(Some(*after));
+                    }
+                    if self.last_attempt {
+                        writer.push(StatusChange::new(id, "failed").tried().error(error.to_string()));
+                        finished.tally.failed += 1;
+                    } else {
+                        writer.push(StatusChange::new(id, "queued").tried().error(error.to_string()));
+                        finished.tally.requeued += 1;
+                    }
+                }
+                Dispatched::Waiting { retry_after } => {
+                    writer.push(StatusChange::new(id, "queued"));
+                    finished.tally.requeued += 1;
+                    let wait = match finished.stop {
+                        Some(Stop::Waiting(w)) => w.min(retry_after),
+                        _ => retry_after,
+                    };
+                    finished.stop = Some(Stop::Waiting(wait));
+                }
+            }
+        }
+    }
+
+    /// A permanent rejection puts the address on the organisation's list (SPEC §5.1). A failure
+    /// here is logged, not fatal: the delivery is `bounced` either way.
+    async fn suppress_bounce(&self, delivery: &Claimed) {
+        let Ok(address) = Address::parse(self.composer.channel(), &delivery.address) else {
+            return;
+        };
+        let list = SuppressionList::new(self.pool.clone());
+        if let Err(err) = list.add(Some(self.org_id), &address, Reason::HardBounce).await {
+            tracing::warn!(error = %err, delivery = delivery.id, "adding a hard bounce to the suppression list failed");
+        }
+    }
+
+    async fn state(&self) -> Result<String, sqlx::Error> {
+        sqlx::query_scalar(crate::messages::sql::SEND_STATE)
+            .bind(self.send_id)
+            .fetch_one(self.pool)
+            .await
+    }
+}
+
+/// Put taken but unsent deliveries back to `queued` (suppressed ones stay suppressed).
+fn release(writer: &StatusWriter, claimed: &[Claimed], tally: &mut Tally) {
+    for delivery in claimed {
+        if delivery.is_suppressed() {
+            tally.suppressed += 1;
+        } else {
+            writer.push(StatusChange::new(delivery.id, "queued"));
+            tally.requeued += 1;
+        }
+    }
+}

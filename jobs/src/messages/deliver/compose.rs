@@ -1,0 +1,140 @@
+//! One delivery as a message for its channel: the templates rendered with the recipient's
+//! variables inside the layout, and for email the MIME message with its headers.
+
+use super::claim::Claimed;
+use crate::messages::MessagesContext;
+use crate::messages::email::{self, Envelope};
+use crate::messages::providers::{Outgoing, SmsMessage};
+use crate::messages::template::{Footer, Rendered, TemplateSource, Templates};
+use crate::suppression::Channel;
+
+/// What a batch job knows of its send.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct SendRow {
+    pub org_id: String,
+    pub channel: String,
+    pub category: String,
+    pub state: String,
+    pub subject_template: Option<String>,
+    pub text_template: String,
+    pub html_template: Option<String>,
+    pub sender_name: String,
+    pub sender_email: String,
+    pub postal_address: String,
+}
+
+impl SendRow {
+    pub fn channel(&self) -> Result<Channel, String> {
+        self.channel
+            .parse()
+            .map_err(|e| format!("the send's channel: {e}"))
+    }
+
+    fn marketing(&self) -> bool {
+        self.category == "marketing"
+    }
+}
+
+/// A message ready to go, with what is recorded once it was accepted.
+pub(super) struct Composed {
+    pub outgoing: Outgoing,
+    pub message_id: Option<String>,
+    pub rendered: Rendered,
+}
+
+/// Composes the messages of one send; built once per batch job.
+pub(super) struct Composer<'a> {
+    send: &'a SendRow,
+    send_id: &'a str,
+    channel: Channel,
+    templates: Templates,
+    messages: &'a MessagesContext,
+}
+
+impl<'a> Composer<'a> {
+    /// Compile the send's templates (validated when the send was created, so failing here means
+    /// the stored send is broken: a permanent error).
+    pub fn new(
+        send: &'a SendRow,
+        send_id: &'a str,
+        messages: &'a MessagesContext,
+    ) -> Result<Composer<'a>, String> {
+        let channel = send.channel()?;
+        let templates = Templates::compile(&TemplateSource {
+            subject: send.subject_template.clone().unwrap_or_default(),
+            text: send.text_template.clone(),
+            html: send.html_template.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Composer {
+            send,
+            send_id,
+            channel,
+            templates,
+            messages,
+        })
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel
+    }
+
+    /// The message for `delivery`, or why it cannot be made (the delivery fails).
+    pub fn compose(&self, delivery: &Claimed) -> Result<Composed, String> {
+        let unsubscribe_url = format!(
+            "{}/unsubscribe?token={}",
+            self.messages.public_url, delivery.unsubscribe_token
+        );
+        let footer = Footer {
+            sender_name: &self.send.sender_name,
+            postal_address: &self.send.postal_address,
+            unsubscribe_url: self.send.marketing().then_some(unsubscribe_url.as_str()),
+        };
+        let rendered = self
+            .templates
+            .render(&delivery.variables, &footer)
+            .map_err(|e| e.to_string())?;
+        match self.channel {
+            Channel::Email => {
+                let message_id =
+                    email::message_id(delivery.id, self.send_id, &self.send.sender_email);
+                let mailto =
+                    unsubscribe_mailto(&self.messages.public_url, &delivery.unsubscribe_token);
+                let envelope = Envelope {
+                    sender_name: &self.send.sender_name,
+                    sender_email: &self.send.sender_email,
+                    to: &delivery.address,
+                    message_id: &message_id,
+                    unsubscribe: self
+                        .send
+                        .marketing()
+                        .then_some((unsubscribe_url.as_str(), mailto.as_str())),
+                };
+                let message = email::build(&rendered, &envelope)?;
+                Ok(Composed {
+                    outgoing: Outgoing::Email(Box::new(message)),
+                    message_id: Some(message_id),
+                    rendered,
+                })
+            }
+            Channel::Sms => Ok(Composed {
+                outgoing: Outgoing::Sms(SmsMessage {
+                    to: delivery.address.clone(),
+                    from: self.messages.sms_from.clone(),
+                    body: rendered.text.clone(),
+                }),
+                message_id: None,
+                rendered,
+            }),
+        }
+    }
+}
+
+/// `unsubscribe+<token>@<host of the public URL>`.
+fn unsubscribe_mailto(public_url: &str, token: &str) -> String {
+    let host = url::Url::parse(public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("unsubscribe+{token}@{host}")
+}

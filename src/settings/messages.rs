@@ -1,0 +1,157 @@
+//! Bulk-message providers beyond their primary URLs: secondaries, pool size, send-rate limits,
+//! circuit breakers, the SMS sender id and how many messages a batch job sends at once.
+
+use super::SettingsError;
+use super::source::{Source, Value};
+use super::values::parse_url;
+use std::time::Duration;
+use url::Url;
+
+/// The largest accepted rate, pool or chunk size; beyond it a value is a typo.
+const MAX_RATE: f64 = 100_000.0;
+const MAX_POOL: u64 = 1_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageSettings {
+    /// `WEDSYNC_SMTP_SECONDARY_URL`: SMTP used while the primary's breaker is open.
+    pub smtp_secondary_url: Option<Url>,
+    /// `WEDSYNC_SMTP_POOL_SIZE` (default 10): SMTP connections per provider and worker process.
+    pub smtp_pool_size: u32,
+    /// `WEDSYNC_SMTP_RATE_PER_SECOND`: most messages per second to the primary SMTP, all worker
+    /// processes together; unset: no limit.
+    pub smtp_rate: Option<f64>,
+    /// `WEDSYNC_SMTP_SECONDARY_RATE_PER_SECOND`.
+    pub smtp_secondary_rate: Option<f64>,
+    /// `WEDSYNC_SMS_SECONDARY_URL`.
+    pub sms_secondary_url: Option<Url>,
+    /// `WEDSYNC_SMS_RATE_PER_SECOND`.
+    pub sms_rate: Option<f64>,
+    /// `WEDSYNC_SMS_SECONDARY_RATE_PER_SECOND`.
+    pub sms_secondary_rate: Option<f64>,
+    /// `WEDSYNC_SMS_FROM` (default `WedSync`): the sender id or number SMS show.
+    pub sms_from: String,
+    /// `WEDSYNC_BREAKER_FAILURES` (default 5): consecutive provider failures that open a breaker.
+    pub breaker_failures: u32,
+    /// `WEDSYNC_BREAKER_OPEN_MS` (default 10000): how long an open breaker refuses calls before
+    /// one probe may go.
+    pub breaker_open: Duration,
+    /// `WEDSYNC_MESSAGE_CHUNK` (default 10): deliveries a batch job sends at once.
+    pub chunk_size: u32,
+}
+
+impl Default for MessageSettings {
+    fn default() -> Self {
+        MessageSettings {
+            smtp_secondary_url: None,
+            smtp_pool_size: 10,
+            smtp_rate: None,
+            smtp_secondary_rate: None,
+            sms_secondary_url: None,
+            sms_rate: None,
+            sms_secondary_rate: None,
+            sms_from: "WedSync".to_owned(),
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(10),
+            chunk_size: 10,
+        }
+    }
+}
+
+impl MessageSettings {
+    pub(super) fn read(source: &Source<'_>) -> Result<MessageSettings, SettingsError> {
+        let d = MessageSettings::default();
+        Ok(MessageSettings {
+            smtp_secondary_url: smtp_url(source, "WEDSYNC_SMTP_SECONDARY_URL")?,
+            smtp_pool_size: count(source, "WEDSYNC_SMTP_POOL_SIZE", d.smtp_pool_size)?,
+            smtp_rate: rate(source, "WEDSYNC_SMTP_RATE_PER_SECOND")?,
+            smtp_secondary_rate: rate(source, "WEDSYNC_SMTP_SECONDARY_RATE_PER_SECOND")?,
+            sms_secondary_url: sms_url(source, "WEDSYNC_SMS_SECONDARY_URL")?,
+            sms_rate: rate(source, "WEDSYNC_SMS_RATE_PER_SECOND")?,
+            sms_secondary_rate: rate(source, "WEDSYNC_SMS_SECONDARY_RATE_PER_SECOND")?,
+            sms_from: match source.get("WEDSYNC_SMS_FROM", false)? {
+                Some(v) => sms_from(v)?,
+                None => d.sms_from,
+            },
+            breaker_failures: count(source, "WEDSYNC_BREAKER_FAILURES", d.breaker_failures)?,
+            breaker_open: Duration::from_millis(u64::from(count(
+                source,
+                "WEDSYNC_BREAKER_OPEN_MS",
+                d.breaker_open.as_millis() as u32,
+            )?)),
+            chunk_size: count(source, "WEDSYNC_MESSAGE_CHUNK", d.chunk_size)?,
+        })
+    }
+}
+
+/// An SMTP URL; read as a secret, since it may carry a password.
+pub(super) fn smtp_url(
+    source: &Source<'_>,
+    name: &'static str,
+) -> Result<Option<Url>, SettingsError> {
+    source
+        .get(name, true)?
+        .map(|v| parse_url(&v, &["smtp", "smtps"], "e.g. smtp://127.0.0.1:2525"))
+        .transpose()
+}
+
+/// An SMS provider URL; read as a secret, since it may carry the account token.
+pub(super) fn sms_url(
+    source: &Source<'_>,
+    name: &'static str,
+) -> Result<Option<Url>, SettingsError> {
+    source
+        .get(name, true)?
+        .map(|v| parse_url(&v, &["http", "https"], "e.g. https://sms.example.com/api"))
+        .transpose()
+}
+
+fn rate(source: &Source<'_>, name: &'static str) -> Result<Option<f64>, SettingsError> {
+    let Some(v) = source.get(name, false)? else {
+        return Ok(None);
+    };
+    match v.raw.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= MAX_RATE => Ok(Some(r)),
+        _ => Err(v.invalid(
+            "is not a rate",
+            &format!("messages per second, more than 0 and at most {MAX_RATE}, e.g. 50"),
+        )),
+    }
+}
+
+fn count(source: &Source<'_>, name: &'static str, default: u32) -> Result<u32, SettingsError> {
+    let Some(v) = source.get(name, false)? else {
+        return Ok(default);
+    };
+    let max = if name.ends_with("_MS") {
+        86_400_000
+    } else {
+        MAX_POOL
+    };
+    match v.raw.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n as u32),
+        _ => Err(v.invalid(
+            "is not a positive integer in range",
+            &format!("an integer from 1 to {max}, e.g. {default}"),
+        )),
+    }
+}
+
+/// 1 to 11 letters and digits (an alphanumeric sender id) or an E.164 number.
+fn sms_from(v: Value) -> Result<String, SettingsError> {
+    let raw = v.raw.as_str();
+    let alphanumeric = (1..=11).contains(&raw.len())
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
+        && raw.bytes().any(|b| b.is_ascii_alphabetic());
+    let number = raw.len() > 1
+        && raw.len() <= 16
+        && raw.starts_with('+')
+        && raw[1..].bytes().all(|b| b.is_ascii_digit());
+    if alphanumeric || number {
+        Ok(v.raw)
+    } else {
+        Err(v.invalid(
+            "is not an SMS sender id",
+            "1 to 11 letters, digits and spaces with at least one letter, or an E.164 number",
+        ))
+    }
+}
