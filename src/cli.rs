@@ -177,6 +177,33 @@ pub enum BenchCommand {
     Retention(BenchRetentionArgs),
     /// Run the photo pipeline over a folder of photos; compare with libvips' `vipsthumbnail`.
     Photos(BenchPhotosArgs),
+    /// Bulk email to a local SMTP sink against a suppression list; compare with a bare lettre loop.
+    BulkSend(BenchBulkSendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchBulkSendArgs {
+    /// Recipients in all (sends of at most 50,000 each); every 20th is on the suppression list.
+    #[arg(long, default_value_t = 10_000)]
+    pub recipients: usize,
+    /// Entries on the suppression list (the suppressed recipients among them).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub suppressed: u64,
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Batch jobs each worker process runs at once (the `messages` queue's concurrency).
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: i32,
+    /// Deliveries per batch job.
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: i32,
+    /// Deliveries a batch job sends at once (`WEDSYNC_MESSAGE_CHUNK`).
+    #[arg(long, default_value_t = 10)]
+    pub chunk: u32,
+    /// SMTP connections per worker process (`WEDSYNC_SMTP_POOL_SIZE`); the ceiling loop uses
+    /// as many in all.
+    #[arg(long, default_value_t = 10)]
+    pub pool: u32,
 }
 
 #[derive(Debug, Args)]

@@ -7,94 +7,19 @@ mod support;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
+use support::messages::{
+    ORG, guest, guest_index, new_send, recipients, statuses, store, wait_until_finished,
+};
 use support::smtp::{Action, SmtpServer};
-use support::{start_worker, test_config, wait_for};
+use support::start_worker;
+use support::test_config;
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::erasure::{ErasureRequest, erase};
-use wedsync_kinds::messages::template::TemplateSource;
 use wedsync_kinds::messages::validate::ValidRecipient;
-use wedsync_kinds::messages::providers::{EmailTransport, Provider, ProviderRole, Providers};
-use wedsync_kinds::messages::{
-    BulkSendFanout, Category, MessagesContext, NewSend, SendSummary, Sender, create_send, get_send,
-};
+use wedsync_kinds::messages::{BulkSendFanout, Category, get_send};
 use wedsync_kinds::suppression::{Address, Channel, Reason, SuppressionList};
 use wedsync_kinds::{AppContext, register_all};
 use wedsync_queue::{Job, JobContext, Outcome};
-
-const ORG: &str = "acme";
-
-fn context(db: &TestDb, smtp: &SmtpServer) -> AppContext {
-    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 10).unwrap();
-    let providers = Providers::new().with(Provider::email(
-        ProviderRole::Primary,
-        transport,
-        Default::default(),
-    ));
-    let mut messages = MessagesContext::new(providers);
-    messages.public_url = "https://jobs.wedsync.test".to_owned();
-    messages.retry_base = Duration::from_millis(50);
-    AppContext::new(db.pool.clone()).with_messages(messages)
-}
-
-fn guest(i: usize) -> String {
-    format!("guest{i}@example.com")
-}
-
-fn new_send(category: Category, recipients: Vec<ValidRecipient>) -> NewSend {
-    NewSend {
-        id: uuid::Uuid::new_v4().to_string(),
-        org_id: ORG.to_owned(),
-        category,
-        sender: Sender {
-            name: "Ann and Bob".to_owned(),
-            email: "hello@ann-and-bob.example".to_owned(),
-            postal_address: "1 Chapel Lane, York YO1 7HH".to_owned(),
-        },
-        template: TemplateSource {
-            subject: "Save the date, {{ name }}".to_owned(),
-            text: "Dear {{ name }}, you are at table {{ table }}.".to_owned(),
-            html: Some("<p>Dear {{ name }}, you are at table {{ table }}.</p>".to_owned()),
-        },
-        send_at: None,
-        recipients,
-        batch_size: wedsync_kinds::messages::DEFAULT_BATCH_SIZE,
-    }
-}
-
-fn recipients(n: usize) -> Vec<ValidRecipient> {
-    (0..n)
-        .map(|i| ValidRecipient {
-            address: guest(i),
-            variables: json!({"name": format!("Guest {i}"), "table": i % 40}),
-        })
-        .collect()
-}
-
-async fn store(db: &TestDb, send: &NewSend) {
-    let mut tx = db.pool.begin().await.unwrap();
-    create_send(&mut tx, send).await.unwrap();
-    tx.commit().await.unwrap();
-}
-
-/// Wait until the send is done (fanned out, no delivery queued or sending, marked by the last
-/// batch job), and return its summary.
-async fn wait_until_finished(db: &TestDb, id: &str, timeout: Duration) -> SendSummary {
-    wait_for("the send to finish", timeout, || async {
-        let send = get_send(&db.pool, id, Some(ORG)).await.unwrap()?;
-        (send.state == "done").then_some(send)
-    })
-    .await
-}
-
-async fn statuses(db: &TestDb, id: &str) -> HashMap<String, String> {
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT address, status FROM deliveries WHERE send_id = $1::uuid")
-            .bind(id)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    rows.into_iter().collect()
-}
 
 #[tokio::test]
 async fn of_a_thousand_guests_the_fifty_suppressed_get_nothing_and_the_rest_exactly_one_message() {
@@ -118,7 +43,7 @@ async fn of_a_thousand_guests_the_fifty_suppressed_get_nothing_and_the_rest_exac
     let worker = start_worker(
         &db,
         register_all(),
-        context(&db, &smtp),
+        support::messages::context(&db, &smtp.url()),
         test_config(&["messages"]),
     );
 
@@ -147,11 +72,7 @@ async fn of_a_thousand_guests_the_fifty_suppressed_get_nothing_and_the_rest_exac
     for message in &messages {
         assert_eq!(message.to.len(), 1);
         *seen.entry(message.to[0].clone()).or_insert(0) += 1;
-        let i: usize = message.to[0]
-            .trim_start_matches("guest")
-            .trim_end_matches("@example.com")
-            .parse()
-            .unwrap();
+        let i = guest_index(&message.to[0]);
         assert!(
             message
                 .data
@@ -192,7 +113,7 @@ async fn marketing_mail_carries_unsubscribe_headers_a_stable_message_id_and_the_
     let worker = start_worker(
         &db,
         register_all(),
-        context(&db, &smtp),
+        support::messages::context(&db, &smtp.url()),
         test_config(&["messages"]),
     );
     wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
@@ -256,7 +177,7 @@ async fn transactional_mail_has_no_unsubscribe_headers() {
     let worker = start_worker(
         &db,
         register_all(),
-        context(&db, &smtp),
+        support::messages::context(&db, &smtp.url()),
         test_config(&["messages"]),
     );
     wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
@@ -277,7 +198,7 @@ async fn a_permanent_rejection_bounces_the_delivery_and_suppresses_the_address()
     let worker = start_worker(
         &db,
         register_all(),
-        context(&db, &smtp),
+        support::messages::context(&db, &smtp.url()),
         test_config(&["messages"]),
     );
     let summary = wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
@@ -318,7 +239,7 @@ async fn temporary_failures_are_retried_and_each_guest_gets_one_message() {
     let worker = start_worker(
         &db,
         register_all(),
-        context(&db, &smtp),
+        support::messages::context(&db, &smtp.url()),
         test_config(&["messages"]),
     );
     let summary = wait_until_finished(&db, &send.id, Duration::from_secs(30)).await;

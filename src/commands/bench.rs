@@ -26,6 +26,9 @@ pub async fn run(_settings: Settings, command: BenchCommand) -> Result<(), Failu
         BenchCommand::Photos(args) => super::bench_photos::run(args)
             .await
             .map_err(Failure::Runtime),
+        BenchCommand::BulkSend(args) => {
+            super::bench_bulk::run(args).await.map_err(Failure::Runtime)
+        }
     }
 }
 
@@ -184,7 +187,14 @@ pub(crate) struct Workers {
 
 impl Workers {
     fn spawn(database_url: &str, dir: &Path, args: &BenchQueueArgs) -> Result<Self> {
-        Self::spawn_on(database_url, dir, QUEUE, args.workers, args.concurrency)
+        Self::spawn_on(
+            database_url,
+            dir,
+            QUEUE,
+            args.workers,
+            args.concurrency,
+            &[],
+        )
     }
 
     /// `count` worker processes for `queue`, each with `concurrency`, logging into `dir`.
@@ -194,6 +204,7 @@ impl Workers {
         queue: &str,
         count: usize,
         concurrency: i32,
+        env: &[(&str, String)],
     ) -> Result<Self> {
         let exe = std::env::current_exe().context("locating this binary")?;
         let mut workers = Workers {
@@ -213,6 +224,7 @@ impl Workers {
                 .arg("--run-log")
                 .arg(&log)
                 .env("DATABASE_URL", database_url)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
                 .env(
                     "RUST_LOG",
                     std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -225,7 +237,7 @@ impl Workers {
         Ok(workers)
     }
 
-    fn peak_rss_kib(&self) -> Vec<u64> {
+    pub(crate) fn peak_rss_kib(&self) -> Vec<u64> {
         self.children
             .iter()
             .filter_map(|c| std::fs::read_to_string(format!("/proc/{}/status", c.id())).ok())

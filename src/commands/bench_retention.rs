@@ -49,8 +49,9 @@ pub async fn run(args: BenchRetentionArgs) -> Result<()> {
 
     let dir = std::env::temp_dir().join(format!("wedsync-bench-retention-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut drainers = Workers::spawn_on(&db.url, &dir, QUEUE, args.workers, args.concurrency)?;
-    let mut cleaner = Workers::spawn_on(&db.url, &dir, RetentionCleanup::QUEUE, 1, 1)?;
+    let mut drainers =
+        Workers::spawn_on(&db.url, &dir, QUEUE, args.workers, args.concurrency, &[])?;
+    let mut cleaner = Workers::spawn_on(&db.url, &dir, RetentionCleanup::QUEUE, 1, 1, &[])?;
     wait_until(
         Duration::from_secs(30),
         Duration::from_millis(20),

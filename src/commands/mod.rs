@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bench;
+mod bench_bulk;
 mod bench_photos;
 mod bench_retention;
 mod bench_rollup;

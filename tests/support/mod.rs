@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kinds;
+pub mod messages;
 pub mod smtp;
 
 use std::future::Future;

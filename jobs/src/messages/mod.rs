@@ -7,7 +7,7 @@
 //! transaction; each batch job sends its deliveries one by one. See `docs/messages.md`.
 
 mod deliver;
-mod email;
+pub mod email;
 pub mod fanout;
 pub mod providers;
 mod sql;

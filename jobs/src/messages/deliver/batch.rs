@@ -66,7 +66,14 @@ impl<'a> Batch<'a> {
             stop: None,
             retry_hint: None,
         };
-        let mut claimed = claim_chunk(self.pool, self.send_id, self.first - 1, self.last, self.chunk).await?;
+        let mut claimed = claim_chunk(
+            self.pool,
+            self.send_id,
+            self.first - 1,
+            self.last,
+            self.chunk,
+        )
+        .await?;
         while !claimed.is_empty() {
             let cursor = claimed.last().map_or(self.last, |d| d.ordinal);
             let sends: FuturesUnordered<_> = claimed
@@ -163,10 +170,18 @@ impl<'a> Batch<'a> {
                         finished.retry_hint = finished.retry_hint.max(Some(*after));
                     }
                     if self.last_attempt {
-                        writer.push(StatusChange::new(id, "failed").tried().error(error.to_string()));
+                        writer.push(
+                            StatusChange::new(id, "failed")
+                                .tried()
+                                .error(error.to_string()),
+                        );
                         finished.tally.failed += 1;
                     } else {
-                        writer.push(StatusChange::new(id, "queued").tried().error(error.to_string()));
+                        writer.push(
+                            StatusChange::new(id, "queued")
+                                .tried()
+                                .error(error.to_string()),
+                        );
                         finished.tally.requeued += 1;
                     }
                 }
@@ -190,7 +205,10 @@ impl<'a> Batch<'a> {
             return;
         };
         let list = SuppressionList::new(self.pool.clone());
-        if let Err(err) = list.add(Some(self.org_id), &address, Reason::HardBounce).await {
+        if let Err(err) = list
+            .add(Some(self.org_id), &address, Reason::HardBounce)
+            .await
+        {
             tracing::warn!(error = %err, delivery = delivery.id, "adding a hard bounce to the suppression list failed");
         }
     }

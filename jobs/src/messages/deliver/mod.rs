@@ -109,7 +109,8 @@ impl Job for DeliverBatch {
             _ => {}
         }
         let messages = &ctx.app.messages;
-        let composer = Composer::new(&send, &self.send_id, messages).map_err(JobError::permanent)?;
+        let composer =
+            Composer::new(&send, &self.send_id, messages).map_err(JobError::permanent)?;
         let batch = Batch {
             pool,
             send_id: &self.send_id,

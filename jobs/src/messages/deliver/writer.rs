@@ -87,7 +87,10 @@ impl StatusWriter {
     }
 }
 
-async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<StatusChange>) -> Result<u64, sqlx::Error> {
+async fn run(
+    pool: PgPool,
+    mut rx: mpsc::UnboundedReceiver<StatusChange>,
+) -> Result<u64, sqlx::Error> {
     let mut written = 0;
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -118,7 +121,10 @@ async fn write(pool: &PgPool, batch: &[StatusChange]) -> Result<u64, sqlx::Error
         batch.iter().map(f).collect()
     };
     let rendered = |f: fn(&Rendered) -> Option<&str>| -> Vec<Option<&str>> {
-        batch.iter().map(|o| o.rendered.as_ref().and_then(f)).collect()
+        batch
+            .iter()
+            .map(|o| o.rendered.as_ref().and_then(f))
+            .collect()
     };
     let outcome = sqlx::query(sql::WRITE_OUTCOMES)
         .bind(batch.iter().map(|o| o.id).collect::<Vec<_>>())
@@ -127,7 +133,9 @@ async fn write(pool: &PgPool, batch: &[StatusChange]) -> Result<u64, sqlx::Error
         .bind(column(|o| o.error.as_deref()))
         .bind(column(|o| o.message_id.as_deref()))
         .bind(column(|o| o.provider.as_deref()))
-        .bind(rendered(|r| Some(r.subject.as_str()).filter(|s| !s.is_empty())))
+        .bind(rendered(|r| {
+            Some(r.subject.as_str()).filter(|s| !s.is_empty())
+        }))
         .bind(rendered(|r| Some(r.text.as_str())))
         .bind(rendered(|r| r.html.as_deref()))
         .execute(pool)

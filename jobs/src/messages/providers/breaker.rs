@@ -131,7 +131,9 @@ impl Instrument for Observer {
 pub enum Permission {
     Granted(Call),
     /// Not before `retry_after` (the rest of the open time, or a probe's round trip).
-    Denied { retry_after: Duration },
+    Denied {
+        retry_after: Duration,
+    },
 }
 
 /// A permitted call; report how it went with [`Call::succeeded`] or [`Call::failed`]. Dropped
@@ -245,7 +247,9 @@ impl Breaker {
 const PROBE_WAIT: Duration = Duration::from_millis(500);
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -14,10 +14,9 @@ mod breaker;
 mod error;
 mod rate_limit;
 mod smtp;
+mod smtp_pool;
 
-pub use breaker::{
-    Breaker, BreakerConfig, BreakerSnapshot, BreakerState, Call, Permission,
-};
+pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, BreakerState, Call, Permission};
 pub use error::{SendError, SmsMessage};
 pub use rate_limit::RateLimiter;
 pub use smtp::{DEFAULT_POOL_SIZE, EmailTransport, SmtpConfigError};
@@ -80,11 +79,20 @@ impl Provider {
         Provider::new(Channel::Email, role, Transport::Email(transport), breaker)
     }
 
-    pub fn sms(role: ProviderRole, transport: Arc<dyn SmsTransport>, breaker: BreakerConfig) -> Self {
+    pub fn sms(
+        role: ProviderRole,
+        transport: Arc<dyn SmsTransport>,
+        breaker: BreakerConfig,
+    ) -> Self {
         Provider::new(Channel::Sms, role, Transport::Sms(transport), breaker)
     }
 
-    fn new(channel: Channel, role: ProviderRole, transport: Transport, breaker: BreakerConfig) -> Self {
+    fn new(
+        channel: Channel,
+        role: ProviderRole,
+        transport: Transport,
+        breaker: BreakerConfig,
+    ) -> Self {
         let base = match channel {
             Channel::Email => "smtp",
             Channel::Sms => "sms",

@@ -88,12 +88,16 @@ impl RateLimiter {
         if slots.is_empty() {
             slots.extend(self.reserve().await?);
         }
-        Ok(slots.pop_front().expect("a reservation holds at least one slot"))
+        Ok(slots
+            .pop_front()
+            .expect("a reservation holds at least one slot"))
     }
 
     /// Reserve about [`RESERVE_AHEAD`] of slots; their instants on this process's clock.
     async fn reserve(&self) -> Result<Vec<Instant>, sqlx::Error> {
-        let n = (self.per_second * RESERVE_AHEAD.as_secs_f64()).floor().max(1.0);
+        let n = (self.per_second * RESERVE_AHEAD.as_secs_f64())
+            .floor()
+            .max(1.0);
         let (ends_in, per_second): (f64, f64) = sqlx::query_as(RESERVE)
             .bind(&self.provider)
             .bind(n)

@@ -1,33 +1,24 @@
-//! Email transports: pooled SMTP (`WEDSYNC_SMTP_URL`, `WEDSYNC_SMTP_SECONDARY_URL`) or, when
-//! none is configured, an outbox folder of `.eml` files.
-//!
-//! lettre's pool keeps at most `pool_size` idle connections but opens a new one whenever all are
-//! busy, and closes it again afterwards: more concurrent sends than the pool holds would mean a
-//! TCP and EHLO handshake per message. A semaphore of `pool_size` permits in front of it keeps
-//! every send on a pooled connection.
+//! Email transports: pooled SMTP (`WEDSYNC_SMTP_URL`, `WEDSYNC_SMTP_SECONDARY_URL`, see
+//! `smtp_pool`) or, when none is configured, an outbox folder of `.eml` files.
 
 use super::SendError;
-use lettre::transport::smtp::PoolConfig;
+use super::smtp_pool::{PoolError, SmtpPool};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Semaphore;
 
-/// How long one SMTP command may wait for the server.
-const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections per SMTP provider and worker process unless configured.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
 
 /// Where mail goes; cheap to clone.
 #[derive(Clone)]
-pub enum EmailTransport {
-    Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-        connections: Arc<Semaphore>,
-    },
+pub struct EmailTransport(Kind);
+
+#[derive(Clone)]
+enum Kind {
+    Smtp(Arc<SmtpPool>),
     Outbox {
         dir: PathBuf,
         transport: AsyncFileTransport<Tokio1Executor>,
@@ -45,9 +36,12 @@ pub struct SmtpConfigError {
 impl EmailTransport {
     /// A pool of `pool_size` SMTP connections to `url`: `smtp://[user:password@]host[:port]`
     /// (port 25 by default), `setting` naming where it came from for errors. Plain SMTP only in
-    /// this version: TLS (`smtps://`, STARTTLS) is not built in. Call it inside a Tokio runtime:
-    /// the pool starts its idle-connection reaper task.
-    pub fn smtp(setting: &str, url: &str, pool_size: u32) -> Result<EmailTransport, SmtpConfigError> {
+    /// this version: TLS (`smtps://`, STARTTLS) is not built in.
+    pub fn smtp(
+        setting: &str,
+        url: &str,
+        pool_size: u32,
+    ) -> Result<EmailTransport, SmtpConfigError> {
         let invalid = |problem: &str| SmtpConfigError {
             setting: setting.to_owned(),
             problem: problem.to_owned(),
@@ -62,46 +56,40 @@ impl EmailTransport {
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| invalid("has no host"))?;
-        let pool_size = pool_size.max(1);
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(parsed.port().unwrap_or(25))
-            .timeout(Some(SMTP_TIMEOUT))
-            .pool_config(PoolConfig::new().max_size(pool_size));
-        if !parsed.username().is_empty() {
-            let password = parsed.password().unwrap_or_default();
-            builder = builder.credentials(Credentials::new(
-                parsed.username().to_owned(),
-                password.to_owned(),
-            ));
-        }
-        Ok(EmailTransport::Smtp {
-            transport: builder.build(),
-            connections: Arc::new(Semaphore::new(pool_size as usize)),
-        })
+        let credentials = (!parsed.username().is_empty()).then(|| {
+            let user = percent_decode(parsed.username());
+            let password = percent_decode(parsed.password().unwrap_or_default());
+            Credentials::new(user, password)
+        });
+        Ok(EmailTransport(Kind::Smtp(Arc::new(SmtpPool::new(
+            host.to_owned(),
+            parsed.port().unwrap_or(25),
+            credentials,
+            pool_size as usize,
+        )))))
     }
 
     /// Write each message as `<uuid>.eml` into `dir` (created on first use).
     pub fn outbox(dir: impl Into<PathBuf>) -> EmailTransport {
         let dir = dir.into();
-        EmailTransport::Outbox {
+        EmailTransport(Kind::Outbox {
             transport: AsyncFileTransport::new(&dir),
             dir,
-        }
+        })
     }
 
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
-        match self {
-            EmailTransport::Smtp {
-                transport,
-                connections,
-            } => {
-                let _connection = connections
-                    .acquire()
+        match &self.0 {
+            Kind::Smtp(pool) => {
+                let formatted = message.formatted();
+                pool.send(message.envelope(), &formatted)
                     .await
-                    .map_err(|_| SendError::Unavailable("the SMTP pool was closed".into()))?;
-                transport.send(message).await.map(|_| ()).map_err(classify)
+                    .map_err(|err| match err {
+                        PoolError::Smtp(err) => classify(err),
+                        PoolError::Io(reason) => SendError::Unavailable(reason),
+                    })
             }
-            EmailTransport::Outbox { dir, transport } => {
+            Kind::Outbox { dir, transport } => {
                 tokio::fs::create_dir_all(dir)
                     .await
                     .map_err(|e| SendError::Unavailable(format!("outbox folder: {e}")))?;
@@ -136,12 +124,20 @@ fn classify(err: lettre::transport::smtp::Error) -> SendError {
     }
 }
 
+/// `%40` → `@` and the like in a URL's user or password.
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
 /// Shows the kind of transport, never the credentials.
 impl fmt::Debug for EmailTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EmailTransport::Smtp { .. } => f.write_str("EmailTransport::Smtp"),
-            EmailTransport::Outbox { dir, .. } => {
+        match &self.0 {
+            Kind::Smtp(_) => f.write_str("EmailTransport::Smtp"),
+            Kind::Outbox { dir, .. } => {
                 write!(f, "EmailTransport::Outbox({})", dir.display())
             }
         }

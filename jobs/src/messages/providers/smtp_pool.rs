@@ -1,0 +1,166 @@
+//! A pool of SMTP connections, ours rather than lettre's, for two reasons measured in
+//! `docs/benchmarks.md`:
+//!
+//! - **TCP_NODELAY.** lettre writes a message's body and its closing `.` in two writes; without
+//!   `TCP_NODELAY` Nagle's algorithm holds the second until the server acknowledges the first,
+//!   and servers delay that acknowledgement (40 ms on Linux): about 40 ms per message, 250
+//!   messages a second for a pool of 10 whatever the server. lettre's pool opens its sockets
+//!   itself and offers no way to set the option; here we open them and hand them to lettre's
+//!   connection (`AsyncSmtpConnection::connect_with_transport`).
+//! - **No NOOP per message.** lettre's pool checks every connection with a NOOP round trip
+//!   before reusing it; here a connection idle for less than [`FRESH`] is reused as it is, and
+//!   one that turns out to be closed is replaced once (below).
+//!
+//! At most `size` messages are in flight per pool (a semaphore); idle connections are kept up
+//! to `size`, and closed after [`MAX_IDLE`].
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::extension::ClientId;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+/// Reused without a NOOP when idle for less than this.
+const FRESH: Duration = Duration::from_secs(2);
+/// Dropped when idle for longer (servers close idle sessions after a minute or more).
+const MAX_IDLE: Duration = Duration::from_secs(30);
+/// Connecting, greeting and authenticating.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// One whole transaction (MAIL, RCPT, DATA, the message).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(super) struct SmtpPool {
+    host: String,
+    port: u16,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    size: usize,
+    permits: Semaphore,
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+}
+
+/// Why a send failed, before classification.
+pub(super) enum PoolError {
+    Smtp(lettre::transport::smtp::Error),
+    Io(String),
+}
+
+impl SmtpPool {
+    pub fn new(host: String, port: u16, credentials: Option<Credentials>, size: usize) -> Self {
+        SmtpPool {
+            host,
+            port,
+            credentials,
+            hello: ClientId::default(),
+            size: size.max(1),
+            permits: Semaphore::new(size.max(1)),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), PoolError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PoolError::Io("the SMTP pool was closed".into()))?;
+        let (mut conn, reused) = self.checkout().await?;
+        match self.transact(&mut conn, envelope, message).await {
+            Ok(()) => {
+                self.checkin(conn);
+                Ok(())
+            }
+            // A kept connection the server had closed meanwhile fails at its first command,
+            // before anything of the message went out: try once more on a new one.
+            Err(PoolError::Smtp(err)) if reused && is_network(&err) => {
+                let mut conn = self.connect().await?;
+                self.transact(&mut conn, envelope, message).await?;
+                self.checkin(conn);
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn transact(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<(), PoolError> {
+        match tokio::time::timeout(SEND_TIMEOUT, conn.send(envelope, message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(PoolError::Smtp(err)),
+            Err(_) => Err(PoolError::Io(format!(
+                "no answer from the SMTP server within {SEND_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// An idle connection (NOOP-checked when not fresh), or a new one; and whether it was kept.
+    async fn checkout(&self) -> Result<(AsyncSmtpConnection, bool), PoolError> {
+        loop {
+            let idle = lock(&self.idle).pop();
+            let Some((mut conn, since)) = idle else { break };
+            let idle_for = since.elapsed();
+            if idle_for < FRESH {
+                return Ok((conn, true));
+            }
+            if idle_for < MAX_IDLE && conn.test_connected().await {
+                return Ok((conn, true));
+            }
+        }
+        Ok((self.connect().await?, false))
+    }
+
+    fn checkin(&self, conn: AsyncSmtpConnection) {
+        if conn.has_broken() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if idle.len() < self.size {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, PoolError> {
+        let connect = async {
+            let stream = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| PoolError::Io(format!("connecting to the SMTP server: {e}")))?;
+            stream
+                .set_nodelay(true)
+                .map_err(|e| PoolError::Io(format!("setting TCP_NODELAY: {e}")))?;
+            // Whatever fails before a message is the provider's trouble (a refused greeting, bad
+            // credentials), never a recipient's: an I/O error, so nobody bounces for it.
+            let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                .await
+                .map_err(|e| PoolError::Io(format!("greeting the SMTP server: {e}")))?;
+            if let Some(credentials) = &self.credentials {
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                    .await
+                    .map_err(|e| PoolError::Io(format!("SMTP authentication: {e}")))?;
+            }
+            Ok(conn)
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(PoolError::Io(format!(
+                    "the SMTP server did not greet within {CONNECT_TIMEOUT:?}"
+                )))
+            })
+    }
+}
+
+/// An error of the connection itself rather than an answer of the server.
+fn is_network(err: &lettre::transport::smtp::Error) -> bool {
+    err.status().is_none() && !err.is_client() && !err.is_response()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,84 @@
+//! The ceiling: a bare lettre loop sending the same messages, rendered beforehand, to the same
+//! sink through the same pooled transport — no database, no queue, no suppression check.
+
+use super::sink::Sink;
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+use wedsync_kinds::messages::email::{self, Envelope};
+use wedsync_kinds::messages::providers::EmailTransport;
+use wedsync_kinds::messages::template::{Footer, Templates};
+use wedsync_kinds::messages::validate::ValidRecipient;
+
+use super::SendShape;
+
+/// Render every message of `recipients` as a delivery would, ready to hand to SMTP.
+pub fn render_all(
+    shape: &SendShape,
+    recipients: &[ValidRecipient],
+) -> Result<Vec<lettre::Message>> {
+    let templates = Templates::compile(&shape.template).context("compiling the templates")?;
+    let unsubscribe = format!(
+        "{}/unsubscribe?token={}",
+        super::PUBLIC_URL,
+        uuid::Uuid::nil()
+    );
+    let footer = Footer {
+        sender_name: &shape.sender.name,
+        postal_address: &shape.sender.postal_address,
+        unsubscribe_url: Some(&unsubscribe),
+    };
+    recipients
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let rendered = templates.render(&r.variables, &footer)?;
+            let message_id = email::message_id(i as i64 + 1, "ceiling", &shape.sender.email);
+            let envelope = Envelope {
+                sender_name: &shape.sender.name,
+                sender_email: &shape.sender.email,
+                to: &r.address,
+                message_id: &message_id,
+                unsubscribe: Some((&unsubscribe, "unsubscribe@localhost")),
+            };
+            email::build(&rendered, &envelope).map_err(anyhow::Error::msg)
+        })
+        .collect()
+}
+
+/// Send `messages` with `concurrency` sends in flight over a pool of `pool` connections per
+/// process (`workers` processes' worth); messages per second from the first send to the last
+/// accept.
+pub async fn run(
+    sink: &Sink,
+    messages: Vec<lettre::Message>,
+    pool: u32,
+    workers: usize,
+) -> Result<f64> {
+    let n = messages.len();
+    let transports: Vec<EmailTransport> = (0..workers)
+        .map(|_| EmailTransport::smtp("bench", &sink.url(), pool))
+        .collect::<Result<_, _>>()?;
+    let concurrency = pool as usize * workers;
+    let started = Instant::now();
+    futures::stream::iter(messages.into_iter().enumerate())
+        .for_each_concurrent(concurrency, |(i, message)| {
+            let transport = &transports[i % workers];
+            async move {
+                if let Err(err) = transport.send(message).await {
+                    tracing::warn!(error = %err, "ceiling send failed");
+                }
+            }
+        })
+        .await;
+    let last = sink
+        .take()
+        .iter()
+        .map(|(at, _)| *at)
+        .max()
+        .unwrap_or_else(Instant::now);
+    let secs = last
+        .saturating_duration_since(started)
+        .max(Duration::from_millis(1));
+    Ok(n as f64 / secs.as_secs_f64())
+}

@@ -1,0 +1,270 @@
+//! `wedsync-jobs bench bulk-send`: N recipients (every 20th suppressed) against a suppression
+//! list of S entries, sent by W worker processes to a local SMTP sink, compared with a bare
+//! lettre loop sending the same pre-rendered messages to the same sink (the ceiling).
+//!
+//! Prints messages per second from the sends' creation to the last message accepted, the time
+//! from creation to acceptance per delivery (p50, p99), the workers' peak RSS, the database rows
+//! written per message, duplicates and messages missing, then the ratio to the ceiling.
+
+mod ceiling;
+mod sink;
+
+use super::bench::{Workers, wait_until};
+use crate::cli::BenchBulkSendArgs;
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use sink::Sink;
+use sqlx::{Connection, PgConnection};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use wedsync_db::testing::TestDb;
+use wedsync_kinds::messages::template::TemplateSource;
+use wedsync_kinds::messages::validate::{self, MAX_RECIPIENTS, Recipient, ValidRecipient};
+use wedsync_kinds::messages::{Category, NewSend, Sender, create_send};
+use wedsync_kinds::suppression::Channel;
+
+pub(crate) const PUBLIC_URL: &str = "http://localhost:8080";
+const ORG: &str = "bench";
+
+/// What every bench send looks like: a marketing email with HTML, a footer and unsubscribe
+/// headers, as planners send them.
+pub(crate) struct SendShape {
+    pub template: TemplateSource,
+    pub sender: Sender,
+}
+
+fn shape() -> SendShape {
+    SendShape {
+        template: TemplateSource {
+            subject: "The ceremony moved to 3 pm, {{ name }}".into(),
+            text: "Dear {{ name }},\n\nThe ceremony now starts at 3 pm. You are at table \
+                   {{ table }}.\n\nSee you there!"
+                .into(),
+            html: Some(
+                "<p>Dear {{ name }},</p><p>The ceremony now starts at <b>3 pm</b>. You are at \
+                 table {{ table }}.</p><p>See you there!</p>"
+                    .into(),
+            ),
+        },
+        sender: Sender {
+            name: "Ann and Bob".into(),
+            email: "hello@ann-and-bob.example".into(),
+            postal_address: "1 Chapel Lane, York YO1 7HH".into(),
+        },
+    }
+}
+
+fn recipients(n: usize) -> Vec<Recipient> {
+    (0..n)
+        .map(|i| Recipient {
+            address: format!("guest{i}@example.com"),
+            variables: json!({"name": format!("Guest {i}"), "table": i % 40}),
+        })
+        .collect()
+}
+
+fn is_suppressed(i: usize) -> bool {
+    i % 20 == 0
+}
+
+pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
+    if args.recipients == 0 || args.workers == 0 {
+        bail!("--recipients and --workers must be at least 1");
+    }
+    let db = TestDb::named("wedsync_bench_bulk")
+        .await
+        .context("creating the bench database")?;
+    let seeded = Instant::now();
+    seed_suppressions(&db, args.suppressed, args.recipients).await?;
+    println!(
+        "bench bulk-send: recipients={} suppression_list={} workers={} concurrency={} \
+         batch_size={} chunk={} pool={} (seeded in {:.1} s)",
+        args.recipients,
+        args.suppressed.max((args.recipients / 20) as u64),
+        args.workers,
+        args.concurrency,
+        args.batch_size,
+        args.chunk,
+        args.pool,
+        seeded.elapsed().as_secs_f64()
+    );
+    let shape = shape();
+    let all = recipients(args.recipients);
+    let expected = (0..args.recipients).filter(|i| !is_suppressed(*i)).count();
+    let sink = Sink::start().await?;
+
+    let unsuppressed: Vec<ValidRecipient> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !is_suppressed(*i))
+        .map(|(_, r)| ValidRecipient {
+            address: r.address.clone(),
+            variables: r.variables.clone(),
+        })
+        .collect();
+    let messages = ceiling::render_all(&shape, &unsuppressed)?;
+    drop(unsuppressed);
+    let ceiling_rate = ceiling::run(&sink, messages, args.pool, args.workers).await?;
+    println!("ceiling (bare lettre loop, pre-rendered): messages_per_s={ceiling_rate:.0}");
+
+    let dir = std::env::temp_dir().join(format!("wedsync-bench-bulk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let env = [
+        ("WEDSYNC_SMTP_URL", sink.url()),
+        ("WEDSYNC_SMTP_POOL_SIZE", args.pool.to_string()),
+        ("WEDSYNC_MESSAGE_CHUNK", args.chunk.to_string()),
+        ("WEDSYNC_PUBLIC_URL", PUBLIC_URL.to_owned()),
+    ];
+    let mut workers = Workers::spawn_on(
+        &db.url,
+        &dir,
+        wedsync_kinds::messages::QUEUE,
+        args.workers,
+        args.concurrency,
+        &env,
+    )?;
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM workers")
+                .fetch_one(&db.pool)
+                .await?;
+            Ok(n as usize == args.workers)
+        },
+    )
+    .await
+    .context("waiting for the worker processes")?;
+
+    let started = Instant::now();
+    let mut sends = Vec::new();
+    for part in all.chunks(MAX_RECIPIENTS) {
+        let valid = validate::validate(Channel::Email, &shape.template, part.to_vec())
+            .map_err(|invalid| anyhow::anyhow!("invalid bench send: {:?}", invalid.problems))?;
+        let send = NewSend {
+            id: uuid::Uuid::new_v4().to_string(),
+            org_id: ORG.to_owned(),
+            category: Category::Marketing,
+            sender: shape.sender.clone(),
+            template: shape.template.clone(),
+            send_at: None,
+            recipients: valid,
+            batch_size: args.batch_size,
+        };
+        let mut tx = db.pool.begin().await?;
+        create_send(&mut tx, &send).await?;
+        tx.commit().await?;
+        sends.push(send.id);
+    }
+    let created_in = started.elapsed();
+    wait_until(
+        Duration::from_secs(3600),
+        Duration::from_millis(20),
+        || async { Ok(sink.count() >= expected) },
+    )
+    .await
+    .context("waiting for every message")?;
+    wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || async {
+            let done: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM bulk_sends WHERE state = 'done'")
+                    .fetch_one(&db.pool)
+                    .await?;
+            Ok(done as usize == sends.len())
+        },
+    )
+    .await
+    .context("waiting for the sends to be done")?;
+    let arrivals = sink.take();
+    let rss = workers.peak_rss_kib();
+    workers.stop_and_collect()?;
+    std::fs::remove_dir_all(&dir).ok();
+
+    let last = arrivals.iter().map(|(at, _)| *at).max().unwrap_or(started);
+    let rate = expected as f64 / last.duration_since(started).as_secs_f64();
+    let mut latencies: Vec<f64> = arrivals
+        .iter()
+        .map(|(at, _)| at.duration_since(started).as_secs_f64() * 1000.0)
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let distinct: HashSet<i64> = arrivals.iter().map(|(_, id)| *id).collect();
+    let dup = arrivals.len() - distinct.len();
+    let missing = expected.saturating_sub(distinct.len());
+    let rows = rows_written(&db).await? as f64 / expected as f64;
+    println!(
+        "system: created_in_ms={:.0} messages_per_s={rate:.0} time_to_send_ms p50={:.0} p99={:.0} \
+         worker_peak_rss_mib={} db_rows_written_per_message={rows:.2}",
+        created_in.as_secs_f64() * 1000.0,
+        pct(0.5),
+        pct(0.99),
+        rss.iter()
+            .map(|k| format!("{:.1}", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    println!(
+        "messages_per_s={rate:.0} ceiling_per_s={ceiling_rate:.0} ratio={:.2} dup={dup} missing={missing}",
+        rate / ceiling_rate
+    );
+    if missing > 0 {
+        bail!("{missing} messages never arrived");
+    }
+    Ok(())
+}
+
+/// `suppressed` entries (half the organisation's, half global), among them every 20th
+/// recipient, hashed as `Address::hash` does: SHA-256 of `email:<address>`.
+async fn seed_suppressions(db: &TestDb, suppressed: u64, recipients: usize) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO suppressions (org_id, channel, address_hash, reason)
+         SELECT CASE WHEN i % 2 = 0 THEN $3 END, 'email',
+                encode(sha256(convert_to('email:guest' || i || '@example.com', 'UTF8')), 'hex'),
+                'unsubscribed'
+           FROM generate_series(0, $1 - 1, 20) i
+         UNION ALL
+         SELECT CASE WHEN i % 2 = 0 THEN $3 END, 'email',
+                encode(sha256(convert_to('email:other' || i || '@example.org', 'UTF8')), 'hex'),
+                'unsubscribed'
+           FROM generate_series(1, greatest($2 - (($1 + 19) / 20), 0)) i",
+    )
+    .bind(recipients as i64)
+    .bind(suppressed as i64)
+    .bind(ORG)
+    .execute(&db.pool)
+    .await
+    .context("seeding the suppression list")?;
+    let probe = wedsync_kinds::suppression::Address::parse(Channel::Email, "guest0@example.com")?;
+    let found: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM suppressions WHERE address_hash = $1)")
+            .bind(probe.hash())
+            .fetch_one(&db.pool)
+            .await?;
+    if !found {
+        bail!("the seeded hashes do not match Address::hash");
+    }
+    sqlx::query("ANALYZE suppressions")
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// Rows inserted, updated and deleted in the bench database since it was created, read on a
+/// fresh connection once the workers are gone (their statistics are flushed when they exit).
+async fn rows_written(db: &TestDb) -> Result<i64> {
+    db.pool.close().await;
+    let mut conn = PgConnection::connect(&db.url).await?;
+    let seeded: i64 = sqlx::query_scalar("SELECT count(*) FROM suppressions")
+        .fetch_one(&mut conn)
+        .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT (tup_inserted + tup_updated + tup_deleted)::bigint
+           FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await.ok();
+    Ok(total - seeded)
+}

@@ -1,0 +1,179 @@
+//! Providers in trouble (SPEC §5.1, issue #3): with the primary SMTP refusing connections the
+//! breaker opens and the send waits (or goes through the secondary), and once the provider is
+//! back every message arrives exactly once and no delivery has failed.
+
+mod support;
+
+use std::time::Duration;
+use support::messages::{
+    context_with, new_send, recipients, smtp_provider, store, wait_until_finished,
+};
+use support::smtp::{SmtpServer, refusing_address};
+use support::{start_worker, test_config, wait_for};
+use wedsync_db::testing::TestDb;
+use wedsync_kinds::messages::Category;
+use wedsync_kinds::messages::providers::{BreakerConfig, BreakerState, ProviderRole, Providers};
+use wedsync_kinds::register_all;
+use wedsync_kinds::suppression::Channel;
+
+/// Opens after 3 provider failures; stays open 200 ms before one probe may go.
+const BREAKER: BreakerConfig = BreakerConfig {
+    failure_threshold: 3,
+    open_for: Duration::from_millis(200),
+};
+
+fn deliveries_by_provider(rows: &[(String, Option<String>)], provider: &str) -> usize {
+    rows.iter()
+        .filter(|(_, p)| p.as_deref() == Some(provider))
+        .count()
+}
+
+async fn provider_of_each(db: &TestDb, send_id: &str) -> Vec<(String, Option<String>)> {
+    sqlx::query_as("SELECT status, provider FROM deliveries WHERE send_id = $1::uuid")
+        .bind(send_id)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn while_the_only_provider_is_down_the_send_waits_and_after_recovery_all_arrive_once() {
+    let db = TestDb::new().await.unwrap();
+    let down = refusing_address();
+    let primary = smtp_provider(ProviderRole::Primary, &format!("smtp://{down}"), BREAKER);
+    let app = context_with(&db, Providers::new().with(primary));
+    let providers = app.messages.providers.clone();
+    let send = new_send(Category::Transactional, recipients(300));
+    store(&db, &send).await;
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
+
+    let breaker = providers.of(Channel::Email)[0].breaker().clone();
+    wait_for("the breaker to open", Duration::from_secs(20), || async {
+        (breaker.state() == BreakerState::Open).then_some(())
+    })
+    .await;
+    // Batches wait for the provider (snoozed), not failing or using up attempts.
+    wait_for("every batch to wait", Duration::from_secs(20), || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE kind = 'deliver_batch' AND state <> 'running'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (waiting == 6).then_some(())
+    })
+    .await;
+    // The provider stays down for a while: a half-open probe fails and opens it again.
+    let failures = breaker.snapshot().failures;
+    wait_for("a failed probe", Duration::from_secs(20), || async {
+        (breaker.snapshot().failures > failures).then_some(())
+    })
+    .await;
+
+    let smtp = SmtpServer::start_on(down).await;
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(60)).await;
+    worker.stop().await;
+
+    assert_eq!((summary.sent, summary.failed, summary.bounced), (300, 0, 0));
+    let mut to: Vec<String> = smtp
+        .messages()
+        .into_iter()
+        .map(|m| m.to[0].clone())
+        .collect();
+    to.sort();
+    to.dedup();
+    assert_eq!(smtp.count(), 300, "someone got two messages");
+    assert_eq!(to.len(), 300);
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    let snapshot = breaker.snapshot();
+    assert!(snapshot.rejected > 0, "{snapshot:?}");
+    let attempts: i32 =
+        sqlx::query_scalar("SELECT max(attempt) FROM jobs_finished WHERE kind = 'deliver_batch'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        attempts < 20,
+        "waiting for the provider used up the batch's attempts ({attempts})"
+    );
+}
+
+#[tokio::test]
+async fn while_the_primary_is_down_mail_goes_through_the_secondary() {
+    let db = TestDb::new().await.unwrap();
+    let down = refusing_address();
+    let secondary = SmtpServer::start().await;
+    let providers = Providers::new()
+        .with(smtp_provider(
+            ProviderRole::Primary,
+            &format!("smtp://{down}"),
+            BREAKER,
+        ))
+        .with(smtp_provider(
+            ProviderRole::Secondary,
+            &secondary.url(),
+            BREAKER,
+        ));
+    let app = context_with(&db, providers);
+    let providers = app.messages.providers.clone();
+    let send = new_send(Category::Marketing, recipients(200));
+    store(&db, &send).await;
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(60)).await;
+    worker.stop().await;
+
+    assert_eq!((summary.sent, summary.failed), (200, 0));
+    assert_eq!(secondary.count(), 200);
+    let rows = provider_of_each(&db, &send.id).await;
+    assert_eq!(deliveries_by_provider(&rows, "smtp_secondary"), 200);
+    let email = providers.of(Channel::Email);
+    assert_eq!(email[0].breaker().state(), BreakerState::Open);
+    assert_eq!(email[1].breaker().state(), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn a_provider_back_from_an_outage_takes_over_from_the_secondary_again() {
+    let db = TestDb::new().await.unwrap();
+    let primary_addr = refusing_address();
+    let secondary = SmtpServer::start().await;
+    let providers = Providers::new()
+        .with(smtp_provider(
+            ProviderRole::Primary,
+            &format!("smtp://{primary_addr}"),
+            BREAKER,
+        ))
+        .with(smtp_provider(
+            ProviderRole::Secondary,
+            &secondary.url(),
+            BREAKER,
+        ));
+    let app = context_with(&db, providers);
+    let breaker = app.messages.providers.of(Channel::Email)[0]
+        .breaker()
+        .clone();
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
+    let during = new_send(Category::Transactional, recipients(50));
+    store(&db, &during).await;
+    wait_until_finished(&db, &during.id, Duration::from_secs(30)).await;
+    assert_eq!(secondary.count(), 50);
+
+    let primary = SmtpServer::start_on(primary_addr).await;
+    // The first send after its open time probes the primary, which answers: closed again.
+    let probing = new_send(Category::Transactional, recipients(50));
+    store(&db, &probing).await;
+    wait_until_finished(&db, &probing.id, Duration::from_secs(30)).await;
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    assert!(primary.count() >= 1);
+    let on_secondary = secondary.count();
+
+    let after = new_send(Category::Transactional, recipients(50));
+    store(&db, &after).await;
+    wait_until_finished(&db, &after.id, Duration::from_secs(30)).await;
+    worker.stop().await;
+    assert_eq!(
+        secondary.count(),
+        on_secondary,
+        "the secondary kept sending"
+    );
+    assert_eq!(primary.count() + secondary.count(), 150);
+}

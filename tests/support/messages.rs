@@ -1,0 +1,121 @@
+//! Bulk sends for tests: a sender and templates, recipients `guest<i>@example.com` with their
+//! own variables, contexts on real SMTP servers, and waiting for a send to finish.
+
+use super::wait_for;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+use wedsync_db::testing::TestDb;
+use wedsync_kinds::AppContext;
+use wedsync_kinds::messages::providers::{
+    BreakerConfig, EmailTransport, Provider, ProviderRole, Providers,
+};
+use wedsync_kinds::messages::template::TemplateSource;
+use wedsync_kinds::messages::validate::ValidRecipient;
+use wedsync_kinds::messages::{
+    Category, DEFAULT_BATCH_SIZE, MessagesContext, NewSend, SendSummary, Sender, create_send,
+    get_send,
+};
+
+pub const ORG: &str = "acme";
+pub const PUBLIC_URL: &str = "https://jobs.wedsync.test";
+
+pub fn guest(i: usize) -> String {
+    format!("guest{i}@example.com")
+}
+
+/// The index of `guest<i>@example.com`.
+pub fn guest_index(address: &str) -> usize {
+    address
+        .trim_start_matches("guest")
+        .trim_end_matches("@example.com")
+        .parse()
+        .expect("a guest address")
+}
+
+pub fn new_send(category: Category, recipients: Vec<ValidRecipient>) -> NewSend {
+    NewSend {
+        id: uuid::Uuid::new_v4().to_string(),
+        org_id: ORG.to_owned(),
+        category,
+        sender: Sender {
+            name: "Ann and Bob".to_owned(),
+            email: "hello@ann-and-bob.example".to_owned(),
+            postal_address: "1 Chapel Lane, York YO1 7HH".to_owned(),
+        },
+        template: TemplateSource {
+            subject: "Save the date, {{ name }}".to_owned(),
+            text: "Dear {{ name }}, you are at table {{ table }}.".to_owned(),
+            html: Some("<p>Dear {{ name }}, you are at table {{ table }}.</p>".to_owned()),
+        },
+        send_at: None,
+        recipients,
+        batch_size: DEFAULT_BATCH_SIZE,
+    }
+}
+
+/// Guests `0..n`, guest `i` with name `Guest i` at table `i % 40`.
+pub fn recipients(n: usize) -> Vec<ValidRecipient> {
+    (0..n)
+        .map(|i| ValidRecipient {
+            address: guest(i),
+            variables: json!({"name": format!("Guest {i}"), "table": i % 40}),
+        })
+        .collect()
+}
+
+pub async fn store(db: &TestDb, send: &NewSend) {
+    let mut tx = db.pool.begin().await.unwrap();
+    create_send(&mut tx, send).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// A primary SMTP provider at `url` (a pool of 10), with `breaker`.
+pub fn smtp_provider(role: ProviderRole, url: &str, breaker: BreakerConfig) -> Provider {
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", url, 10).unwrap();
+    Provider::email(role, transport, breaker)
+}
+
+/// The job context for sending through `providers`, with quick retries.
+pub fn context_with(db: &TestDb, providers: Providers) -> AppContext {
+    let mut messages = MessagesContext::new(providers);
+    messages.public_url = PUBLIC_URL.to_owned();
+    messages.retry_base = Duration::from_millis(50);
+    AppContext::new(db.pool.clone()).with_messages(messages)
+}
+
+/// The job context for sending through the SMTP server at `url` alone.
+pub fn context(db: &TestDb, url: &str) -> AppContext {
+    let provider = smtp_provider(ProviderRole::Primary, url, BreakerConfig::default());
+    context_with(db, Providers::new().with(provider))
+}
+
+/// Wait until the send is done (fanned out, no delivery queued or sending, marked by the last
+/// batch job), and return its summary.
+pub async fn wait_until_finished(db: &TestDb, id: &str, timeout: Duration) -> SendSummary {
+    wait_for("the send to finish", timeout, || async {
+        let send = get_send(&db.pool, id, Some(ORG)).await.unwrap()?;
+        (send.state == "done").then_some(send)
+    })
+    .await
+}
+
+/// Each delivery's status by address.
+pub async fn statuses(db: &TestDb, id: &str) -> HashMap<String, String> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT address, status FROM deliveries WHERE send_id = $1::uuid")
+            .bind(id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    rows.into_iter().collect()
+}
+
+/// How many messages carried each Message-ID more than once (the duplicates a receiver sees).
+pub fn duplicates(message_ids: impl IntoIterator<Item = String>) -> usize {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for id in message_ids {
+        *seen.entry(id).or_default() += 1;
+    }
+    seen.values().map(|n| n - 1).sum()
+}
