@@ -28,6 +28,7 @@ fn context(db: &TestDb, smtp: &SmtpServer) -> AppContext {
         mailer: Mailer::smtp(&smtp.url()).unwrap(),
         public_url: "https://jobs.wedsync.test".to_owned(),
         retry_base: Duration::from_millis(50),
+        ..MessagesContext::default()
     })
 }
 

@@ -13,6 +13,7 @@ mod mailer;
 pub mod providers;
 mod sql;
 pub mod template;
+pub mod unsubscribe;
 pub mod validate;
 
 pub use deliver::{DeliverBatch, batch_ranges, batch_unique_key};
@@ -33,6 +34,8 @@ pub struct MessagesContext {
     pub public_url: String,
     /// First retry delay after a temporary send failure; doubles per attempt, at most 30 min.
     pub retry_base: Duration,
+    /// Signs the unsubscribe links of marketing mail; the API verifies them with the same key.
+    pub signing_key: unsubscribe::SigningKey,
 }
 
 impl Default for MessagesContext {
@@ -41,6 +44,7 @@ impl Default for MessagesContext {
             mailer: Mailer::default_outbox(),
             public_url: "http://localhost:8080".to_owned(),
             retry_base: Duration::from_secs(30),
+            signing_key: unsubscribe::SigningKey::random(),
         }
     }
 }
