@@ -210,7 +210,8 @@ async fn serve_api(
         .with_default_concurrency(settings.worker.default_concurrency)
         .with_schedules(schedules)
         .with_timezone(settings.timezone)
-        .with_photo_uploads(photos);
+        .with_photo_uploads(photos)
+        .with_signing_key(crate::commands::signing::unsubscribe_key(settings, &pool).await?);
     let events = settings.metric_events.then(|| {
         let (sink, writer) = EventWriter::spawn(pool, EventWriterConfig::default());
         state = state.clone().with_events(sink);
