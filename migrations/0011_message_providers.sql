@@ -16,6 +16,10 @@ ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
     CHECK (status IN ('queued', 'sending', 'sent', 'suppressed', 'failed', 'bounced', 'cancelled'));
 -- Which provider accepted the message (`smtp`, `smtp_secondary`, `sms`, …).
 ALTER TABLE deliveries ADD COLUMN provider text;
+-- Unsubscribe links carry a signed, self-contained token now (`messages::unsubscribe`); nothing
+-- per delivery needs storing.
+DROP INDEX deliveries_unsubscribe_token_idx;
+ALTER TABLE deliveries DROP COLUMN unsubscribe_token;
 
 CREATE OR REPLACE FUNCTION deliveries_apply_counts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -273,3 +273,56 @@ async fn scheduler_enqueues_the_configured_entries() {
     assert!(scheduler.wait().unwrap().success());
     std::fs::remove_file(&config).ok();
 }
+
+#[tokio::test]
+async fn all_verifies_unsubscribe_links_with_the_key_kept_in_the_database() {
+    use wedsync_kinds::messages::unsubscribe::{SigningKey, UnsubscribeClaim};
+    use wedsync_kinds::suppression::{Address, Channel, SuppressionList};
+
+    let db = TestDb::new().await.unwrap();
+    let data_dir = std::env::temp_dir().join(format!("wedsync-unsub-{}", db.name));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wedsync-jobs"))
+        .arg("all")
+        .env("DATABASE_URL", &db.url)
+        .env("WEDSYNC_LISTEN", "127.0.0.1:0")
+        .env("WEDSYNC_DATA_DIR", &data_dir)
+        .env_remove("WEDSYNC_SIGNING_KEY")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start all");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("a line from `all`").unwrap();
+        if let Some(value) = line.trim().strip_prefix("API:") {
+            break value.trim().to_owned();
+        }
+    };
+
+    // Whichever of the test and the process created the key first, both now use that one.
+    let key = SigningKey::load_or_create(&db.pool).await.unwrap();
+    let address = Address::parse(Channel::Email, "guest@example.com").unwrap();
+    let claim = UnsubscribeClaim {
+        delivery_id: 1,
+        org_id: "acme".to_owned(),
+        channel: Channel::Email,
+        address_hash: address.hash(),
+    };
+    let response = reqwest::Client::new()
+        .post(format!("{base}/unsubscribe?token={}", key.sign(&claim)))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let list = SuppressionList::new(db.pool.clone());
+    assert!(list.contains_address("acme", &address).await.unwrap());
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    std::fs::remove_dir_all(&data_dir).ok();
+}

@@ -15,6 +15,7 @@ use support::start_worker;
 use support::test_config;
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::erasure::{ErasureRequest, erase};
+use wedsync_kinds::messages::unsubscribe::UnsubscribeClaim;
 use wedsync_kinds::messages::validate::ValidRecipient;
 use wedsync_kinds::messages::{BulkSendFanout, Category, get_send};
 use wedsync_kinds::suppression::{Address, Channel, Reason, SuppressionList};
@@ -110,12 +111,9 @@ async fn marketing_mail_carries_unsubscribe_headers_a_stable_message_id_and_the_
         }],
     );
     store(&db, &send).await;
-    let worker = start_worker(
-        &db,
-        register_all(),
-        support::messages::context(&db, &smtp.url()),
-        test_config(&["messages"]),
-    );
+    let app = support::messages::context(&db, &smtp.url());
+    let key = app.messages.signing_key.clone();
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
     wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
     worker.stop().await;
 
@@ -143,23 +141,41 @@ async fn marketing_mail_carries_unsubscribe_headers_a_stable_message_id_and_the_
         message.data
     );
     assert!(!message.data.contains("<p>Dear <b>Ann"));
-    let (id, token): (i64, String) = sqlx::query_as(
-        "SELECT id, unsubscribe_token::text FROM deliveries WHERE send_id = $1::uuid",
-    )
-    .bind(&send.id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (id, hash): (i64, String) =
+        sqlx::query_as("SELECT id, address_hash FROM deliveries WHERE send_id = $1::uuid")
+            .bind(&send.id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(
         message.header("Message-ID").unwrap(),
         format!("<delivery-{id}.{}@ann-and-bob.example>", send.id)
     );
+    let list_unsubscribe = message.header("List-Unsubscribe").unwrap();
+    let token = list_unsubscribe
+        .strip_prefix("<https://jobs.wedsync.test/unsubscribe?token=")
+        .and_then(|rest| rest.split_once('>'))
+        .map(|(token, _)| token.to_owned())
+        .unwrap_or_else(|| panic!("{list_unsubscribe}"));
     assert_eq!(
-        message.header("List-Unsubscribe").unwrap(),
+        list_unsubscribe,
         format!(
             "<https://jobs.wedsync.test/unsubscribe?token={token}>, \
-             <mailto:unsubscribe+{token}@jobs.wedsync.test>"
+             <mailto:unsubscribe@jobs.wedsync.test?subject=unsubscribe%20{token}>"
         )
+    );
+    // The token is signed with the workers' key and names this very delivery.
+    let claim = key
+        .verify(&token)
+        .expect("a token signed with the workers' key");
+    assert_eq!(
+        claim,
+        UnsubscribeClaim {
+            delivery_id: id,
+            org_id: ORG.to_owned(),
+            channel: Channel::Email,
+            address_hash: hash,
+        }
     );
     assert_eq!(
         message.header("List-Unsubscribe-Post").unwrap(),

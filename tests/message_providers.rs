@@ -158,6 +158,16 @@ async fn a_provider_back_from_an_outage_takes_over_from_the_secondary_again() {
     assert_eq!(secondary.count(), 50);
 
     let primary = SmtpServer::start_on(primary_addr).await;
+    wait_for(
+        "the primary's open time to pass",
+        Duration::from_secs(10),
+        || async {
+            let opened_at = breaker.snapshot().opened_at?;
+            let open_for = chrono::Duration::from_std(BREAKER.open_for).unwrap();
+            (chrono::Utc::now() - opened_at > open_for).then_some(())
+        },
+    )
+    .await;
     // The first send after its open time probes the primary, which answers: closed again.
     let probing = new_send(Category::Transactional, recipients(50));
     store(&db, &probing).await;

@@ -67,6 +67,9 @@ pub enum ApiError {
     /// An `Idempotency-Key` already used for a different request.
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
+    /// A missing, malformed or forged unsubscribe token. Deliberately says no more than that.
+    #[error("this unsubscribe link is invalid or has expired")]
+    InvalidToken,
     /// Readiness failed; `checks` says which dependency is not ready.
     #[error("{detail}")]
     NotReady { detail: String, checks: Value },
@@ -95,7 +98,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::InvalidToken => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -125,6 +128,7 @@ impl ApiError {
             ApiError::Validation { .. } => "VALIDATION_ERROR",
             ApiError::Unprocessable { code, .. } => code,
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            ApiError::InvalidToken => "INVALID_TOKEN",
             ApiError::NotReady { .. } => "NOT_READY",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }

@@ -14,6 +14,9 @@
 //! while the first is still running it is 409 `CONFLICT`. A claim whose process died before
 //! recording stays "in flight" rather than risk doing the work twice; old rows are for retention
 //! to prune.
+//!
+//! Routes without auth (`/unsubscribe`, which a guest's mail client posts to) pass through: there
+//! is no organisation to scope the key to, and the route is idempotent by itself.
 
 use crate::ApiState;
 use crate::auth::Principal;
@@ -21,7 +24,7 @@ use crate::error::{ApiError, PROBLEM_JSON, error_chain};
 use crate::extract;
 use axum::RequestExt;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -42,6 +45,7 @@ pub async fn middleware(State(state): State<ApiState>, req: Request, next: Next)
     if req.method() != Method::POST
         || !req.headers().contains_key(IDEMPOTENCY_KEY)
         || is_multipart(&req)
+        || is_public(&req)
     {
         return next.run(req).await;
     }
@@ -106,6 +110,13 @@ fn is_multipart(req: &Request) -> bool {
                 .to_ascii_lowercase()
                 .starts_with("multipart/")
         })
+}
+
+/// The routes anyone may call, without an API key.
+fn is_public(req: &Request) -> bool {
+    req.extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|path| path.as_str() == crate::routes::unsubscribe::PATH)
 }
 
 fn idempotency_key(value: Option<&HeaderValue>) -> Result<String, ApiError> {

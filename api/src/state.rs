@@ -4,6 +4,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
+use wedsync_kinds::messages::unsubscribe::SigningKey;
 use wedsync_queue::{KindInfo, Queue};
 
 /// Pool concurrency given to a queue that gets its first pool row from the API (pause/resume).
@@ -32,6 +33,9 @@ pub struct ApiState {
     /// Where `POST /v1/photos` stores originals and how large one may be; `None` (a state
     /// built without it, e.g. in tests of other routes) answers uploads with a logged 500.
     pub photos: Option<PhotoUploads>,
+    /// Verifies the tokens of `/unsubscribe` links (the workers sign them with the same key);
+    /// `None` answers those requests with a logged 500.
+    pub signing_key: Option<SigningKey>,
 }
 
 /// Photo upload settings of the API.
@@ -59,6 +63,7 @@ impl ApiState {
             events: None,
             timezone: chrono_tz::Tz::UTC,
             photos: None,
+            signing_key: None,
         }
     }
 
@@ -85,6 +90,11 @@ impl ApiState {
 
     pub fn with_photo_uploads(mut self, photos: PhotoUploads) -> Self {
         self.photos = Some(photos);
+        self
+    }
+
+    pub fn with_signing_key(mut self, key: SigningKey) -> Self {
+        self.signing_key = Some(key);
         self
     }
 

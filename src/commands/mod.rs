@@ -12,3 +12,4 @@ pub mod metrics_schedule;
 mod output;
 pub mod pools;
 pub mod serve;
+pub mod signing;

@@ -48,7 +48,7 @@ pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
     );
     let worker = run_worker(
         pool.clone(),
-        app_context(&settings, pool.clone())?,
+        app_context(&settings, pool.clone()).await?,
         worker_config(&settings, &WorkerArgs::default()),
         stop.clone(),
     );
@@ -82,7 +82,7 @@ pub async fn worker(settings: Settings, args: WorkerArgs) -> Result<(), Failure>
     let pool = startup::connect(&settings, 16, true).await?;
     seed_pools(&pool, &settings).await?;
     let config = worker_config(&settings, &args);
-    let app = app_context(&settings, pool.clone())?;
+    let app = app_context(&settings, pool.clone()).await?;
     run_worker(pool, app, config, shutdown::on_signal()).await
 }
 
@@ -210,7 +210,8 @@ async fn serve_api(
         .with_default_concurrency(settings.worker.default_concurrency)
         .with_schedules(schedules)
         .with_timezone(settings.timezone)
-        .with_photo_uploads(photos);
+        .with_photo_uploads(photos)
+        .with_signing_key(crate::commands::signing::unsubscribe_key(settings, &pool).await?);
     let events = settings.metric_events.then(|| {
         let (sink, writer) = EventWriter::spawn(pool, EventWriterConfig::default());
         state = state.clone().with_events(sink);
@@ -267,8 +268,9 @@ fn photo_storage(settings: &Settings) -> Result<Storage, Failure> {
 }
 
 /// What job handlers share: the pool, photo storage and limits.
-fn app_context(settings: &Settings, pool: PgPool) -> Result<AppContext, Failure> {
-    let messages = crate::commands::messages::context(settings, &pool)?;
+async fn app_context(settings: &Settings, pool: PgPool) -> Result<AppContext, Failure> {
+    let mut messages = crate::commands::messages::context(settings, &pool)?;
+    messages.signing_key = crate::commands::signing::unsubscribe_key(settings, &pool).await?;
     Ok(AppContext::new(pool)
         .with_storage(photo_storage(settings)?)
         .with_photo_limits(PhotoLimits {

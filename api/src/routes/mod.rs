@@ -14,6 +14,7 @@ pub mod queues;
 pub mod scaling;
 pub mod schedules;
 pub mod suppressions;
+pub mod unsubscribe;
 pub mod weddings;
 
 use crate::ApiState;
@@ -41,6 +42,7 @@ pub fn all() -> Vec<Route> {
         weddings::routes(),
         photos::routes(),
         bulk_sends::routes(),
+        unsubscribe::routes(),
     ]
     .into_iter()
     .flatten()

@@ -13,4 +13,5 @@ mod requests;
 mod schedules;
 mod support;
 mod suppressions;
+mod unsubscribe;
 mod weddings;

@@ -12,6 +12,7 @@ pub mod fanout;
 pub mod providers;
 mod sql;
 pub mod template;
+pub mod unsubscribe;
 pub mod validate;
 
 pub use deliver::{DeliverBatch, batch_ranges, batch_unique_key};
@@ -40,6 +41,9 @@ pub struct MessagesContext {
     /// Deliveries a batch job takes and sends at once (fewer under a rate limit, see
     /// [`MessagesContext::chunk_for`]).
     pub chunk_size: usize,
+    /// Signs the unsubscribe links of marketing messages; the API verifies them with the same
+    /// key (`WEDSYNC_SIGNING_KEY`, else the database's, see `unsubscribe`).
+    pub signing_key: unsubscribe::SigningKey,
 }
 
 /// Deliveries a batch job sends at once unless configured.
@@ -65,6 +69,7 @@ impl MessagesContext {
             sms_from: "WedSync".to_owned(),
             retry_base: Duration::from_secs(30),
             chunk_size: DEFAULT_CHUNK_SIZE,
+            signing_key: unsubscribe::SigningKey::random(),
         }
     }
 

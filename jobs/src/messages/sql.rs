@@ -65,8 +65,7 @@ UPDATE deliveries d
    SET status = CASE WHEN p.suppressed THEN 'suppressed' ELSE 'sending' END, updated_at = now()
   FROM picked p
  WHERE d.id = p.id
-RETURNING d.id, d.ordinal, d.address, d.address_hash, d.variables, d.status,
-          d.unsubscribe_token::text AS unsubscribe_token";
+RETURNING d.id, d.ordinal, d.address, d.address_hash, d.variables, d.status";
 
 /// Every status change of deliveries the batch job took (`sending` → anything), many per
 /// statement: `$1` ids, `$2` new statuses, `$3` whether a provider was called (counts as an

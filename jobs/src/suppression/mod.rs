@@ -4,7 +4,9 @@
 //! The bulk-messages family checks it at send time, not only at enqueue:
 //! `SuppressionList::contains(org, channel, raw_address)` (or [`SuppressionList::contains_address`]
 //! with an already parsed [`Address`]) is true when the organisation's own list or the global one
-//! holds the address; a permanent bounce adds a `hard_bounce` entry with [`SuppressionList::add`].
+//! holds the address; a permanent bounce adds a `hard_bounce` entry with [`SuppressionList::add`],
+//! an unsubscribe link an `unsubscribed` one with [`SuppressionList::add_hash`] (its token carries
+//! the hash, not the address).
 
 mod address;
 mod reason;
@@ -112,13 +114,30 @@ impl SuppressionList {
         address: &Address,
         reason: Reason,
     ) -> Result<Added, sqlx::Error> {
-        let readable = (reason != Reason::Erased).then(|| address.as_str());
+        let readable = Some(address.as_str());
+        self.add_hash(org, address.channel(), &address.hash(), readable, reason)
+            .await
+    }
+
+    /// [`SuppressionList::add`] by hash, for callers that no longer have the address (an
+    /// unsubscribe link whose delivery was erased or pruned). `readable`, when given, must be
+    /// the normalised address of `hash`; it is not stored for an `erased` entry, nor when the
+    /// guest was erased in any list.
+    pub async fn add_hash(
+        &self,
+        org: Option<&str>,
+        channel: Channel,
+        hash: &str,
+        readable: Option<&str>,
+        reason: Reason,
+    ) -> Result<Added, sqlx::Error> {
+        let readable = readable.filter(|_| reason != Reason::Erased);
         // A concurrent remove between the two statements: insert again.
         loop {
             let inserted: Option<Entry> = sqlx::query_as(sql::INSERT)
                 .bind(org)
-                .bind(address.channel().as_str())
-                .bind(address.hash())
+                .bind(channel.as_str())
+                .bind(hash)
                 .bind(readable)
                 .bind(reason.as_str())
                 .fetch_optional(&self.pool)
@@ -129,7 +148,7 @@ impl SuppressionList {
                     created: true,
                 });
             }
-            if let Some(entry) = self.find(org, address).await? {
+            if let Some(entry) = self.find_hash(org, channel, hash).await? {
                 return Ok(Added {
                     entry,
                     created: false,
@@ -144,10 +163,21 @@ impl SuppressionList {
         org: Option<&str>,
         address: &Address,
     ) -> Result<Option<Entry>, sqlx::Error> {
+        self.find_hash(org, address.channel(), &address.hash())
+            .await
+    }
+
+    /// [`SuppressionList::find`] by hash.
+    pub async fn find_hash(
+        &self,
+        org: Option<&str>,
+        channel: Channel,
+        hash: &str,
+    ) -> Result<Option<Entry>, sqlx::Error> {
         sqlx::query_as(sql::FIND)
             .bind(org)
-            .bind(address.channel().as_str())
-            .bind(address.hash())
+            .bind(channel.as_str())
+            .bind(hash)
             .fetch_optional(&self.pool)
             .await
     }

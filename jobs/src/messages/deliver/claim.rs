@@ -16,7 +16,6 @@ pub(super) struct Claimed {
     pub variables: serde_json::Value,
     /// `sending`, or `suppressed` when the suppression list holds the address.
     pub status: String,
-    pub unsubscribe_token: String,
 }
 
 impl Claimed {

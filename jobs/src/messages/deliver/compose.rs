@@ -6,6 +6,7 @@ use crate::messages::MessagesContext;
 use crate::messages::email::{self, Envelope};
 use crate::messages::providers::{Outgoing, SmsMessage};
 use crate::messages::template::{Footer, Rendered, TemplateSource, Templates};
+use crate::messages::unsubscribe::UnsubscribeClaim;
 use crate::suppression::Channel;
 
 /// What a batch job knows of its send.
@@ -81,10 +82,13 @@ impl<'a> Composer<'a> {
 
     /// The message for `delivery`, or why it cannot be made (the delivery fails).
     pub fn compose(&self, delivery: &Claimed) -> Result<Composed, String> {
-        let unsubscribe_url = format!(
-            "{}/unsubscribe?token={}",
-            self.messages.public_url, delivery.unsubscribe_token
-        );
+        let token = self.messages.signing_key.sign(&UnsubscribeClaim {
+            delivery_id: delivery.id,
+            org_id: self.send.org_id.clone(),
+            channel: self.channel,
+            address_hash: delivery.address_hash.clone(),
+        });
+        let unsubscribe_url = format!("{}/unsubscribe?token={token}", self.messages.public_url);
         let footer = Footer {
             sender_name: &self.send.sender_name,
             postal_address: &self.send.postal_address,
@@ -98,8 +102,7 @@ impl<'a> Composer<'a> {
             Channel::Email => {
                 let message_id =
                     email::message_id(delivery.id, self.send_id, &self.send.sender_email);
-                let mailto =
-                    unsubscribe_mailto(&self.messages.public_url, &delivery.unsubscribe_token);
+                let mailto = unsubscribe_mailto(&self.messages.public_url, &token);
                 let envelope = Envelope {
                     sender_name: &self.send.sender_name,
                     sender_email: &self.send.sender_email,
@@ -130,11 +133,12 @@ impl<'a> Composer<'a> {
     }
 }
 
-/// `unsubscribe+<token>@<host of the public URL>`.
+/// `unsubscribe@<host of the public URL>?subject=unsubscribe%20<token>` (RFC 2369): the token
+/// goes in the subject because it is longer than the 64 characters a local part may have.
 fn unsubscribe_mailto(public_url: &str, token: &str) -> String {
     let host = url::Url::parse(public_url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
         .unwrap_or_else(|| "localhost".to_owned());
-    format!("unsubscribe+{token}@{host}")
+    format!("unsubscribe@{host}?subject=unsubscribe%20{token}")
 }

@@ -136,9 +136,10 @@ impl SmtpPool {
                 .map_err(|e| PoolError::Io(format!("setting TCP_NODELAY: {e}")))?;
             // Whatever fails before a message is the provider's trouble (a refused greeting, bad
             // credentials), never a recipient's: an I/O error, so nobody bounces for it.
-            let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
-                .await
-                .map_err(|e| PoolError::Io(format!("greeting the SMTP server: {e}")))?;
+            let mut conn =
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                    .await
+                    .map_err(|e| PoolError::Io(format!("greeting the SMTP server: {e}")))?;
             if let Some(credentials) = &self.credentials {
                 conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
                     .await
@@ -162,5 +163,7 @@ fn is_network(err: &lettre::transport::smtp::Error) -> bool {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
