@@ -9,6 +9,7 @@ mod metrics_hourly;
 mod operations;
 mod photos;
 mod pools;
+mod provider_breakers;
 mod requests;
 mod schedules;
 mod support;

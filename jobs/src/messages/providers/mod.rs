@@ -3,5 +3,10 @@
 //! worker process.
 
 mod error;
+pub mod status;
 
 pub use error::{SendError, SmsMessage};
+pub use status::{
+    BreakerReport, BreakerState, ProcessBreaker, ProviderRole, ProviderStatus, breaker_states,
+    publish_breakers,
+};
