@@ -271,6 +271,9 @@ fn photo_storage(settings: &Settings) -> Result<Storage, Failure> {
 async fn app_context(settings: &Settings, pool: PgPool) -> Result<AppContext, Failure> {
     let mut messages = crate::commands::messages::context(settings, &pool)?;
     messages.signing_key = crate::commands::signing::unsubscribe_key(settings, &pool).await?;
+    messages
+        .providers
+        .spawn_publisher(pool.clone(), wedsync_worker::default_worker_id());
     Ok(AppContext::new(pool)
         .with_storage(photo_storage(settings)?)
         .with_photo_limits(PhotoLimits {

@@ -238,9 +238,9 @@ async fn find(state: &ApiState, principal: &Principal, id: &str) -> Result<SendS
 }
 
 /// The send as the API shows it, with rate (finished deliveries per second since the fan-out)
-/// and an ETA from it.
-fn present(s: &SendSummary) -> Value {
-    let finished = s.sent + s.suppressed + s.failed + s.bounced;
+/// and an ETA from it. Cancelled deliveries count as finished.
+pub(crate) fn present(s: &SendSummary) -> Value {
+    let finished = s.sent + s.suppressed + s.failed + s.bounced + s.cancelled;
     let remaining = (s.recipient_count - finished).max(0);
     let elapsed = s
         .fanned_out_at
@@ -267,9 +267,12 @@ fn present(s: &SendSummary) -> Value {
         "counts": {
             "queued": s.queued, "sending": s.sending, "sent": s.sent,
             "suppressed": s.suppressed, "failed": s.failed, "bounced": s.bounced,
+            "cancelled": s.cancelled,
         },
         "rate_per_second": rate,
         "eta": if s.fanned_out_at.is_some() { eta } else { None },
+        "paused_at": s.paused_at,
+        "cancelled_at": s.cancelled_at,
         "created_at": s.created_at,
         "updated_at": s.updated_at,
     })

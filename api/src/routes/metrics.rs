@@ -17,6 +17,9 @@ use metrics_exporter_prometheus::formatting::{
     sanitize_label_value, write_help_line, write_type_line,
 };
 use std::fmt::Write;
+use wedsync_kinds::messages::providers::status::{
+    BreakerState, ProviderStatus, REPORT_FRESHNESS, breaker_states,
+};
 use wedsync_queue::{QueueStats, StateCount};
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -38,6 +41,10 @@ async fn render(State(state): State<ApiState>) -> impl IntoResponse {
     match wedsync_scheduler::scaling::scaling_rows(&state.pool).await {
         Ok(rows) => super::scaling::write_desired_replicas(&mut out, &rows),
         Err(err) => tracing::warn!(error = %error_chain(&err), "metrics: scaling unavailable"),
+    }
+    match breaker_states(&state.pool, REPORT_FRESHNESS).await {
+        Ok(providers) => write_provider_breakers(&mut out, &providers),
+        Err(err) => tracing::warn!(error = %error_chain(&err), "metrics: breakers unavailable"),
     }
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], out)
 }
@@ -108,6 +115,66 @@ pub fn write_queue_stats(out: &mut String, stats: &[QueueStats]) {
     }
 }
 
+/// A gauge with one sample per provider: its name, its help, its value.
+type ProviderGauge = (&'static str, &'static str, fn(&ProviderStatus) -> f64);
+
+/// Each provider's circuit breaker over the worker processes that reported it recently: the
+/// worst state (1 for it, 0 for the others), how many processes have it open, the longest run
+/// of failures, and the processes' counters summed (a gauge: a process that goes away takes
+/// its share with it).
+pub fn write_provider_breakers(out: &mut String, providers: &[ProviderStatus]) {
+    let state = "wedsync_provider_breaker_state";
+    gauge_header(
+        out,
+        state,
+        "1 for the provider's worst circuit-breaker state over the worker processes.",
+    );
+    for p in providers {
+        for s in BreakerState::ALL {
+            let value = f64::from(u8::from(p.state == s));
+            sample(
+                out,
+                state,
+                &[("provider", &p.provider), ("state", s.as_str())],
+                value,
+            );
+        }
+    }
+    let per_provider: [ProviderGauge; 5] = [
+        (
+            "wedsync_provider_breaker_open_processes",
+            "Worker processes whose breaker of the provider is open.",
+            |p| p.open_processes as f64,
+        ),
+        (
+            "wedsync_provider_consecutive_failures",
+            "The longest current run of failures of the provider in one process.",
+            |p| f64::from(p.consecutive_failures),
+        ),
+        (
+            "wedsync_provider_failures",
+            "Failed sends (the provider was unavailable), summed over processes.",
+            |p| p.failures as f64,
+        ),
+        (
+            "wedsync_provider_successes",
+            "Sends the provider answered, summed over processes.",
+            |p| p.successes as f64,
+        ),
+        (
+            "wedsync_provider_rejected",
+            "Sends refused by an open breaker, summed over processes.",
+            |p| p.rejected as f64,
+        ),
+    ];
+    for (name, help, value) in per_provider {
+        gauge_header(out, name, help);
+        for p in providers {
+            sample(out, name, &[("provider", &p.provider)], value(p));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +193,39 @@ mod tests {
         assert!(
             out.contains(r#"wedsync_jobs{queue="email",kind="send \"x\"",state="available"} 3"#)
         );
+    }
+
+    #[test]
+    fn a_half_open_breaker_is_the_one_state_set_to_one() {
+        use wedsync_kinds::messages::providers::status::ProviderRole;
+        use wedsync_kinds::suppression::Channel;
+        let status = ProviderStatus {
+            provider: "smtp".into(),
+            channel: Channel::Email,
+            role: ProviderRole::Primary,
+            state: BreakerState::HalfOpen,
+            open_processes: 0,
+            consecutive_failures: 4,
+            failures: 9,
+            successes: 20,
+            rejected: 2,
+            opened_at: None,
+            processes: Vec::new(),
+        };
+        let mut out = String::new();
+        write_provider_breakers(&mut out, &[status]);
+        for line in [
+            r#"wedsync_provider_breaker_state{provider="smtp",state="half_open"} 1"#,
+            r#"wedsync_provider_breaker_state{provider="smtp",state="closed"} 0"#,
+            r#"wedsync_provider_breaker_state{provider="smtp",state="open"} 0"#,
+            r#"wedsync_provider_breaker_open_processes{provider="smtp"} 0"#,
+            r#"wedsync_provider_consecutive_failures{provider="smtp"} 4"#,
+            r#"wedsync_provider_failures{provider="smtp"} 9"#,
+            r#"wedsync_provider_successes{provider="smtp"} 20"#,
+            r#"wedsync_provider_rejected{provider="smtp"} 2"#,
+        ] {
+            assert!(out.lines().any(|l| l == line), "no {line} in\n{out}");
+        }
+        assert!(out.contains("# TYPE wedsync_provider_rejected gauge"));
     }
 }

@@ -1,6 +1,7 @@
 //! One module per resource; each lists its own routes, and [`all`] is the table the router is
 //! built from (and that the OpenAPI test checks against the document).
 
+pub mod bulk_send_control;
 pub mod bulk_sends;
 pub mod erasures;
 pub mod health;
@@ -42,6 +43,7 @@ pub fn all() -> Vec<Route> {
         weddings::routes(),
         photos::routes(),
         bulk_sends::routes(),
+        bulk_send_control::routes(),
         unsubscribe::routes(),
     ]
     .into_iter()

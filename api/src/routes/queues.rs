@@ -1,4 +1,5 @@
-//! `/v1/queues`: depth and activity per queue, and pausing (operator).
+//! `/v1/queues`: depth and activity per queue, the providers' circuit breakers, and pausing
+//! (operator).
 
 use crate::ApiState;
 use crate::auth::Operator;
@@ -8,6 +9,7 @@ use crate::routes::Route;
 use axum::extract::State;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use wedsync_kinds::messages::providers::status::{REPORT_FRESHNESS, breaker_states};
 use wedsync_queue::Pool;
 
 pub fn routes() -> Vec<Route> {
@@ -18,9 +20,12 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
+/// Queues, and each message provider's breaker across the worker processes that reported it
+/// in the last [`REPORT_FRESHNESS`].
 async fn list(State(state): State<ApiState>, _: Operator) -> Result<Json<Value>, ApiError> {
     let queues = state.queue.queue_stats().await?;
-    Ok(Json(json!({ "queues": queues })))
+    let providers = breaker_states(&state.pool, REPORT_FRESHNESS).await?;
+    Ok(Json(json!({ "queues": queues, "providers": providers })))
 }
 
 /// Workers stop claiming from the queue within a second; running jobs finish. A queue without a

@@ -2,6 +2,7 @@
 //! its own server on a loopback port. One binary (modules below) so the suite links once.
 
 mod auth;
+mod bulk_send_control;
 mod bulk_sends;
 mod erasures;
 mod jobs;
@@ -9,6 +10,7 @@ mod metrics_hourly;
 mod operations;
 mod photos;
 mod pools;
+mod provider_breakers;
 mod requests;
 mod schedules;
 mod support;

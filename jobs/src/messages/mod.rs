@@ -6,6 +6,7 @@
 //! and one [`DeliverBatch`] job per batch of deliveries ([`NewSend::batch_size`]), again in one
 //! transaction; each batch job sends its deliveries one by one. See `docs/messages.md`.
 
+pub mod control;
 mod deliver;
 pub mod email;
 pub mod fanout;
@@ -187,6 +188,11 @@ pub struct SendSummary {
     pub suppressed: i32,
     pub failed: i32,
     pub bounced: i32,
+    /// Deliveries a cancel stopped, and recipients of a send cancelled before its fan-out.
+    pub cancelled: i32,
+    /// When the current pause began (cleared by a resume).
+    pub paused_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub cancelled_at: Option<chrono::DateTime<chrono::Utc>>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -220,13 +226,14 @@ pub struct DeliveryRow {
 }
 
 /// The statuses a delivery can have.
-pub const STATUSES: [&str; 6] = [
+pub const STATUSES: [&str; 7] = [
     "queued",
     "sending",
     "sent",
     "suppressed",
     "failed",
     "bounced",
+    "cancelled",
 ];
 
 /// Deliveries of `send_id` with an id above `after`, oldest first.

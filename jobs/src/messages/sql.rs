@@ -101,9 +101,49 @@ UPDATE bulk_sends SET state = 'done', updated_at = now()
 /// One send with its counters, within an organisation (`$2` NULL: any).
 pub const GET_SEND: &str = "
 SELECT id::text AS id, org_id, channel, category, state, send_at, fanned_out_at,
-       recipient_count, total, queued, sending, sent, suppressed, failed, bounced,
-       created_at, updated_at
+       recipient_count, total, queued, sending, sent, suppressed, failed, bounced, cancelled,
+       paused_at, cancelled_at, created_at, updated_at
   FROM bulk_sends WHERE id = $1::uuid AND ($2::text IS NULL OR org_id = $2)";
+
+// Pause, resume and cancel (`control.rs`).
+
+/// Lock a send (within an organisation, `$2` NULL: any) to pause or resume it.
+pub const LOCK_FOR_CONTROL: &str = "
+SELECT state, recipient_count, batch_size, fanned_out_at IS NOT NULL FROM bulk_sends
+ WHERE id = $1::uuid AND ($2::text IS NULL OR org_id = $2)
+   FOR UPDATE";
+
+/// The same without the lock, to cancel it.
+pub const READ_FOR_CONTROL: &str = "
+SELECT state, recipient_count, batch_size, fanned_out_at IS NOT NULL FROM bulk_sends
+ WHERE id = $1::uuid AND ($2::text IS NULL OR org_id = $2)";
+
+pub const PAUSE_SEND: &str = "
+UPDATE bulk_sends SET state = 'paused', paused_at = now(), updated_at = now()
+ WHERE id = $1::uuid AND state = 'active'";
+
+pub const RESUME_SEND: &str = "
+UPDATE bulk_sends SET state = 'active', paused_at = NULL, updated_at = now()
+ WHERE id = $1::uuid AND state = 'paused'";
+
+/// Cancel a send, if it is still active or paused (no row: it is not). One not fanned out yet
+/// loses its inline recipients (the fan-out then finds nothing to do) and counts them all
+/// `cancelled`, since none will get a delivery.
+pub const CANCEL_SEND: &str = "
+UPDATE bulk_sends
+   SET state = 'cancelled', cancelled_at = now(), updated_at = now(), recipients = NULL,
+       cancelled = cancelled + CASE WHEN recipients IS NULL THEN 0
+                                    ELSE greatest(recipient_count - total, 0) END
+ WHERE id = $1::uuid AND state IN ('active', 'paused')
+RETURNING id::text";
+
+/// Every delivery of a send still waiting to be sent, locked in id order (a statement that
+/// takes several of them should take them in that order too); the triggers move the counters.
+pub const CANCEL_QUEUED_DELIVERIES: &str = "
+UPDATE deliveries d SET status = 'cancelled', updated_at = now()
+  FROM (SELECT id FROM deliveries WHERE send_id = $1::uuid AND status = 'queued'
+         ORDER BY id FOR UPDATE) q
+ WHERE d.id = q.id AND d.status = 'queued'";
 
 /// A page of a send's deliveries by id, optionally of one status.
 pub const LIST_DELIVERIES: &str = "

@@ -9,6 +9,7 @@
 //! - **when to come back**: a refusal says how long the breaker stays open, so a batch job can
 //!   snooze exactly that long instead of polling (`Permission::Denied { retry_after }`).
 
+use super::status::BreakerState;
 use chrono::{DateTime, Utc};
 use failsafe::backoff::{self, Constant};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
@@ -34,30 +35,20 @@ impl Default for BreakerConfig {
     }
 }
 
-/// The three states of a breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    Closed = 0,
-    Open = 1,
-    HalfOpen = 2,
+/// States as stored in [`Tracked::state`].
+fn encode(state: BreakerState) -> u8 {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
+    }
 }
 
-impl BreakerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
-
-    fn from_u8(value: u8) -> Self {
-        match value {
-            1 => BreakerState::Open,
-            2 => BreakerState::HalfOpen,
-            _ => BreakerState::Closed,
-        }
+fn decode(value: u8) -> BreakerState {
+    match value {
+        1 => BreakerState::Open,
+        2 => BreakerState::HalfOpen,
+        _ => BreakerState::Closed,
     }
 }
 
@@ -104,7 +95,7 @@ struct Observer(Arc<Tracked>);
 
 impl Observer {
     fn set(&self, state: BreakerState) {
-        self.0.state.store(state as u8, Ordering::Release);
+        self.0.state.store(encode(state), Ordering::Release);
         self.0.changed.notify_waiters();
     }
 }
@@ -182,7 +173,7 @@ impl Breaker {
     }
 
     pub fn state(&self) -> BreakerState {
-        BreakerState::from_u8(self.tracked.state.load(Ordering::Acquire))
+        decode(self.tracked.state.load(Ordering::Acquire))
     }
 
     /// Ask to call the provider. Open: denied for the rest of the open time. Half-open: the

@@ -12,14 +12,21 @@
 
 mod breaker;
 mod error;
+mod publish;
 mod rate_limit;
 mod smtp;
 mod smtp_pool;
+pub mod status;
 
-pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, BreakerState, Call, Permission};
+pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, Call, Permission};
 pub use error::{SendError, SmsMessage};
+pub use publish::PUBLISH_EVERY;
 pub use rate_limit::RateLimiter;
 pub use smtp::{DEFAULT_POOL_SIZE, EmailTransport, SmtpConfigError};
+pub use status::{
+    BreakerReport, BreakerState, ProcessBreaker, ProviderRole, ProviderStatus, breaker_states,
+    publish_breakers,
+};
 
 use crate::suppression::Channel;
 use futures::future::BoxFuture;
@@ -38,23 +45,6 @@ pub trait SmsTransport: Send + Sync + 'static {
 pub enum Outgoing {
     Email(Box<lettre::Message>),
     Sms(SmsMessage),
-}
-
-/// Whether a provider is the channel's first choice or its fallback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderRole {
-    Primary,
-    Secondary,
-}
-
-impl ProviderRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderRole::Primary => "primary",
-            ProviderRole::Secondary => "secondary",
-        }
-    }
 }
 
 #[derive(Clone)]
