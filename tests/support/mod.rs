@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kinds;
+pub mod sms;
 pub mod smtp;
 
 use std::future::Future;

@@ -3,5 +3,7 @@
 //! worker process.
 
 mod error;
+mod sms;
 
 pub use error::{SendError, SmsMessage};
+pub use sms::{SmsClient, SmsConfigError, SmsOutbox};
