@@ -5,10 +5,16 @@
 use crate::Failure;
 use crate::settings::Settings;
 use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
 use wedsync_kinds::messages::MessagesContext;
 use wedsync_kinds::messages::providers::{
-    BreakerConfig, EmailTransport, Provider, ProviderRole, Providers,
+    BreakerConfig, EmailTransport, Provider, ProviderRole, Providers, SmsClient, SmsOutbox,
+    SmsTransport,
 };
+
+/// How long one request to the SMS provider may take.
+const SMS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Built once per worker process; providers are shared by every delivery job.
 pub fn context(settings: &Settings, pool: &PgPool) -> Result<MessagesContext, Failure> {
@@ -38,6 +44,29 @@ pub fn context(settings: &Settings, pool: &PgPool) -> Result<MessagesContext, Fa
         providers = providers.with(limited(
             Provider::email(ProviderRole::Secondary, secondary, breaker),
             m.smtp_secondary_rate,
+        ));
+    }
+    let sms = |setting: &str, url: &url::Url| -> Result<Arc<dyn SmsTransport>, Failure> {
+        let client = SmsClient::new(url, SMS_TIMEOUT)
+            .map_err(|e| Failure::Usage(anyhow::anyhow!("{setting} {e}")))?;
+        Ok(Arc::new(client))
+    };
+    let primary: Arc<dyn SmsTransport> = match &settings.sms_url {
+        Some(url) => sms("WEDSYNC_SMS_URL", url)?,
+        None => Arc::new(SmsOutbox::new(settings.data_dir.join("sms-outbox"))),
+    };
+    providers = providers.with(limited(
+        Provider::sms(ProviderRole::Primary, primary, breaker),
+        m.sms_rate,
+    ));
+    if let Some(url) = &m.sms_secondary_url {
+        providers = providers.with(limited(
+            Provider::sms(
+                ProviderRole::Secondary,
+                sms("WEDSYNC_SMS_SECONDARY_URL", url)?,
+                breaker,
+            ),
+            m.sms_secondary_rate,
         ));
     }
     let mut context = MessagesContext::new(providers);

@@ -37,6 +37,7 @@ pub fn new_send(category: Category, recipients: Vec<ValidRecipient>) -> NewSend 
     NewSend {
         id: uuid::Uuid::new_v4().to_string(),
         org_id: ORG.to_owned(),
+        channel: wedsync_kinds::suppression::Channel::Email,
         category,
         sender: Sender {
             name: "Ann and Bob".to_owned(),

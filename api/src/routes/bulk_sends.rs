@@ -1,11 +1,15 @@
-//! `/v1/bulk-sends` (SPEC §3, §5.1): create a bulk email send, read its progress, list its
-//! deliveries.
+//! `/v1/bulk-sends` (SPEC §3, §5.1): create a bulk email or SMS send, read its progress, list
+//! its deliveries.
 //!
 //! - `POST` (planner and up, for the caller's organisation): validates the sender, the
 //!   templates and every recipient — address and variables; the 422 lists the first problems
 //!   as `recipients[i].address` / `recipients[i].variables.<name>` — then stores the send and
 //!   enqueues its fan-out (at `send_at`) in one transaction. More than 50,000 recipients is a
 //!   422 with code `TOO_MANY_RECIPIENTS`. The body may be up to [`BODY_LIMIT`] bytes.
+//!   `channel` is `email` (the default: `template` has a subject, a text and an optional HTML
+//!   part) or `sms` (E.164 numbers; `template` has a text part only — a subject or HTML is a
+//!   422 naming `template.subject` / `template.html` — and each rendered message, footer
+//!   included, is at most 1,600 characters).
 //! - `GET /{id}`: the send with its counts per status (counters kept on the send: one row),
 //!   the rate so far and an ETA. Another organisation's send is a 404.
 //! - `GET /{id}/deliveries?status=&after=&limit=`: deliveries by id, keyset paged.
@@ -25,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
 use wedsync_kinds::messages::template::TemplateSource;
-use wedsync_kinds::messages::validate::{self, MAX_RECIPIENTS, Recipient};
+use wedsync_kinds::messages::validate::{self, MAX_RECIPIENTS, Recipient, SendLayout};
 use wedsync_kinds::messages::{self, Category, NewSend, STATUSES, SendSummary, Sender};
 use wedsync_kinds::suppression::{Channel, normalise_email};
 
@@ -76,11 +80,14 @@ async fn create(
     Json(body): Json<CreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let mut errors = Vec::new();
-    match body.channel.as_deref() {
-        None | Some("email") => {}
-        Some("sms") => errors.push(FieldError::new("channel", "sms is not supported yet")),
-        Some(_) => errors.push(FieldError::new("channel", "must be email")),
-    }
+    let channel = match body.channel.as_deref() {
+        None | Some("email") => Channel::Email,
+        Some("sms") => Channel::Sms,
+        Some(_) => {
+            errors.push(FieldError::new("channel", "must be email or sms"));
+            Channel::Email
+        }
+    };
     let category = match body.category.as_deref() {
         Some("transactional") => Some(Category::Transactional),
         Some("marketing") => Some(Category::Marketing),
@@ -112,7 +119,7 @@ async fn create(
     if body.template.is_none() {
         errors.push(FieldError::new(
             "template",
-            "is required: {subject, text, html?}",
+            "is required: {subject, text, html?} for email, {text} for sms",
         ));
     }
     if body.recipients.is_none() {
@@ -135,16 +142,31 @@ async fn create(
             ),
         });
     }
-    if template.subject.trim().is_empty() || template.text.trim().is_empty() {
-        return Err(ApiError::invalid_field(
-            "template",
-            "subject and text must not be empty",
-        ));
+    match channel {
+        Channel::Email if template.subject.trim().is_empty() || template.text.trim().is_empty() => {
+            return Err(ApiError::invalid_field(
+                "template",
+                "subject and text must not be empty",
+            ));
+        }
+        Channel::Sms if template.text.trim().is_empty() => {
+            return Err(ApiError::invalid_field(
+                "template.text",
+                "must not be empty",
+            ));
+        }
+        _ => {}
     }
     let checked = {
         let template = template.clone();
+        let sender = sender.clone();
         tokio::task::spawn_blocking(move || {
-            validate::validate(Channel::Email, &template, recipients)
+            let layout = SendLayout {
+                sender_name: &sender.name,
+                postal_address: &sender.postal_address,
+                category,
+            };
+            validate::validate_send(channel, &template, &layout, recipients)
         })
         .await
         .map_err(ApiError::internal)?
@@ -164,6 +186,7 @@ async fn create(
     let send = NewSend {
         id: uuid::Uuid::new_v4().to_string(),
         org_id: principal.org_id.clone(),
+        channel,
         category,
         sender,
         template,
@@ -177,6 +200,7 @@ async fn create(
     tracing::info!(
         bulk_send.id = %send.id,
         recipients = send.recipients.len(),
+        channel = send.channel.as_str(),
         category = send.category.as_str(),
         "bulk send created"
     );

@@ -303,3 +303,101 @@ async fn send_at_schedules_the_fanout() {
             .unwrap();
     assert_eq!(scheduled.to_rfc3339(), "2031-06-05T14:00:00+00:00");
 }
+
+fn sms_body(recipients: Value) -> Value {
+    json!({
+        "channel": "sms",
+        "category": "marketing",
+        "sender": {"name": "Ann and Bob", "email": "hello@ann-and-bob.example",
+                   "postal_address": "1 Chapel Lane, York"},
+        "template": {"text": "Hi {{ name }}, save 6 June!"},
+        "recipients": recipients,
+    })
+}
+
+#[tokio::test]
+async fn a_valid_sms_send_is_stored_with_channel_sms_and_no_subject() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let recipients = json!([{"address": "+44 7700 900123", "variables": {"name": "Ann"}}]);
+    let response = create(&app, &planner, &sms_body(recipients)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let send: Value = response.json().await.unwrap();
+    assert_eq!(send["channel"], "sms");
+    let stored: (String, Option<String>, String, Value) = sqlx::query_as(
+        "SELECT channel, subject_template, text_template, recipients
+           FROM bulk_sends WHERE id = $1::uuid",
+    )
+    .bind(send["id"].as_str().unwrap())
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored.0, "sms");
+    assert_eq!(stored.1, None);
+    assert_eq!(stored.2, "Hi {{ name }}, save 6 June!");
+    assert_eq!(stored.3[0]["address"], "+447700900123");
+}
+
+/// The fields of a 422's errors, after asserting it is one.
+async fn problem_fields(response: reqwest::Response) -> Vec<String> {
+    let body = problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_national_format_number_is_a_422_naming_the_recipient() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let recipients = json!([
+        {"address": "+447700900123", "variables": {"name": "Ann"}},
+        {"address": "07700 900124", "variables": {"name": "Bob"}},
+    ]);
+    let response = create(&app, &planner, &sms_body(recipients)).await;
+    assert_eq!(problem_fields(response).await, ["recipients[1].address"]);
+}
+
+#[tokio::test]
+async fn a_too_long_rendered_sms_is_a_422_naming_the_recipient() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let recipients = json!([
+        {"address": "+447700900123", "variables": {"name": "Ann"}},
+        {"address": "+447700900124", "variables": {"name": "B".repeat(1600)}},
+    ]);
+    let response = create(&app, &planner, &sms_body(recipients)).await;
+    assert_eq!(problem_fields(response).await, ["recipients[1].variables"]);
+}
+
+#[tokio::test]
+async fn a_subject_on_an_sms_send_is_a_422() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let mut body = sms_body(json!([{"address": "+447700900123", "variables": {"name": "A"}}]));
+    body["template"]["subject"] = json!("Save the date");
+    let response = create(&app, &planner, &body).await;
+    assert_eq!(problem_fields(response).await, ["template.subject"]);
+}
+
+#[tokio::test]
+async fn an_email_send_still_requires_a_subject() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let mut no_subject =
+        body(json!([{"address": "a@example.com", "variables": {"name": "A", "table": 1}}]));
+    no_subject["template"]
+        .as_object_mut()
+        .unwrap()
+        .remove("subject");
+    let response = create(&app, &planner, &no_subject).await;
+    assert_eq!(problem_fields(response).await, ["template"]);
+}

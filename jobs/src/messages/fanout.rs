@@ -56,12 +56,12 @@ impl Job for BulkSendFanout {
 
     async fn run(self, ctx: JobContext<AppContext>) -> JobResult {
         let mut tx = ctx.app.pool.begin().await?;
-        let row: Option<(String, i32, Option<serde_json::Value>)> =
+        let row: Option<(String, String, i32, Option<serde_json::Value>)> =
             sqlx::query_as(sql::LOCK_FOR_FANOUT)
                 .bind(&self.send_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some((org_id, batch_size, recipients)) = row else {
+        let Some((org_id, channel, batch_size, recipients)) = row else {
             return Err(JobError::permanent(format!(
                 "bulk send {} does not exist",
                 self.send_id
@@ -72,6 +72,9 @@ impl Job for BulkSendFanout {
                 json!({"already_fanned_out": true}),
             )));
         };
+        let channel: Channel = channel
+            .parse()
+            .map_err(|e| JobError::permanent(format!("the send's channel: {e}")))?;
         let recipients: Vec<ValidRecipient> = serde_json::from_value(recipients)
             .map_err(|e| JobError::permanent(format!("stored recipients do not decode: {e}")))?;
         // Ordinals are positions in the request. A recipient whose address no longer parses was
@@ -80,7 +83,7 @@ impl Job for BulkSendFanout {
             .iter()
             .enumerate()
             .filter_map(|(i, r)| {
-                let address = Address::parse(Channel::Email, &r.address).ok()?;
+                let address = Address::parse(channel, &r.address).ok()?;
                 Some((i as i32, r, address.hash()))
             })
             .collect();

@@ -52,12 +52,22 @@ pub const DEFAULT_CHUNK_SIZE: usize = 10;
 
 impl Default for MessagesContext {
     fn default() -> Self {
-        let outbox = EmailTransport::outbox(std::env::temp_dir().join("wedsync-outbox"));
-        MessagesContext::new(Providers::new().with(Provider::email(
-            ProviderRole::Primary,
-            outbox,
-            Default::default(),
-        )))
+        let dir = std::env::temp_dir();
+        let email = EmailTransport::outbox(dir.join("wedsync-outbox"));
+        let sms = providers::SmsOutbox::new(dir.join("wedsync-sms-outbox"));
+        MessagesContext::new(
+            Providers::new()
+                .with(Provider::email(
+                    ProviderRole::Primary,
+                    email,
+                    Default::default(),
+                ))
+                .with(Provider::sms(
+                    ProviderRole::Primary,
+                    Arc::new(sms),
+                    Default::default(),
+                )),
+        )
     }
 }
 
@@ -99,6 +109,7 @@ impl MessagesContext {
 pub struct NewSend {
     pub id: String,
     pub org_id: String,
+    pub channel: crate::suppression::Channel,
     pub category: Category,
     pub sender: Sender,
     pub template: template::TemplateSource,
@@ -137,7 +148,8 @@ impl Category {
 }
 
 /// Store `send` and enqueue its fan-out (at `send_at`) on `conn`, which should be a
-/// transaction: a send is never stored without its fan-out, nor the reverse.
+/// transaction: a send is never stored without its fan-out, nor the reverse. An SMS send is
+/// stored without a subject (NULL) or HTML.
 pub async fn create_send(
     conn: &mut PgConnection,
     send: &NewSend,
@@ -150,13 +162,17 @@ pub async fn create_send(
         .fetch_one(&mut *conn)
         .await?;
     let recipients = serde_json::to_value(&send.recipients).expect("recipients serialise");
+    let subject = match send.channel {
+        crate::suppression::Channel::Email => Some(send.template.subject.as_str()),
+        crate::suppression::Channel::Sms => None,
+    };
     sqlx::query(sql::INSERT_SEND)
         .bind(&send.id)
         .bind(&send.org_id)
-        .bind("email")
+        .bind(send.channel.as_str())
         .bind(send.category.as_str())
         .bind(sender_id)
-        .bind(&send.template.subject)
+        .bind(subject)
         .bind(&send.template.text)
         .bind(send.template.html.as_deref())
         .bind(send.send_at)

@@ -1,5 +1,6 @@
-//! Templates of a bulk send (SPEC §5.1): a subject, a text part and an optional HTML part, in
-//! minijinja, rendered per recipient and wrapped in the base layout of `templates/email/`.
+//! Templates of a bulk send (SPEC §5.1): for email a subject, a text part and an optional HTML
+//! part, in minijinja, rendered per recipient and wrapped in the base layout of
+//! `templates/email/`; for SMS only the text part, wrapped in `templates/sms/base.txt` ([`sms`]).
 //!
 //! - Undefined variables are errors (`UndefinedBehavior::Strict`): a guest never gets
 //!   "Dear ," because their row lacked a name.
@@ -10,17 +11,25 @@
 //! - Rendering is bounded by fuel, so a template's loop cannot keep a worker busy.
 //! - The layouts are embedded with `include_str!`: the binary needs no template files.
 
+mod sms;
+
+pub use sms::{MAX_SMS_CHARS, SmsFooter};
+
+use crate::suppression::Channel;
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value, context};
 use std::collections::BTreeSet;
 
 const BASE_HTML: &str = include_str!("../../../templates/email/base.html");
 const BASE_TEXT: &str = include_str!("../../../templates/email/base.txt");
+const BASE_SMS: &str = include_str!("../../../templates/sms/base.txt");
 /// Instructions one recipient's render may execute (all three parts and the layouts).
 const FUEL: u64 = 200_000;
 
 /// A send's templates as the planner wrote them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TemplateSource {
+    /// Empty for SMS, which has no subject.
+    #[serde(default)]
     pub subject: String,
     pub text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,10 +66,26 @@ pub enum TemplateError {
     },
     #[error("the {part} template failed to render: {message}")]
     Render { part: &'static str, message: String },
+    /// The channel has no such part (an SMS has no subject and no HTML).
+    #[error("an {channel} message has no {part}")]
+    NotForChannel {
+        part: &'static str,
+        channel: Channel,
+    },
+    /// A rendered SMS over [`MAX_SMS_CHARS`] (providers refuse it, or split it past 10 parts).
+    #[error("the rendered SMS is {length} characters long; at most {max} (10 segments) fit")]
+    TooLong { length: usize, max: usize },
+    /// Rendering for another channel than the templates were compiled for (a bug of the caller).
+    #[error("the templates were compiled for {compiled}, not {requested}")]
+    WrongChannel {
+        compiled: Channel,
+        requested: Channel,
+    },
 }
 
 /// Compiled templates of one send.
 pub struct Templates {
+    channel: Channel,
     env: Environment<'static>,
     /// Top-level variables each part uses, for naming the one a recipient lacks.
     used: Vec<(&'static str, BTreeSet<String>)>,
@@ -74,20 +99,41 @@ const PARTS: [(&str, &str); 3] = [
 ];
 
 impl Templates {
+    /// Email templates: [`Templates::compile_for`] with [`Channel::Email`].
     pub fn compile(source: &TemplateSource) -> Result<Templates, TemplateError> {
+        Templates::compile_for(Channel::Email, source)
+    }
+
+    /// Compile `source` for `channel`: email takes a subject, a text and an optional HTML part
+    /// ([`Templates::render`]); SMS only a text part — a subject or HTML is refused as
+    /// [`TemplateError::NotForChannel`] ([`Templates::render_sms`]).
+    pub fn compile_for(
+        channel: Channel,
+        source: &TemplateSource,
+    ) -> Result<Templates, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
-        env.add_template("base.html", BASE_HTML)
-            .expect("the embedded HTML layout compiles");
-        env.add_template("base.txt", BASE_TEXT)
-            .expect("the embedded text layout compiles");
+        let sources = match channel {
+            Channel::Email => {
+                env.add_template("base.html", BASE_HTML)
+                    .expect("the embedded HTML layout compiles");
+                env.add_template("base.txt", BASE_TEXT)
+                    .expect("the embedded text layout compiles");
+                [
+                    Some(source.subject.clone()),
+                    Some(source.text.clone()),
+                    source.html.clone(),
+                ]
+            }
+            Channel::Sms => {
+                sms::refuse_email_parts(source)?;
+                env.add_template(sms::LAYOUT, BASE_SMS)
+                    .expect("the embedded SMS layout compiles");
+                [None, Some(source.text.clone()), None]
+            }
+        };
         let mut used = Vec::new();
-        let sources = [
-            Some(source.subject.clone()),
-            Some(source.text.clone()),
-            source.html.clone(),
-        ];
         for ((part, name), text) in PARTS.into_iter().zip(sources) {
             let Some(text) = text else { continue };
             env.add_template_owned(name, text)
@@ -105,6 +151,7 @@ impl Templates {
             used.push((part, used_here));
         }
         Ok(Templates {
+            channel,
             env,
             used,
             has_html: source.html.is_some(),
@@ -125,12 +172,13 @@ impl Templates {
         })
     }
 
-    /// Render every part for one recipient and wrap it in the layout.
+    /// Render every part of an email for one recipient and wrap it in the layout.
     pub fn render(
         &self,
         variables: &serde_json::Value,
         footer: &Footer<'_>,
     ) -> Result<Rendered, TemplateError> {
+        self.expect_channel(Channel::Email)?;
         if let Some(missing) = self.missing_variable(variables) {
             return Err(missing);
         }
@@ -159,6 +207,16 @@ impl Templates {
             subject,
             text,
             html,
+        })
+    }
+
+    fn expect_channel(&self, requested: Channel) -> Result<(), TemplateError> {
+        if self.channel == requested {
+            return Ok(());
+        }
+        Err(TemplateError::WrongChannel {
+            compiled: self.channel,
+            requested,
         })
     }
 

@@ -2,8 +2,16 @@
 //! normalises, and the templates render with every recipient's variables. Problems are collected
 //! up to a limit, each naming the recipient (by index) and the variable or address at fault, so
 //! one 422 tells the planner what to fix.
+//!
+//! SMS: addresses are E.164 numbers, the template is a text part only (a subject or HTML is a
+//! problem named `template.subject` / `template.html`), and a rendered message over
+//! [`MAX_SMS_CHARS`](super::template::MAX_SMS_CHARS) is a problem named
+//! `recipients[i].variables`. The unsubscribe link is not known yet (its token is made at the
+//! fan-out), so a marketing SMS is measured with a stand-in of [`UNSUBSCRIBE_URL_ALLOWANCE`]
+//! characters; the delivery job's render applies the limit again to the real one.
 
-use super::template::{Footer, TemplateError, TemplateSource, Templates};
+use super::Category;
+use super::template::{Footer, SmsFooter, TemplateError, TemplateSource, Templates};
 use crate::suppression::{Address, Channel};
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +19,17 @@ use serde::{Deserialize, Serialize};
 pub const MAX_RECIPIENTS: usize = 50_000;
 /// Problems reported at most; the rest are counted.
 pub const MAX_PROBLEMS: usize = 50;
+/// Characters a marketing message's unsubscribe link is assumed to take when validating.
+pub const UNSUBSCRIBE_URL_ALLOWANCE: usize = 160;
+
+/// What the layout of every message of a send shows besides its templates, so validation
+/// renders (and measures) each message as it will go out.
+#[derive(Debug, Clone, Copy)]
+pub struct SendLayout<'a> {
+    pub sender_name: &'a str,
+    pub postal_address: &'a str,
+    pub category: Category,
+}
 
 /// A recipient as the request gives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,10 +66,26 @@ pub struct Invalid {
     pub more: usize,
 }
 
-/// Validate the templates and every recipient; return the normalised recipients.
+/// [`validate_send`] with a stand-in sender on a marketing send.
 pub fn validate(
     channel: Channel,
     source: &TemplateSource,
+    recipients: Vec<Recipient>,
+) -> Result<Vec<ValidRecipient>, Invalid> {
+    let layout = SendLayout {
+        sender_name: "sender",
+        postal_address: "postal address",
+        category: Category::Marketing,
+    };
+    validate_send(channel, source, &layout, recipients)
+}
+
+/// Validate the templates and every recipient of a send on `channel` whose messages show
+/// `layout`; return the normalised recipients.
+pub fn validate_send(
+    channel: Channel,
+    source: &TemplateSource,
+    layout: &SendLayout<'_>,
     recipients: Vec<Recipient>,
 ) -> Result<Vec<ValidRecipient>, Invalid> {
     let mut found = Found::default();
@@ -67,10 +102,14 @@ pub fn validate(
         );
         return Err(found.into_invalid());
     }
-    let templates = match Templates::compile(source) {
+    let templates = match Templates::compile_for(channel, source) {
         Ok(t) => t,
         Err(TemplateError::Syntax { part, message }) => {
             found.push(&format!("template.{part}"), message);
+            return Err(found.into_invalid());
+        }
+        Err(e @ TemplateError::NotForChannel { part, .. }) => {
+            found.push(&format!("template.{part}"), e.to_string());
             return Err(found.into_invalid());
         }
         Err(other) => {
@@ -78,11 +117,18 @@ pub fn validate(
             return Err(found.into_invalid());
         }
     };
+    let unsubscribe_url = unsubscribe_stand_in();
+    let unsubscribe_url =
+        (layout.category == Category::Marketing).then_some(unsubscribe_url.as_str());
     // A footer like the real one, so the layout is checked too.
     let footer = Footer {
-        sender_name: "sender",
-        postal_address: "postal address",
-        unsubscribe_url: Some("https://example.invalid/unsubscribe"),
+        sender_name: layout.sender_name,
+        postal_address: layout.postal_address,
+        unsubscribe_url,
+    };
+    let sms_footer = SmsFooter {
+        sender_name: layout.sender_name,
+        unsubscribe_url,
     };
     let mut valid = Vec::with_capacity(recipients.len());
     for (index, recipient) in recipients.into_iter().enumerate() {
@@ -100,7 +146,13 @@ pub fn validate(
             );
             continue;
         }
-        if let Err(e) = templates.render(&recipient.variables, &footer) {
+        let rendered = match channel {
+            Channel::Email => templates.render(&recipient.variables, &footer).map(drop),
+            Channel::Sms => templates
+                .render_sms(&recipient.variables, &sms_footer)
+                .map(drop),
+        };
+        if let Err(e) = rendered {
             let field = match &e {
                 TemplateError::Undefined { variable, .. } => {
                     format!("recipients[{index}].variables.{variable}")
@@ -121,6 +173,15 @@ pub fn validate(
         return Err(found.into_invalid());
     }
     Ok(valid)
+}
+
+/// An unsubscribe link of [`UNSUBSCRIBE_URL_ALLOWANCE`] characters.
+fn unsubscribe_stand_in() -> String {
+    let start = "https://example.invalid/unsubscribe?token=";
+    format!(
+        "{start}{}",
+        "x".repeat(UNSUBSCRIBE_URL_ALLOWANCE - start.len())
+    )
 }
 
 #[derive(Default)]
@@ -151,6 +212,7 @@ impl Found {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::template::MAX_SMS_CHARS;
     use serde_json::json;
 
     fn source() -> TemplateSource {
@@ -210,6 +272,50 @@ mod tests {
         let invalid = validate(Channel::Email, &source(), recipients).unwrap_err();
         assert_eq!(invalid.problems.len(), MAX_PROBLEMS);
         assert_eq!(invalid.more, 7);
+    }
+
+    fn sms_layout(category: Category) -> SendLayout<'static> {
+        SendLayout {
+            sender_name: "Ann and Bob",
+            postal_address: "",
+            category,
+        }
+    }
+
+    #[test]
+    fn sms_numbers_are_normalised_to_e164() {
+        let sms = TemplateSource {
+            subject: String::new(),
+            text: "Hi".into(),
+            html: None,
+        };
+        let layout = sms_layout(Category::Transactional);
+        let ok = validate_send(
+            Channel::Sms,
+            &sms,
+            &layout,
+            vec![recipient("+44 (7700) 900-123", json!({}))],
+        )
+        .unwrap();
+        assert_eq!(ok[0].address, "+447700900123");
+    }
+
+    #[test]
+    fn a_marketing_sms_is_measured_with_a_full_length_unsubscribe_link() {
+        let sms = TemplateSource {
+            subject: String::new(),
+            text: "{{ note }}".into(),
+            html: None,
+        };
+        // Fits as transactional ("\n\nAnn and Bob" is 13 characters), not with an opt-out line.
+        let note = "x".repeat(MAX_SMS_CHARS - 13);
+        let recipients = vec![recipient("+447700900123", json!({ "note": note }))];
+        let transactional = sms_layout(Category::Transactional);
+        assert!(validate_send(Channel::Sms, &sms, &transactional, recipients.clone()).is_ok());
+        let marketing = sms_layout(Category::Marketing);
+        let invalid = validate_send(Channel::Sms, &sms, &marketing, recipients).unwrap_err();
+        assert_eq!(invalid.problems[0].field, "recipients[0].variables");
+        assert!(invalid.problems[0].message.contains("1600"), "{invalid:?}");
     }
 
     #[test]

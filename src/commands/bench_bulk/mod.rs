@@ -64,7 +64,7 @@ fn recipients(n: usize) -> Vec<Recipient> {
 }
 
 fn is_suppressed(i: usize) -> bool {
-    i % 20 == 0
+    i.is_multiple_of(20)
 }
 
 pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
@@ -144,6 +144,7 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
         let send = NewSend {
             id: uuid::Uuid::new_v4().to_string(),
             org_id: ORG.to_owned(),
+            channel: Channel::Email,
             category: Category::Marketing,
             sender: shape.sender.clone(),
             template: shape.template.clone(),

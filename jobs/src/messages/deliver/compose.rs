@@ -5,7 +5,7 @@ use super::claim::Claimed;
 use crate::messages::MessagesContext;
 use crate::messages::email::{self, Envelope};
 use crate::messages::providers::{Outgoing, SmsMessage};
-use crate::messages::template::{Footer, Rendered, TemplateSource, Templates};
+use crate::messages::template::{Footer, Rendered, SmsFooter, TemplateSource, Templates};
 use crate::messages::unsubscribe::UnsubscribeClaim;
 use crate::suppression::Channel;
 
@@ -61,11 +61,14 @@ impl<'a> Composer<'a> {
         messages: &'a MessagesContext,
     ) -> Result<Composer<'a>, String> {
         let channel = send.channel()?;
-        let templates = Templates::compile(&TemplateSource {
-            subject: send.subject_template.clone().unwrap_or_default(),
-            text: send.text_template.clone(),
-            html: send.html_template.clone(),
-        })
+        let templates = Templates::compile_for(
+            channel,
+            &TemplateSource {
+                subject: send.subject_template.clone().unwrap_or_default(),
+                text: send.text_template.clone(),
+                html: send.html_template.clone(),
+            },
+        )
         .map_err(|e| e.to_string())?;
         Ok(Composer {
             send,
@@ -82,36 +85,42 @@ impl<'a> Composer<'a> {
 
     /// The message for `delivery`, or why it cannot be made (the delivery fails).
     pub fn compose(&self, delivery: &Claimed) -> Result<Composed, String> {
-        let token = self.messages.signing_key.sign(&UnsubscribeClaim {
-            delivery_id: delivery.id,
-            org_id: self.send.org_id.clone(),
-            channel: self.channel,
-            address_hash: delivery.address_hash.clone(),
+        // Marketing messages: the https link and the mailto address, with a signed token.
+        let links = self.send.marketing().then(|| {
+            let token = self.messages.signing_key.sign(&UnsubscribeClaim {
+                delivery_id: delivery.id,
+                org_id: self.send.org_id.clone(),
+                channel: self.channel,
+                address_hash: delivery.address_hash.clone(),
+            });
+            let public = &self.messages.public_url;
+            (
+                format!("{public}/unsubscribe?token={token}"),
+                unsubscribe_mailto(public, &token),
+            )
         });
-        let unsubscribe_url = format!("{}/unsubscribe?token={token}", self.messages.public_url);
-        let footer = Footer {
-            sender_name: &self.send.sender_name,
-            postal_address: &self.send.postal_address,
-            unsubscribe_url: self.send.marketing().then_some(unsubscribe_url.as_str()),
-        };
-        let rendered = self
-            .templates
-            .render(&delivery.variables, &footer)
-            .map_err(|e| e.to_string())?;
+        let unsubscribe = links.as_ref().map(|(url, _)| url.as_str());
         match self.channel {
             Channel::Email => {
+                let footer = Footer {
+                    sender_name: &self.send.sender_name,
+                    postal_address: &self.send.postal_address,
+                    unsubscribe_url: unsubscribe,
+                };
+                let rendered = self
+                    .templates
+                    .render(&delivery.variables, &footer)
+                    .map_err(|e| e.to_string())?;
                 let message_id =
                     email::message_id(delivery.id, self.send_id, &self.send.sender_email);
-                let mailto = unsubscribe_mailto(&self.messages.public_url, &token);
                 let envelope = Envelope {
                     sender_name: &self.send.sender_name,
                     sender_email: &self.send.sender_email,
                     to: &delivery.address,
                     message_id: &message_id,
-                    unsubscribe: self
-                        .send
-                        .marketing()
-                        .then_some((unsubscribe_url.as_str(), mailto.as_str())),
+                    unsubscribe: links
+                        .as_ref()
+                        .map(|(url, mailto)| (url.as_str(), mailto.as_str())),
                 };
                 let message = email::build(&rendered, &envelope)?;
                 Ok(Composed {
@@ -120,15 +129,31 @@ impl<'a> Composer<'a> {
                     rendered,
                 })
             }
-            Channel::Sms => Ok(Composed {
-                outgoing: Outgoing::Sms(SmsMessage {
-                    to: delivery.address.clone(),
-                    from: self.messages.sms_from.clone(),
-                    body: rendered.text.clone(),
-                }),
-                message_id: None,
-                rendered,
-            }),
+            Channel::Sms => {
+                let footer = SmsFooter {
+                    sender_name: &self.send.sender_name,
+                    unsubscribe_url: unsubscribe,
+                };
+                let body = self
+                    .templates
+                    .render_sms(&delivery.variables, &footer)
+                    .map_err(|e| e.to_string())?;
+                Ok(Composed {
+                    outgoing: Outgoing::Sms(SmsMessage {
+                        to: delivery.address.clone(),
+                        from: self.messages.sms_from.clone(),
+                        body: body.clone(),
+                        // A provider that honours it drops the second of two sends after a crash.
+                        idempotency_key: Some(format!("delivery-{}", delivery.id)),
+                    }),
+                    message_id: None,
+                    rendered: Rendered {
+                        subject: String::new(),
+                        text: body,
+                        html: None,
+                    },
+                })
+            }
         }
     }
 }

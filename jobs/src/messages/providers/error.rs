@@ -44,4 +44,7 @@ pub struct SmsMessage {
     /// The sender id or number the provider shows (`WEDSYNC_SMS_FROM`).
     pub from: String,
     pub body: String,
+    /// Sent as the `Idempotency-Key` header (the delivery id), so a provider that honours it
+    /// drops the duplicate of a message re-sent after a crash.
+    pub idempotency_key: Option<String>,
 }

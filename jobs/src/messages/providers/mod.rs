@@ -14,6 +14,7 @@ mod breaker;
 mod error;
 mod publish;
 mod rate_limit;
+mod sms;
 mod smtp;
 mod smtp_pool;
 pub mod status;
@@ -22,6 +23,7 @@ pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, Call, Permission};
 pub use error::{SendError, SmsMessage};
 pub use publish::PUBLISH_EVERY;
 pub use rate_limit::RateLimiter;
+pub use sms::{SmsClient, SmsConfigError, SmsOutbox};
 pub use smtp::{DEFAULT_POOL_SIZE, EmailTransport, SmtpConfigError};
 pub use status::{
     BreakerReport, BreakerState, ProcessBreaker, ProviderRole, ProviderStatus, breaker_states,
@@ -38,6 +40,18 @@ use std::time::Duration;
 pub trait SmsTransport: Send + Sync + 'static {
     /// The provider's id for the accepted message.
     fn send<'a>(&'a self, message: &'a SmsMessage) -> BoxFuture<'a, Result<String, SendError>>;
+}
+
+impl SmsTransport for SmsClient {
+    fn send<'a>(&'a self, message: &'a SmsMessage) -> BoxFuture<'a, Result<String, SendError>> {
+        Box::pin(SmsClient::send(self, message))
+    }
+}
+
+impl SmsTransport for SmsOutbox {
+    fn send<'a>(&'a self, message: &'a SmsMessage) -> BoxFuture<'a, Result<String, SendError>> {
+        Box::pin(SmsOutbox::send(self, message))
+    }
 }
 
 /// A message ready for its channel's transport.

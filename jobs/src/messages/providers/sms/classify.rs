@@ -1,0 +1,247 @@
+//! What an SMS provider's HTTP answer means for the delivery (the classes of
+//! `providers/error.rs`):
+//!
+//! | answer | class | why |
+//! | --- | --- | --- |
+//! | 2xx with a JSON `sid` | `Ok(sid)` | accepted |
+//! | 2xx without one | `Unavailable` | not the provider we expect (a captive proxy, a wrong URL) |
+//! | 400, 404, 410, 422 | `Rejected` | the number is bad: the delivery bounces |
+//! | 429 | `Deferred`, `retry_after` from `Retry-After` | the provider works but wants us slower |
+//! | 401, 403 | `Unavailable` | our credentials: must not bounce every guest |
+//! | 5xx, 3xx, any other 4xx | `Unavailable` | the provider or our set-up is failing, not the number |
+//!
+//! Reasons carry the status and the provider's short message and code (Twilio puts `message`
+//! and `code` in a JSON body), trimmed to one line.
+
+use super::super::SendError;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// Longest provider message kept in a reason.
+const MAX_MESSAGE_CHARS: usize = 200;
+
+/// The parts of an answer classification looks at.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reply<'a> {
+    pub status: u16,
+    pub retry_after: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// The provider's message id, or the class of the failure.
+pub(super) fn classify(reply: Reply<'_>, now: DateTime<Utc>) -> Result<String, SendError> {
+    let status = reply.status;
+    if (200..300).contains(&status) {
+        return accepted_sid(reply.body).ok_or_else(|| {
+            SendError::Unavailable(format!(
+                "HTTP {status}, but the answer is not the expected JSON with a `sid`"
+            ))
+        });
+    }
+    let reason = reason(status, reply.body);
+    Err(match status {
+        400 | 404 | 410 | 422 => SendError::Rejected(reason),
+        429 => SendError::Deferred {
+            reason,
+            retry_after: reply.retry_after.and_then(|v| retry_after(v, now)),
+        },
+        401 | 403 => SendError::Unavailable(format!("{reason} (check the provider credentials)")),
+        _ => SendError::Unavailable(reason),
+    })
+}
+
+fn accepted_sid(body: &[u8]) -> Option<String> {
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let sid = answer.get("sid")?.as_str()?.trim();
+    (!sid.is_empty()).then(|| sid.to_owned())
+}
+
+/// `HTTP 400 Bad Request: <provider message> (provider code 21211)`.
+fn reason(status: u16, body: &[u8]) -> String {
+    let name = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
+    let mut reason = format!("HTTP {status}{name}");
+    let answer: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |key: &str| answer.as_ref().and_then(|a| a.get(key)).cloned();
+    if let Some(message) = field("message").and_then(|m| m.as_str().map(one_line))
+        && !message.is_empty()
+    {
+        reason = format!("{reason}: {message}");
+    }
+    match field("code") {
+        Some(serde_json::Value::Number(code)) => {
+            reason = format!("{reason} (provider code {code})")
+        }
+        Some(serde_json::Value::String(code)) if !code.is_empty() => {
+            reason = format!("{reason} (provider code {})", one_line(&code));
+        }
+        _ => {}
+    }
+    reason
+}
+
+/// Control characters become spaces; at most [`MAX_MESSAGE_CHARS`].
+fn one_line(text: &str) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_MESSAGE_CHARS)
+        .collect();
+    line.trim().to_owned()
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (a date in the past: retry now).
+fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Result<String, SendError> {
+        answer_after(status, None, body)
+    }
+
+    fn answer_after(status: u16, retry: Option<&str>, body: &str) -> Result<String, SendError> {
+        let now = DateTime::parse_from_rfc3339("2026-06-06T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        classify(
+            Reply {
+                status,
+                retry_after: retry,
+                body: body.as_bytes(),
+            },
+            now,
+        )
+    }
+
+    const TWILIO_400: &str = r#"{"code": 21211, "message": "The 'To' number is not a valid phone number.", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}"#;
+
+    #[test]
+    fn a_2xx_with_a_sid_is_accepted() {
+        assert_eq!(
+            answer(201, r#"{"sid": "SM0123", "status": "queued"}"#),
+            Ok("SM0123".into())
+        );
+    }
+
+    #[test]
+    fn a_2xx_without_the_expected_json_is_unavailable() {
+        for body in [
+            "<html>welcome to the hotel wifi</html>",
+            "{}",
+            r#"{"sid": ""}"#,
+        ] {
+            let err = answer(200, body).unwrap_err();
+            assert!(matches!(err, SendError::Unavailable(_)), "{body}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_number_is_rejected_with_the_providers_message_and_code() {
+        assert_eq!(
+            answer(400, TWILIO_400),
+            Err(SendError::Rejected(
+                "HTTP 400 Bad Request: The 'To' number is not a valid phone number. \
+                 (provider code 21211)"
+                    .into()
+            ))
+        );
+    }
+
+    #[test]
+    fn statuses_about_the_number_are_rejected() {
+        for status in [400, 404, 410, 422] {
+            let err = answer(status, "").unwrap_err();
+            assert!(matches!(err, SendError::Rejected(_)), "{status}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_429_is_deferred_for_its_retry_after_seconds() {
+        let err = answer_after(
+            429,
+            Some("7"),
+            r#"{"code": 20429, "message": "Too Many Requests"}"#,
+        );
+        assert_eq!(
+            err,
+            Err(SendError::Deferred {
+                reason: "HTTP 429 Too Many Requests: Too Many Requests (provider code 20429)"
+                    .into(),
+                retry_after: Some(Duration::from_secs(7)),
+            })
+        );
+    }
+
+    #[test]
+    fn a_429_retry_after_may_be_an_http_date() {
+        let err = answer_after(429, Some("Sat, 06 Jun 2026 12:01:30 GMT"), "").unwrap_err();
+        let SendError::Deferred { retry_after, .. } = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(retry_after, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn a_429_retry_after_in_the_past_or_unreadable_says_now_or_nothing() {
+        let past = answer_after(429, Some("Sat, 06 Jun 2026 11:00:00 GMT"), "").unwrap_err();
+        assert!(matches!(past, SendError::Deferred { retry_after: Some(d), .. } if d.is_zero()));
+        let unreadable = answer_after(429, Some("soon"), "").unwrap_err();
+        assert!(matches!(
+            unreadable,
+            SendError::Deferred {
+                retry_after: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn our_credentials_refused_are_unavailable_not_rejected() {
+        for status in [401, 403] {
+            let err = answer(status, r#"{"code": 20003, "message": "Authenticate"}"#).unwrap_err();
+            assert!(
+                matches!(err, SendError::Unavailable(_)),
+                "{status}: {err:?}"
+            );
+            assert!(err.to_string().contains("credentials"), "{err}");
+        }
+    }
+
+    #[test]
+    fn server_errors_redirects_and_other_4xx_are_unavailable() {
+        for status in [500, 502, 503, 301, 405, 408, 413] {
+            let err = answer(status, "<html>oops</html>").unwrap_err();
+            assert!(
+                matches!(err, SendError::Unavailable(_)),
+                "{status}: {err:?}"
+            );
+            assert!(err.to_string().contains(&format!("HTTP {status}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_provider_message_is_kept_to_one_short_line() {
+        let long = format!(r#"{{"message": "line one\nline two {}"}}"#, "x".repeat(500));
+        let Err(SendError::Rejected(reason)) = answer(400, &long) else {
+            panic!("not rejected");
+        };
+        assert!(!reason.contains('\n'), "{reason}");
+        assert!(reason.len() < 260, "{} characters", reason.len());
+    }
+}

@@ -1,0 +1,190 @@
+//! Bulk SMS end to end (SPEC §5.1) against a stub HTTP provider on loopback: suppressed numbers
+//! get nothing, a number the provider refuses bounces and is suppressed, a 429 is retried, a
+//! marketing text carries a working opt-out link, and a provider that refuses connections is
+//! replaced by the secondary.
+
+mod support;
+
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use support::messages::{ORG, context_with, new_send, store, wait_until_finished};
+use support::sms::{Action, SmsServer, base_url, refusing_addr};
+use support::{start_worker, test_config};
+use wedsync_db::testing::TestDb;
+use wedsync_kinds::messages::Category;
+use wedsync_kinds::messages::providers::{
+    BreakerConfig, Provider, ProviderRole, Providers, SmsClient,
+};
+use wedsync_kinds::messages::template::TemplateSource;
+use wedsync_kinds::messages::validate::ValidRecipient;
+use wedsync_kinds::register_all;
+use wedsync_kinds::suppression::{Address, Channel, Reason, SuppressionList};
+
+fn number(i: usize) -> String {
+    format!("+4477009{i:05}")
+}
+
+fn sms_provider(role: ProviderRole, url: &url::Url) -> Provider {
+    let client = SmsClient::new(url, Duration::from_secs(5)).unwrap();
+    let breaker = BreakerConfig {
+        failure_threshold: 3,
+        open_for: Duration::from_millis(200),
+    };
+    Provider::sms(role, Arc::new(client), breaker)
+}
+
+fn sms_send(category: Category, n: usize) -> wedsync_kinds::messages::NewSend {
+    let recipients = (0..n)
+        .map(|i| ValidRecipient {
+            address: number(i),
+            variables: json!({"name": format!("Guest {i}")}),
+        })
+        .collect();
+    let mut send = new_send(category, recipients);
+    send.channel = Channel::Sms;
+    send.template = TemplateSource {
+        subject: String::new(),
+        text: "{{ name }}, the ceremony moved to 3 pm.".to_owned(),
+        html: None,
+    };
+    send
+}
+
+#[tokio::test]
+async fn suppressed_numbers_get_nothing_refused_ones_bounce_and_rate_limited_ones_are_retried() {
+    let db = TestDb::new().await.unwrap();
+    let sms = SmsServer::start().await;
+    let list = SuppressionList::new(db.pool.clone());
+    for i in [3, 7] {
+        let spaced = format!("+44 7700 9{i:05}");
+        let address = Address::parse(Channel::Sms, &spaced).unwrap();
+        list.add(Some(ORG), &address, Reason::Unsubscribed)
+            .await
+            .unwrap();
+    }
+    sms.on_to(&number(5), Action::Status(400), None);
+    sms.on_to(&number(6), Action::Status(429), Some(1));
+    let app = context_with(
+        &db,
+        Providers::new().with(sms_provider(ProviderRole::Primary, &sms.url())),
+    );
+    let send = sms_send(Category::Transactional, 20);
+    store(&db, &send).await;
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(30)).await;
+    worker.stop().await;
+
+    assert_eq!(
+        (
+            summary.sent,
+            summary.suppressed,
+            summary.bounced,
+            summary.failed
+        ),
+        (17, 2, 1, 0)
+    );
+    let received = sms.messages();
+    assert_eq!(received.len(), 17);
+    for i in [3, 5, 7] {
+        assert!(
+            received.iter().all(|m| m.to != number(i)),
+            "{} got a text",
+            number(i)
+        );
+    }
+    assert_eq!(
+        sms.requests_to(&number(3)),
+        0,
+        "a suppressed number reached the provider"
+    );
+    assert_eq!(sms.requests_to(&number(6)), 2, "the 429 was retried once");
+    let guest_1 = received.iter().find(|m| m.to == number(1)).unwrap();
+    assert!(
+        guest_1
+            .body
+            .starts_with("Guest 1, the ceremony moved to 3 pm."),
+        "{}",
+        guest_1.body
+    );
+    assert_eq!(guest_1.from, "WedSync");
+    assert!(
+        !guest_1.body.contains("unsubscribe"),
+        "a transactional text has no opt-out link"
+    );
+    let id: i64 =
+        sqlx::query_scalar("SELECT id FROM deliveries WHERE send_id = $1::uuid AND address = $2")
+            .bind(&send.id)
+            .bind(number(1))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        guest_1.idempotency_key.as_deref(),
+        Some(format!("delivery-{id}").as_str())
+    );
+    let bounced = Address::parse(Channel::Sms, &number(5)).unwrap();
+    let entry = list
+        .find(Some(ORG), &bounced)
+        .await
+        .unwrap()
+        .expect("suppressed");
+    assert_eq!(entry.reason, "hard_bounce");
+}
+
+#[tokio::test]
+async fn a_marketing_text_carries_an_opt_out_link_signed_for_its_delivery() {
+    let db = TestDb::new().await.unwrap();
+    let sms = SmsServer::start().await;
+    let app = context_with(
+        &db,
+        Providers::new().with(sms_provider(ProviderRole::Primary, &sms.url())),
+    );
+    let key = app.messages.signing_key.clone();
+    let send = sms_send(Category::Marketing, 1);
+    store(&db, &send).await;
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
+    wait_until_finished(&db, &send.id, Duration::from_secs(30)).await;
+    worker.stop().await;
+
+    let body = &sms.messages()[0].body;
+    let token = body
+        .split("/unsubscribe?token=")
+        .nth(1)
+        .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+        .unwrap_or_else(|| panic!("no opt-out link in {body:?}"));
+    let claim = key.verify(token).expect("a valid token");
+    assert_eq!((claim.channel, claim.org_id.as_str()), (Channel::Sms, ORG));
+    assert_eq!(
+        claim.address_hash,
+        Address::parse(Channel::Sms, &number(0)).unwrap().hash()
+    );
+}
+
+#[tokio::test]
+async fn while_the_primary_sms_provider_is_down_texts_go_through_the_secondary() {
+    let db = TestDb::new().await.unwrap();
+    let secondary = SmsServer::start().await;
+    let providers = Providers::new()
+        .with(sms_provider(
+            ProviderRole::Primary,
+            &base_url(refusing_addr()),
+        ))
+        .with(sms_provider(ProviderRole::Secondary, &secondary.url()));
+    let app = context_with(&db, providers);
+    let send = sms_send(Category::Transactional, 40);
+    store(&db, &send).await;
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(30)).await;
+    worker.stop().await;
+
+    assert_eq!((summary.sent, summary.failed), (40, 0));
+    assert_eq!(secondary.messages().len(), 40);
+    let providers: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT DISTINCT provider FROM deliveries WHERE send_id = $1::uuid")
+            .bind(&send.id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(providers, [Some("sms_secondary".to_owned())]);
+}
