@@ -6,7 +6,6 @@ ALTER TABLE bulk_sends ALTER COLUMN subject_template DROP NOT NULL;
 -- Deliveries per batch job, fixed when the send is created: a resume must find the same batches
 -- (their jobs' unique keys) that the fan-out made, whatever a later release defaults to.
 ALTER TABLE bulk_sends ADD COLUMN batch_size integer NOT NULL DEFAULT 50 CHECK (batch_size > 0);
-ALTER TABLE bulk_sends ADD COLUMN cancelled integer NOT NULL DEFAULT 0;
 ALTER TABLE bulk_sends ADD COLUMN paused_at timestamptz;
 ALTER TABLE bulk_sends ADD COLUMN cancelled_at timestamptz;
 
@@ -21,49 +20,93 @@ ALTER TABLE deliveries ADD COLUMN provider text;
 DROP INDEX deliveries_unsubscribe_token_idx;
 ALTER TABLE deliveries DROP COLUMN unsubscribe_token;
 
+-- Progress counters, sharded. Migration 0009 kept them on the send's row, which every
+-- statement changing deliveries then had to lock until its commit: the batch jobs of one send
+-- (and their claims and outcome writes) queued behind each other on that one row, and each
+-- message waited for all of them before its `sent` was recorded — a longer duplicate window and
+-- a lower rate. Now each statement adds its changes to one of 16 rows of the send, chosen by
+-- the session, so concurrent writers rarely meet; a read sums at most 16 rows.
+CREATE TABLE bulk_send_counts (
+    send_id     uuid     NOT NULL REFERENCES bulk_sends (id) ON DELETE CASCADE,
+    shard       smallint NOT NULL,
+    total       integer  NOT NULL DEFAULT 0,
+    queued      integer  NOT NULL DEFAULT 0,
+    sending     integer  NOT NULL DEFAULT 0,
+    sent        integer  NOT NULL DEFAULT 0,
+    suppressed  integer  NOT NULL DEFAULT 0,
+    failed      integer  NOT NULL DEFAULT 0,
+    bounced     integer  NOT NULL DEFAULT 0,
+    cancelled   integer  NOT NULL DEFAULT 0,
+    PRIMARY KEY (send_id, shard)
+);
+
+INSERT INTO bulk_send_counts (send_id, shard, total, queued, sending, sent, suppressed, failed,
+                              bounced)
+SELECT id, 0, total, queued, sending, sent, suppressed, failed, bounced FROM bulk_sends;
+
+ALTER TABLE bulk_sends DROP COLUMN total, DROP COLUMN queued, DROP COLUMN sending,
+    DROP COLUMN sent, DROP COLUMN suppressed, DROP COLUMN failed, DROP COLUMN bounced;
+
+-- The sums of a send's shards.
+CREATE VIEW bulk_send_totals AS
+SELECT send_id,
+       sum(total)::int AS total, sum(queued)::int AS queued, sum(sending)::int AS sending,
+       sum(sent)::int AS sent, sum(suppressed)::int AS suppressed, sum(failed)::int AS failed,
+       sum(bounced)::int AS bounced, sum(cancelled)::int AS cancelled
+  FROM bulk_send_counts GROUP BY send_id;
+
+-- Add a statement's changes into this session's shard: for inserts +1 per new row in its
+-- status, for updates +1 in the new status and -1 in the old one, summed per send (sends in
+-- order, so that two statements touching the same sends lock their shards alike).
 CREATE OR REPLACE FUNCTION deliveries_apply_counts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        UPDATE bulk_sends b
-           SET total = b.total + d.n,
-               queued = b.queued + d.queued, sending = b.sending + d.sending,
-               sent = b.sent + d.sent, suppressed = b.suppressed + d.suppressed,
-               failed = b.failed + d.failed, bounced = b.bounced + d.bounced,
-               cancelled = b.cancelled + d.cancelled,
-               updated_at = now()
-          FROM (SELECT send_id, count(*) AS n,
-                       count(*) FILTER (WHERE status = 'queued') AS queued,
-                       count(*) FILTER (WHERE status = 'sending') AS sending,
-                       count(*) FILTER (WHERE status = 'sent') AS sent,
-                       count(*) FILTER (WHERE status = 'suppressed') AS suppressed,
-                       count(*) FILTER (WHERE status = 'failed') AS failed,
-                       count(*) FILTER (WHERE status = 'bounced') AS bounced,
-                       count(*) FILTER (WHERE status = 'cancelled') AS cancelled
-                  FROM new_rows GROUP BY send_id ORDER BY send_id) d
-         WHERE b.id = d.send_id;
+        INSERT INTO bulk_send_counts AS c (send_id, shard, total, queued, sending, sent,
+                                           suppressed, failed, bounced, cancelled)
+        SELECT * FROM (
+        SELECT send_id, (pg_backend_pid() % 16)::smallint AS shard,
+               count(*)::int AS total,
+               coalesce(sum(delta) FILTER (WHERE status = 'queued'), 0)::int AS queued,
+               coalesce(sum(delta) FILTER (WHERE status = 'sending'), 0)::int AS sending,
+               coalesce(sum(delta) FILTER (WHERE status = 'sent'), 0)::int AS sent,
+               coalesce(sum(delta) FILTER (WHERE status = 'suppressed'), 0)::int AS suppressed,
+               coalesce(sum(delta) FILTER (WHERE status = 'failed'), 0)::int AS failed,
+               coalesce(sum(delta) FILTER (WHERE status = 'bounced'), 0)::int AS bounced,
+               coalesce(sum(delta) FILTER (WHERE status = 'cancelled'), 0)::int AS cancelled
+          FROM (SELECT send_id, status, 1 AS delta FROM new_rows) changes GROUP BY send_id
+        ) d ORDER BY d.send_id
+        ON CONFLICT (send_id, shard) DO UPDATE
+           SET total = c.total + EXCLUDED.total, queued = c.queued + EXCLUDED.queued,
+               sending = c.sending + EXCLUDED.sending, sent = c.sent + EXCLUDED.sent,
+               suppressed = c.suppressed + EXCLUDED.suppressed,
+               failed = c.failed + EXCLUDED.failed, bounced = c.bounced + EXCLUDED.bounced,
+               cancelled = c.cancelled + EXCLUDED.cancelled;
     ELSE
-        UPDATE bulk_sends b
-           SET queued = b.queued + d.queued, sending = b.sending + d.sending,
-               sent = b.sent + d.sent, suppressed = b.suppressed + d.suppressed,
-               failed = b.failed + d.failed, bounced = b.bounced + d.bounced,
-               cancelled = b.cancelled + d.cancelled,
-               updated_at = now()
-          FROM (SELECT send_id,
-                       coalesce(sum(delta) FILTER (WHERE status = 'queued'), 0) AS queued,
-                       coalesce(sum(delta) FILTER (WHERE status = 'sending'), 0) AS sending,
-                       coalesce(sum(delta) FILTER (WHERE status = 'sent'), 0) AS sent,
-                       coalesce(sum(delta) FILTER (WHERE status = 'suppressed'), 0) AS suppressed,
-                       coalesce(sum(delta) FILTER (WHERE status = 'failed'), 0) AS failed,
-                       coalesce(sum(delta) FILTER (WHERE status = 'bounced'), 0) AS bounced,
-                       coalesce(sum(delta) FILTER (WHERE status = 'cancelled'), 0) AS cancelled
-                  FROM (SELECT send_id, status, 1 AS delta FROM new_rows
-                        UNION ALL
-                        SELECT send_id, status, -1 AS delta FROM old_rows) c
-                 GROUP BY send_id
-                 ORDER BY send_id) d
-         WHERE b.id = d.send_id
-           AND (d.queued, d.sending, d.sent, d.suppressed, d.failed, d.bounced, d.cancelled)
-               <> (0, 0, 0, 0, 0, 0, 0);
+        INSERT INTO bulk_send_counts AS c (send_id, shard, total, queued, sending, sent,
+                                           suppressed, failed, bounced, cancelled)
+        SELECT * FROM (
+        SELECT send_id, (pg_backend_pid() % 16)::smallint AS shard,
+               0 AS total,
+               coalesce(sum(delta) FILTER (WHERE status = 'queued'), 0)::int AS queued,
+               coalesce(sum(delta) FILTER (WHERE status = 'sending'), 0)::int AS sending,
+               coalesce(sum(delta) FILTER (WHERE status = 'sent'), 0)::int AS sent,
+               coalesce(sum(delta) FILTER (WHERE status = 'suppressed'), 0)::int AS suppressed,
+               coalesce(sum(delta) FILTER (WHERE status = 'failed'), 0)::int AS failed,
+               coalesce(sum(delta) FILTER (WHERE status = 'bounced'), 0)::int AS bounced,
+               coalesce(sum(delta) FILTER (WHERE status = 'cancelled'), 0)::int AS cancelled
+          FROM (SELECT send_id, status, 1 AS delta FROM new_rows
+                UNION ALL
+                SELECT send_id, status, -1 FROM old_rows) changes GROUP BY send_id
+        ) d
+         WHERE (d.queued, d.sending, d.sent, d.suppressed, d.failed, d.bounced, d.cancelled)
+               <> (0, 0, 0, 0, 0, 0, 0)
+         ORDER BY d.send_id
+        ON CONFLICT (send_id, shard) DO UPDATE
+           SET total = c.total + EXCLUDED.total, queued = c.queued + EXCLUDED.queued,
+               sending = c.sending + EXCLUDED.sending, sent = c.sent + EXCLUDED.sent,
+               suppressed = c.suppressed + EXCLUDED.suppressed,
+               failed = c.failed + EXCLUDED.failed, bounced = c.bounced + EXCLUDED.bounced,
+               cancelled = c.cancelled + EXCLUDED.cancelled;
     END IF;
     RETURN NULL;
 END

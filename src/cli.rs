@@ -204,6 +204,9 @@ pub struct BenchBulkSendArgs {
     /// as many in all.
     #[arg(long, default_value_t = 10)]
     pub pool: u32,
+    /// Messages a worker may have sent but not recorded (`WEDSYNC_UNRECORDED_LIMIT`).
+    #[arg(long, default_value_t = 20)]
+    pub unrecorded: u32,
 }
 
 #[derive(Debug, Args)]

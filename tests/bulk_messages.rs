@@ -4,6 +4,7 @@
 
 mod support;
 
+use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use support::messages::{
 use support::smtp::{Action, SmtpServer};
 use support::start_worker;
 use support::test_config;
+use wedsync_api::ApiState;
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::erasure::{ErasureRequest, erase};
 use wedsync_kinds::messages::unsubscribe::UnsubscribeClaim;
@@ -373,4 +375,58 @@ async fn an_erased_guest_gets_no_delivery_and_their_delivery_rows_go() {
             .await
             .unwrap();
     assert_eq!(left, [guest(0)]);
+}
+
+#[tokio::test]
+async fn a_guest_who_unsubscribes_with_a_received_link_gets_nothing_from_a_send_already_created() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let app = support::messages::context(&db, &smtp.url());
+    let prometheus = PrometheusBuilder::new().build_recorder().handle();
+    let state = ApiState::new(db.pool.clone(), [], prometheus)
+        .with_signing_key(app.messages.signing_key.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(wedsync_api::serve(listener, state, std::future::pending()));
+
+    let earlier = new_send(Category::Marketing, recipients(2));
+    store(&db, &earlier).await;
+    let worker = start_worker(&db, register_all(), app.clone(), test_config(&["messages"]));
+    wait_until_finished(&db, &earlier.id, Duration::from_secs(20)).await;
+    worker.stop().await;
+    let received = smtp.messages();
+    let to_guest_0 = received.iter().find(|m| m.to[0] == guest(0)).unwrap();
+    let header = to_guest_0.header("List-Unsubscribe").unwrap();
+    let link = header
+        .strip_prefix('<')
+        .and_then(|rest| rest.split_once('>'))
+        .map(|(link, _)| link.replace("https://jobs.wedsync.test", &api))
+        .unwrap();
+
+    // The next send is created before the guest unsubscribes; its deliveries have not run.
+    let later = new_send(Category::Marketing, recipients(3));
+    store(&db, &later).await;
+    let response = reqwest::Client::new()
+        .post(&link)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
+    let summary = wait_until_finished(&db, &later.id, Duration::from_secs(20)).await;
+    worker.stop().await;
+
+    assert_eq!((summary.sent, summary.suppressed), (2, 1));
+    let later_to: Vec<String> = smtp.messages()[received.len()..]
+        .iter()
+        .map(|m| m.to[0].clone())
+        .collect();
+    assert!(
+        !later_to.contains(&guest(0)),
+        "the guest who unsubscribed got mail"
+    );
+    assert_eq!(later_to.len(), 2);
+    assert_eq!(statuses(&db, &later.id).await[&guest(0)], "suppressed");
 }

@@ -69,7 +69,8 @@ pub fn context(settings: &Settings, pool: &PgPool) -> Result<MessagesContext, Fa
             m.sms_secondary_rate,
         ));
     }
-    let mut context = MessagesContext::new(providers);
+    let mut context =
+        MessagesContext::new(providers).with_unrecorded_limit(m.unrecorded_limit as usize);
     context.sms_from = m.sms_from.clone();
     context.chunk_size = m.chunk_size as usize;
     if let Some(url) = &settings.public_url {

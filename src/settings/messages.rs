@@ -37,6 +37,9 @@ pub struct MessageSettings {
     pub breaker_open: Duration,
     /// `WEDSYNC_MESSAGE_CHUNK` (default 10): deliveries a batch job sends at once.
     pub chunk_size: u32,
+    /// `WEDSYNC_UNRECORDED_LIMIT` (default twice `WEDSYNC_SMTP_POOL_SIZE`): messages a worker
+    /// process may have sent and not yet recorded as sent — the most a crash can duplicate.
+    pub unrecorded_limit: u32,
 }
 
 impl Default for MessageSettings {
@@ -53,6 +56,7 @@ impl Default for MessageSettings {
             breaker_failures: 5,
             breaker_open: Duration::from_secs(10),
             chunk_size: 10,
+            unrecorded_limit: 20,
         }
     }
 }
@@ -79,7 +83,12 @@ impl MessageSettings {
                 d.breaker_open.as_millis() as u32,
             )?)),
             chunk_size: count(source, "WEDSYNC_MESSAGE_CHUNK", d.chunk_size)?,
+            unrecorded_limit: 0,
         })
+        .map(|mut m| -> Result<MessageSettings, SettingsError> {
+            m.unrecorded_limit = count(source, "WEDSYNC_UNRECORDED_LIMIT", 2 * m.smtp_pool_size)?;
+            Ok(m)
+        })?
     }
 }
 

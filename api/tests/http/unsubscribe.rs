@@ -410,6 +410,9 @@ async fn the_token_is_never_logged() {
         .with_ansi(false)
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary run on other threads without a subscriber; a callsite they hit
+    // first may have cached "never interested". Recompute with this subscriber registered.
+    tracing::callsite::rebuild_interest_cache();
 
     let guest = Guest::new().await;
     html_page(guest.get(&guest.token).await).await;

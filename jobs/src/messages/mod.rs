@@ -45,7 +45,15 @@ pub struct MessagesContext {
     /// Signs the unsubscribe links of marketing messages; the API verifies them with the same
     /// key (`WEDSYNC_SIGNING_KEY`, else the database's, see `unsubscribe`).
     pub signing_key: unsubscribe::SigningKey,
+    /// Permits for messages handed to a provider and not yet recorded as sent: at most this
+    /// many can arrive twice if the process dies ([`MessagesContext::with_unrecorded_limit`]).
+    unrecorded: Arc<tokio::sync::Semaphore>,
+    /// The process's outcome writer, started on first use (`deliver::writer`).
+    writer: Arc<std::sync::OnceLock<deliver::StatusWriter>>,
 }
+
+/// Messages sent but not yet recorded, per process, unless configured: two SMTP pools' worth.
+pub const DEFAULT_UNRECORDED_LIMIT: usize = 20;
 
 /// Deliveries a batch job sends at once unless configured.
 pub const DEFAULT_CHUNK_SIZE: usize = 10;
@@ -81,7 +89,27 @@ impl MessagesContext {
             retry_base: Duration::from_secs(30),
             chunk_size: DEFAULT_CHUNK_SIZE,
             signing_key: unsubscribe::SigningKey::random(),
+            unrecorded: Arc::new(tokio::sync::Semaphore::new(DEFAULT_UNRECORDED_LIMIT)),
+            writer: Arc::default(),
         }
+    }
+
+    /// At most `limit` messages of this process may be sent and not yet recorded at any time:
+    /// what bounds the duplicates a crash can cause. Too low a limit costs throughput (a send
+    /// waits for earlier outcomes to be written); about twice the SMTP pool is plenty.
+    pub fn with_unrecorded_limit(mut self, limit: usize) -> Self {
+        self.unrecorded = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
+        self
+    }
+
+    pub(crate) fn unrecorded(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.unrecorded
+    }
+
+    /// The process's outcome writer on `pool` (started by the first caller).
+    pub(crate) fn writer(&self, pool: &sqlx::PgPool) -> &deliver::StatusWriter {
+        self.writer
+            .get_or_init(|| deliver::StatusWriter::spawn(pool.clone()))
     }
 
     /// Delay before retrying after failed attempt `attempt` (1-based).

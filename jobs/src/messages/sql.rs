@@ -96,14 +96,19 @@ UPDATE deliveries SET status = 'cancelled', updated_at = now()
 pub const MARK_DONE: &str = "
 UPDATE bulk_sends SET state = 'done', updated_at = now()
  WHERE id = $1::uuid AND state = 'active' AND fanned_out_at IS NOT NULL
-   AND queued = 0 AND sending = 0";
+   AND NOT EXISTS (SELECT 1 FROM bulk_send_totals
+                    WHERE send_id = $1::uuid AND (queued > 0 OR sending > 0))";
 
 /// One send with its counters, within an organisation (`$2` NULL: any).
 pub const GET_SEND: &str = "
-SELECT id::text AS id, org_id, channel, category, state, send_at, fanned_out_at,
-       recipient_count, total, queued, sending, sent, suppressed, failed, bounced, cancelled,
-       paused_at, cancelled_at, created_at, updated_at
-  FROM bulk_sends WHERE id = $1::uuid AND ($2::text IS NULL OR org_id = $2)";
+SELECT b.id::text AS id, b.org_id, b.channel, b.category, b.state, b.send_at, b.fanned_out_at,
+       b.recipient_count, coalesce(t.total, 0) AS total, coalesce(t.queued, 0) AS queued,
+       coalesce(t.sending, 0) AS sending, coalesce(t.sent, 0) AS sent,
+       coalesce(t.suppressed, 0) AS suppressed, coalesce(t.failed, 0) AS failed,
+       coalesce(t.bounced, 0) AS bounced, coalesce(t.cancelled, 0) AS cancelled,
+       b.paused_at, b.cancelled_at, b.created_at, b.updated_at
+  FROM bulk_sends b LEFT JOIN bulk_send_totals t ON t.send_id = b.id
+ WHERE b.id = $1::uuid AND ($2::text IS NULL OR b.org_id = $2)";
 
 // Pause, resume and cancel (`control.rs`).
 
@@ -130,12 +135,22 @@ UPDATE bulk_sends SET state = 'active', paused_at = NULL, updated_at = now()
 /// loses its inline recipients (the fan-out then finds nothing to do) and counts them all
 /// `cancelled`, since none will get a delivery.
 pub const CANCEL_SEND: &str = "
-UPDATE bulk_sends
-   SET state = 'cancelled', cancelled_at = now(), updated_at = now(), recipients = NULL,
-       cancelled = cancelled + CASE WHEN recipients IS NULL THEN 0
-                                    ELSE greatest(recipient_count - total, 0) END
- WHERE id = $1::uuid AND state IN ('active', 'paused')
-RETURNING id::text";
+WITH before AS (
+    SELECT id, recipients IS NOT NULL AS pending, recipient_count FROM bulk_sends
+     WHERE id = $1::uuid AND state IN ('active', 'paused')
+       FOR UPDATE
+), cancelled AS (
+    UPDATE bulk_sends b
+       SET state = 'cancelled', cancelled_at = now(), updated_at = now(), recipients = NULL
+      FROM before
+     WHERE b.id = before.id
+    RETURNING b.id
+), never_fanned_out AS (
+    INSERT INTO bulk_send_counts AS c (send_id, shard, cancelled)
+    SELECT id, 0, recipient_count FROM before WHERE pending
+    ON CONFLICT (send_id, shard) DO UPDATE SET cancelled = c.cancelled + EXCLUDED.cancelled
+)
+SELECT id::text FROM cancelled";
 
 /// Every delivery of a send still waiting to be sent, locked in id order (a statement that
 /// takes several of them should take them in that order too); the triggers move the counters.

@@ -114,6 +114,7 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
         ("WEDSYNC_SMTP_POOL_SIZE", args.pool.to_string()),
         ("WEDSYNC_MESSAGE_CHUNK", args.chunk.to_string()),
         ("WEDSYNC_PUBLIC_URL", PUBLIC_URL.to_owned()),
+        ("WEDSYNC_UNRECORDED_LIMIT", args.unrecorded.to_string()),
     ];
     let mut workers = Workers::spawn_on(
         &db.url,

@@ -12,10 +12,20 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
 use sqlx::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wedsync_queue::JobError;
 
 /// A send that came back: the delivery, its Message-ID and bodies, and how it fared.
-type Sent = (Claimed, Option<String>, Rendered, Dispatched);
+type Sent = (
+    Claimed,
+    Option<String>,
+    Rendered,
+    Dispatched,
+    Option<OwnedSemaphorePermit>,
+);
 
 /// Why a batch stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,11 +66,14 @@ pub(super) struct Batch<'a> {
     pub last_attempt: bool,
     pub composer: &'a Composer<'a>,
     pub providers: &'a Providers,
+    pub writer: &'a StatusWriter,
+    pub unrecorded: &'a Arc<Semaphore>,
 }
 
 impl<'a> Batch<'a> {
-    pub async fn run(&self) -> Result<Finished, sqlx::Error> {
-        let writer = StatusWriter::spawn(self.pool.clone());
+    pub async fn run(&self) -> Result<Finished, JobError> {
+        let writer = self.writer;
+        let watch = StateWatch::start(self.pool.clone(), self.send_id.to_owned());
         let mut finished = Finished {
             tally: Tally::default(),
             stop: None,
@@ -78,9 +91,9 @@ impl<'a> Batch<'a> {
             let cursor = claimed.last().map_or(self.last, |d| d.ordinal);
             let sends: FuturesUnordered<_> = claimed
                 .into_iter()
-                .filter_map(|d| self.start(d, &writer, &mut finished))
+                .filter_map(|d| self.start(d, writer, &watch, &mut finished))
                 .collect();
-            let drain = self.drain(sends, &writer, &mut finished);
+            let drain = self.drain(sends, writer, &watch, &mut finished);
             let next = async {
                 if cursor < self.last {
                     claim_chunk(self.pool, self.send_id, cursor, self.last, self.chunk).await
@@ -91,7 +104,7 @@ impl<'a> Batch<'a> {
             let ((), next) = tokio::join!(drain, next);
             claimed = next?;
             if finished.stop.is_some() {
-                release(&writer, &claimed, &mut finished.tally);
+                release(writer, &claimed, &mut finished.tally);
                 claimed.clear();
             }
         }
@@ -102,7 +115,9 @@ impl<'a> Batch<'a> {
                 _ => None,
             };
         }
-        writer.finish().await?;
+        // The job ends only once its outcomes are recorded: a finished batch job with rows still
+        // `sending` would leave them for nobody.
+        writer.flush().await.map_err(JobError::retry)?;
         Ok(finished)
     }
 
@@ -112,6 +127,7 @@ impl<'a> Batch<'a> {
         &'s self,
         delivery: Claimed,
         writer: &StatusWriter,
+        watch: &'s StateWatch,
         finished: &mut Finished,
     ) -> Option<impl Future<Output = Sent> + use<'s, 'a>> {
         if delivery.is_suppressed() {
@@ -127,9 +143,21 @@ impl<'a> Batch<'a> {
             }
         };
         let channel = self.composer.channel();
+        let unrecorded = self.unrecorded.clone();
         Some(async move {
-            let dispatched = self.providers.send(channel, composed.outgoing).await;
-            (delivery, composed.message_id, composed.rendered, dispatched)
+            let permit = unrecorded.acquire_owned().await.ok();
+            let proceed = || watch.stop().is_none();
+            let dispatched = self
+                .providers
+                .send(channel, composed.outgoing, &proceed)
+                .await;
+            (
+                delivery,
+                composed.message_id,
+                composed.rendered,
+                dispatched,
+                permit,
+            )
         })
     }
 
@@ -138,28 +166,31 @@ impl<'a> Batch<'a> {
         &self,
         mut sends: FuturesUnordered<F>,
         writer: &StatusWriter,
+        watch: &StateWatch,
         finished: &mut Finished,
     ) {
-        while let Some((delivery, message_id, rendered, dispatched)) = sends.next().await {
+        while let Some((delivery, message_id, rendered, dispatched, permit)) = sends.next().await {
             let id = delivery.id;
-            match dispatched {
+            let change = match dispatched {
                 Dispatched::Sent { provider } => {
-                    let mut change = StatusChange::new(id, "sent").tried();
-                    change.message_id = message_id;
-                    change.provider = Some(provider);
-                    change.rendered = Some(rendered);
-                    writer.push(change);
                     finished.tally.sent += 1;
+                    StatusChange {
+                        message_id,
+                        provider: Some(provider),
+                        rendered: Some(rendered),
+                        ..StatusChange::new(id, "sent").tried()
+                    }
                 }
                 Dispatched::Failed {
                     provider,
                     error: SendError::Rejected(reason),
                 } => {
-                    let mut change = StatusChange::new(id, "bounced").tried().error(reason);
-                    change.provider = Some(provider);
-                    writer.push(change);
                     finished.tally.bounced += 1;
                     self.suppress_bounce(&delivery).await;
+                    StatusChange {
+                        provider: Some(provider),
+                        ..StatusChange::new(id, "bounced").tried().error(reason)
+                    }
                 }
                 Dispatched::Failed { error, .. } => {
                     if let SendError::Deferred {
@@ -169,32 +200,36 @@ impl<'a> Batch<'a> {
                     {
                         finished.retry_hint = finished.retry_hint.max(Some(*after));
                     }
-                    if self.last_attempt {
-                        writer.push(
-                            StatusChange::new(id, "failed")
-                                .tried()
-                                .error(error.to_string()),
-                        );
+                    let status = if self.last_attempt {
                         finished.tally.failed += 1;
+                        "failed"
                     } else {
-                        writer.push(
-                            StatusChange::new(id, "queued")
-                                .tried()
-                                .error(error.to_string()),
-                        );
                         finished.tally.requeued += 1;
-                    }
+                        "queued"
+                    };
+                    StatusChange::new(id, status)
+                        .tried()
+                        .error(error.to_string())
                 }
                 Dispatched::Waiting { retry_after } => {
-                    writer.push(StatusChange::new(id, "queued"));
                     finished.tally.requeued += 1;
                     let wait = match finished.stop {
                         Some(Stop::Waiting(w)) => w.min(retry_after),
                         _ => retry_after,
                     };
                     finished.stop = Some(Stop::Waiting(wait));
+                    StatusChange::new(id, "queued")
                 }
-            }
+                Dispatched::Withdrawn => {
+                    finished.tally.requeued += 1;
+                    finished.stop = finished.stop.or(watch.stop());
+                    StatusChange::new(id, "queued")
+                }
+            };
+            writer.push(StatusChange {
+                _permit: permit,
+                ..change
+            });
         }
     }
 
@@ -218,6 +253,54 @@ impl<'a> Batch<'a> {
             .bind(self.send_id)
             .fetch_one(self.pool)
             .await
+    }
+}
+
+/// The send's state as seen at most [`WATCH_EVERY`] ago, so that a message waiting for its
+/// rate-limit slot does not go out once the send was paused or cancelled.
+pub(super) struct StateWatch {
+    /// 0 active, else the stop.
+    state: Arc<AtomicU8>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How often a running batch reads its send's state.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+
+impl StateWatch {
+    fn start(pool: PgPool, send_id: String) -> StateWatch {
+        let state = Arc::new(AtomicU8::new(0));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WATCH_EVERY).await;
+                let now: Result<String, _> = sqlx::query_scalar(crate::messages::sql::SEND_STATE)
+                    .bind(&send_id)
+                    .fetch_one(&pool)
+                    .await;
+                let code = match now.as_deref() {
+                    Ok("paused") => 1,
+                    Ok("cancelled") => 2,
+                    _ => 0,
+                };
+                shared.store(code, Ordering::Release);
+            }
+        });
+        StateWatch { state, task }
+    }
+
+    fn stop(&self) -> Option<Stop> {
+        match self.state.load(Ordering::Acquire) {
+            1 => Some(Stop::Paused),
+            2 => Some(Stop::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for StateWatch {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::Duration;
 use wedsync_queue::{Job, JobContext, JobError, JobResult, NewJob, Outcome};
+pub(crate) use writer::StatusWriter;
 
 /// How long a batch of a paused send sleeps before looking again (a resume wakes it sooner).
 pub const PAUSED_SNOOZE: Duration = Duration::from_secs(5);
@@ -121,6 +122,8 @@ impl Job for DeliverBatch {
             last_attempt: ctx.attempt >= ctx.max_attempts,
             composer: &composer,
             providers: &messages.providers,
+            writer: messages.writer(pool),
+            unrecorded: messages.unrecorded(),
         };
         let finished = batch.run().await?;
         let tally = json!(finished.tally);

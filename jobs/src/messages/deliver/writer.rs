@@ -1,30 +1,32 @@
-//! Writing what became of each delivery a batch job took, as soon as it is known and in as few
-//! statements as the load allows (group commit): one task per job takes every outcome that
-//! arrived while its previous write was in flight and writes them with one UPDATE.
+//! Writing what became of each delivery, as soon as it is known and in as few statements as the
+//! load allows (group commit): one task per process takes every outcome that arrived while its
+//! previous write was in flight — from every batch job — and writes them with one UPDATE.
 //!
 //! Why this shape: the time between a provider accepting a message and `sent` being committed
 //! is the only window in which a crash causes a duplicate (see `docs/messages.md`). Writing
 //! each outcome alone keeps that window at one round trip but costs a commit per message;
 //! batching on a timer would cut commits but widen the window to the timer. Writing whatever is
 //! waiting the moment the previous write returns keeps the window at about two round trips at
-//! any rate, with a commit per round trip rather than per message.
+//! any rate, with a commit per round trip rather than per message. On top of that, a message
+//! only goes out with a permit of [`MessagesContext::unrecorded`](crate::messages::MessagesContext)
+//! that its write gives back: however slow the database, a process never has more messages
+//! sent-but-unrecorded than it has permits.
 
 use crate::messages::sql;
 use crate::messages::template::Rendered;
 use sqlx::PgPool;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 /// Most outcomes per statement.
 const MAX_BATCH: usize = 1_000;
-/// How long a failing write is retried before the job gives up (its deliveries stay `sending`
-/// and are sent again by the retry: a duplicate is better than a message lost).
+/// How long a failing write is retried before its outcomes are given up (their deliveries stay
+/// `sending` and are sent again by the job's retry: a duplicate is better than a message lost).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
 /// A delivery's new status, from `sending`.
-#[derive(Debug, Clone)]
-pub(super) struct StatusChange {
+#[derive(Debug)]
+pub(crate) struct StatusChange {
     pub id: i64,
     pub status: &'static str,
     /// A provider was called (counts as an attempt of the delivery).
@@ -33,6 +35,8 @@ pub(super) struct StatusChange {
     pub message_id: Option<String>,
     pub provider: Option<String>,
     pub rendered: Option<Rendered>,
+    /// Given back once the change is committed (see the module documentation).
+    pub _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl StatusChange {
@@ -45,6 +49,7 @@ impl StatusChange {
             message_id: None,
             provider: None,
             rendered: None,
+            _permit: None,
         }
     }
 
@@ -59,64 +64,90 @@ impl StatusChange {
     }
 }
 
-pub(super) struct StatusWriter {
-    tx: mpsc::UnboundedSender<StatusChange>,
-    task: JoinHandle<Result<u64, sqlx::Error>>,
+/// The write of some outcomes failed for good.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("writing delivery outcomes failed: {0}")]
+pub(crate) struct WriteFailed(String);
+
+enum Item {
+    Change(StatusChange),
+    /// Answered once every change pushed before it is written.
+    Flush(oneshot::Sender<Result<(), WriteFailed>>),
+}
+
+/// The process's writer; cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct StatusWriter {
+    tx: mpsc::UnboundedSender<Item>,
 }
 
 impl StatusWriter {
     pub fn spawn(pool: PgPool) -> StatusWriter {
         let (tx, rx) = mpsc::unbounded_channel();
-        StatusWriter {
-            tx,
-            task: tokio::spawn(run(pool, rx)),
-        }
+        tokio::spawn(run(pool, rx));
+        StatusWriter { tx }
     }
 
     pub fn push(&self, change: StatusChange) {
-        // The task only ends once every sender is gone, so this cannot fail while `self` lives.
-        let _ = self.tx.send(change);
+        // The task ends only once every sender is gone.
+        let _ = self.tx.send(Item::Change(change));
     }
 
-    /// Write everything pushed so far; how many rows changed.
-    pub async fn finish(self) -> Result<u64, sqlx::Error> {
-        drop(self.tx);
-        self.task
-            .await
-            .unwrap_or_else(|join| Err(sqlx::Error::Protocol(format!("outcome writer: {join}"))))
+    /// Wait until everything pushed so far is written.
+    pub async fn flush(&self) -> Result<(), WriteFailed> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Item::Flush(done))
+            .map_err(|_| WriteFailed("the writer has stopped".into()))?;
+        wait.await
+            .map_err(|_| WriteFailed("the writer has stopped".into()))?
     }
 }
 
-async fn run(
-    pool: PgPool,
-    mut rx: mpsc::UnboundedReceiver<StatusChange>,
-) -> Result<u64, sqlx::Error> {
-    let mut written = 0;
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        written += write_retrying(&pool, &batch).await?;
-        batch.clear();
+async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Item>) {
+    let mut items = Vec::new();
+    while rx.recv_many(&mut items, MAX_BATCH).await > 0 {
+        let mut changes = Vec::with_capacity(items.len());
+        let mut flushes = Vec::new();
+        for item in items.drain(..) {
+            match item {
+                Item::Change(change) => changes.push(change),
+                Item::Flush(done) => flushes.push(done),
+            }
+        }
+        let result = if changes.is_empty() {
+            Ok(())
+        } else {
+            write_retrying(&pool, &changes).await
+        };
+        // The permits go back with the changes, now that they are recorded (or given up).
+        drop(changes);
+        for done in flushes {
+            let _ = done.send(result.clone());
+        }
     }
-    Ok(written)
 }
 
-async fn write_retrying(pool: &PgPool, batch: &[StatusChange]) -> Result<u64, sqlx::Error> {
+async fn write_retrying(pool: &PgPool, batch: &[StatusChange]) -> Result<(), WriteFailed> {
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     loop {
         match write(pool, batch).await {
-            Ok(n) => return Ok(n),
+            Ok(()) => return Ok(()),
             Err(err) if started.elapsed() < GIVE_UP_AFTER => {
                 tracing::warn!(error = %err, rows = batch.len(), "writing delivery outcomes failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(err) => return Err(err),
+            Err(err) => {
+                tracing::error!(error = %err, rows = batch.len(), "writing delivery outcomes failed; giving up");
+                return Err(WriteFailed(err.to_string()));
+            }
         }
     }
 }
 
-async fn write(pool: &PgPool, batch: &[StatusChange]) -> Result<u64, sqlx::Error> {
+async fn write(pool: &PgPool, batch: &[StatusChange]) -> Result<(), sqlx::Error> {
     let column = |f: fn(&StatusChange) -> Option<&str>| -> Vec<Option<&str>> {
         batch.iter().map(f).collect()
     };
@@ -126,7 +157,7 @@ async fn write(pool: &PgPool, batch: &[StatusChange]) -> Result<u64, sqlx::Error
             .map(|o| o.rendered.as_ref().and_then(f))
             .collect()
     };
-    let outcome = sqlx::query(sql::WRITE_OUTCOMES)
+    sqlx::query(sql::WRITE_OUTCOMES)
         .bind(batch.iter().map(|o| o.id).collect::<Vec<_>>())
         .bind(batch.iter().map(|o| o.status).collect::<Vec<_>>())
         .bind(batch.iter().map(|o| o.tried).collect::<Vec<_>>())
@@ -140,5 +171,5 @@ async fn write(pool: &PgPool, batch: &[StatusChange]) -> Result<u64, sqlx::Error
         .bind(rendered(|r| r.html.as_deref()))
         .execute(pool)
         .await?;
-    Ok(outcome.rows_affected())
+    Ok(())
 }

@@ -164,6 +164,9 @@ pub enum Dispatched {
     Failed { provider: String, error: SendError },
     /// Every provider of the channel is open; nothing was sent. Come back after `retry_after`.
     Waiting { retry_after: Duration },
+    /// `proceed` said no once the rate limit let the message go (the send was paused or
+    /// cancelled meanwhile); nothing was sent.
+    Withdrawn,
 }
 
 /// Every provider of this process, by channel, first choice first.
@@ -204,8 +207,15 @@ impl Providers {
         self.of(channel).first().and_then(Provider::rate_limit)
     }
 
-    /// Send `outgoing` on `channel` (see the module documentation for the choice of provider).
-    pub async fn send(&self, channel: Channel, outgoing: Outgoing) -> Dispatched {
+    /// Send `outgoing` on `channel` (see the module documentation for the choice of provider),
+    /// unless `proceed` answers false right before it would go: under a rate limit a message
+    /// may wait a while for its slot, and what was true when it started waiting may not be.
+    pub async fn send(
+        &self,
+        channel: Channel,
+        outgoing: Outgoing,
+        proceed: &(dyn Fn() -> bool + Sync),
+    ) -> Dispatched {
         let chain = self.of(channel);
         let mut retry_after: Option<Duration> = None;
         let mut failure: Option<(String, SendError)> = None;
@@ -226,6 +236,9 @@ impl Providers {
                     provider: provider.name.clone(),
                     error,
                 };
+            }
+            if !proceed() {
+                return Dispatched::Withdrawn;
             }
             let more = chain.len() > i + 1;
             let message = if more {

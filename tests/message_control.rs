@@ -1,0 +1,147 @@
+//! Pause, resume and cancel acting on a send that is being sent (SPEC §5.1, issue #3): a pause
+//! stops new messages within 2 s, a resume carries on where it stopped, and a cancel leaves
+//! what was not sent `cancelled`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::messages::{ORG, context_with, new_send, recipients, smtp_provider, store};
+use support::smtp::SmtpServer;
+use support::{start_worker, test_config, wait_for};
+use wedsync_db::testing::TestDb;
+use wedsync_kinds::messages::providers::{BreakerConfig, ProviderRole, Providers};
+use wedsync_kinds::messages::{Category, control, get_send};
+use wedsync_kinds::register_all;
+use wedsync_queue::Queue;
+
+/// Sending at 100 messages a second, so a send of 400 takes about 4 s.
+fn slow_context(db: &TestDb, smtp: &SmtpServer) -> wedsync_kinds::AppContext {
+    let provider = smtp_provider(ProviderRole::Primary, &smtp.url(), BreakerConfig::default())
+        .with_rate_limit(db.pool.clone(), 100.0);
+    context_with(db, Providers::new().with(provider))
+}
+
+/// Wait until no batch job of the send is running (each has stopped and snoozed, or ended).
+async fn wait_until_no_batch_runs(db: &TestDb) {
+    wait_for("the batches to stop", Duration::from_secs(10), || async {
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE kind = 'deliver_batch' AND state = 'running'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (running == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pause_stops_new_messages_within_two_seconds_and_a_resume_sends_the_rest_once() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let send = new_send(Category::Transactional, recipients(400));
+    store(&db, &send).await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        slow_context(&db, &smtp),
+        test_config(&["messages"]),
+    );
+    wait_for("the first messages", Duration::from_secs(20), || async {
+        (smtp.count() >= 50).then_some(())
+    })
+    .await;
+
+    let paused_at = Instant::now();
+    let summary = control::pause(&db.pool, &send.id, Some(ORG)).await.unwrap();
+    assert_eq!(summary.state, "paused");
+    wait_until_no_batch_runs(&db).await;
+    let at_pause = smtp.count();
+    // Nothing happens while it stays paused: an absence, so it is watched for a while.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(smtp.count(), at_pause, "messages went out while paused");
+    let last = smtp.messages().iter().map(|m| m.accepted_at).max().unwrap();
+    let stopped_after = last.saturating_duration_since(paused_at);
+    println!("pause: last message {stopped_after:?} after the pause, {at_pause} of 400 sent");
+    assert!(
+        stopped_after < Duration::from_secs(2),
+        "still sending {stopped_after:?} after the pause"
+    );
+    assert!(at_pause < 400, "the send was over before the pause");
+    let paused = get_send(&db.pool, &send.id, None).await.unwrap().unwrap();
+    assert_eq!(
+        (paused.sending, paused.queued as usize),
+        (0, 400 - at_pause)
+    );
+
+    let resumed_at = Instant::now();
+    control::resume(&Queue::new(db.pool.clone()), &send.id, Some(ORG))
+        .await
+        .unwrap();
+    wait_for("the send to finish", Duration::from_secs(30), || async {
+        let s = get_send(&db.pool, &send.id, None).await.unwrap()?;
+        (s.state == "done").then_some(())
+    })
+    .await;
+    worker.stop().await;
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 400);
+    let mut to: Vec<&str> = messages.iter().map(|m| m.to[0].as_str()).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!(to.len(), 400, "someone got two messages");
+    let first_after_resume = messages
+        .iter()
+        .map(|m| m.accepted_at)
+        .filter(|at| *at > resumed_at)
+        .min()
+        .unwrap();
+    assert!(
+        first_after_resume - resumed_at < Duration::from_secs(2),
+        "the resume took {:?} to send again",
+        first_after_resume - resumed_at
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_leaves_what_was_not_sent_cancelled() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let send = new_send(Category::Transactional, recipients(400));
+    store(&db, &send).await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        slow_context(&db, &smtp),
+        test_config(&["messages"]),
+    );
+    wait_for("the first messages", Duration::from_secs(20), || async {
+        (smtp.count() >= 50).then_some(())
+    })
+    .await;
+    control::cancel(&Queue::new(db.pool.clone()), &send.id, Some(ORG))
+        .await
+        .unwrap();
+    wait_until_no_batch_runs(&db).await;
+    wait_for("every batch to end", Duration::from_secs(10), || async {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'deliver_batch'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    worker.stop().await;
+
+    let summary = get_send(&db.pool, &send.id, None).await.unwrap().unwrap();
+    assert_eq!(summary.state, "cancelled");
+    assert_eq!((summary.queued, summary.sending), (0, 0));
+    assert_eq!(
+        summary.sent as usize,
+        smtp.count(),
+        "sent counts what the server got"
+    );
+    assert!(summary.cancelled > 0 && summary.sent > 0);
+    assert_eq!(summary.sent + summary.cancelled, 400);
+}
