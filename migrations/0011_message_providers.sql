@@ -13,6 +13,14 @@ ALTER TABLE bulk_sends ADD COLUMN cancelled_at timestamptz;
 ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;
 ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
     CHECK (status IN ('queued', 'sending', 'sent', 'suppressed', 'failed', 'bounced', 'cancelled'));
+-- Claiming a delivery (`queued` → `sending`) changes no indexed column, so the row is updated in
+-- place on its page (HOT) instead of gaining a new entry in every index, as long as the page has
+-- room: hence the free space, and no index on `status` (a send's deliveries are listed by
+-- ordinal, filtered by status, through `deliveries_send_ordinal_key`). Measured: a claim of 50
+-- deliveries 1.4 ms → 0.9 ms (docs/benchmarks.md).
+DROP INDEX deliveries_send_status_idx;
+ALTER TABLE deliveries SET (fillfactor = 70);
+
 -- Which provider accepted the message (`smtp`, `smtp_secondary`, `sms`, …).
 ALTER TABLE deliveries ADD COLUMN provider text;
 -- Unsubscribe links carry a signed, self-contained token now (`messages::unsubscribe`); nothing

@@ -195,17 +195,17 @@ pub struct BenchBulkSendArgs {
     #[arg(long, default_value_t = 10)]
     pub concurrency: i32,
     /// Deliveries per batch job.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 200)]
     pub batch_size: i32,
     /// Deliveries a batch job sends at once (`WEDSYNC_MESSAGE_CHUNK`).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 25)]
     pub chunk: u32,
     /// SMTP connections per worker process (`WEDSYNC_SMTP_POOL_SIZE`); the ceiling loop uses
     /// as many in all.
     #[arg(long, default_value_t = 10)]
     pub pool: u32,
     /// Messages a worker may have sent but not recorded (`WEDSYNC_UNRECORDED_LIMIT`).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 40)]
     pub unrecorded: u32,
 }
 

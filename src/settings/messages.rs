@@ -35,9 +35,9 @@ pub struct MessageSettings {
     /// `WEDSYNC_BREAKER_OPEN_MS` (default 10000): how long an open breaker refuses calls before
     /// one probe may go.
     pub breaker_open: Duration,
-    /// `WEDSYNC_MESSAGE_CHUNK` (default 10): deliveries a batch job sends at once.
+    /// `WEDSYNC_MESSAGE_CHUNK` (default 25): deliveries a batch job sends at once.
     pub chunk_size: u32,
-    /// `WEDSYNC_UNRECORDED_LIMIT` (default twice `WEDSYNC_SMTP_POOL_SIZE`): messages a worker
+    /// `WEDSYNC_UNRECORDED_LIMIT` (default 4 × `WEDSYNC_SMTP_POOL_SIZE`): messages a worker
     /// process may have sent and not yet recorded as sent — the most a crash can duplicate.
     pub unrecorded_limit: u32,
 }
@@ -55,8 +55,8 @@ impl Default for MessageSettings {
             sms_from: "WedSync".to_owned(),
             breaker_failures: 5,
             breaker_open: Duration::from_secs(10),
-            chunk_size: 10,
-            unrecorded_limit: 20,
+            chunk_size: 25,
+            unrecorded_limit: 40,
         }
     }
 }
@@ -86,7 +86,7 @@ impl MessageSettings {
             unrecorded_limit: 0,
         })
         .map(|mut m| -> Result<MessageSettings, SettingsError> {
-            m.unrecorded_limit = count(source, "WEDSYNC_UNRECORDED_LIMIT", 2 * m.smtp_pool_size)?;
+            m.unrecorded_limit = count(source, "WEDSYNC_UNRECORDED_LIMIT", 4 * m.smtp_pool_size)?;
             Ok(m)
         })?
     }

@@ -13,11 +13,12 @@ use wedsync_kinds::messages::providers::{
 use wedsync_kinds::messages::template::TemplateSource;
 use wedsync_kinds::messages::validate::ValidRecipient;
 use wedsync_kinds::messages::{
-    Category, DEFAULT_BATCH_SIZE, MessagesContext, NewSend, SendSummary, Sender, create_send,
-    get_send,
+    Category, MessagesContext, NewSend, SendSummary, Sender, create_send, get_send,
 };
 
 pub const ORG: &str = "acme";
+/// Deliveries per batch job in these sends.
+pub const TEST_BATCH_SIZE: i32 = 50;
 pub const PUBLIC_URL: &str = "https://jobs.wedsync.test";
 
 pub fn guest(i: usize) -> String {
@@ -51,7 +52,8 @@ pub fn new_send(category: Category, recipients: Vec<ValidRecipient>) -> NewSend 
         },
         send_at: None,
         recipients,
-        batch_size: DEFAULT_BATCH_SIZE,
+        // Small batches, so that even a test's small send is several batch jobs at once.
+        batch_size: TEST_BATCH_SIZE,
     }
 }
 

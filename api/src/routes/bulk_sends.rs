@@ -12,7 +12,8 @@
 //!   included, is at most 1,600 characters).
 //! - `GET /{id}`: the send with its counts per status (counters kept on the send: one row),
 //!   the rate so far and an ETA. Another organisation's send is a 404.
-//! - `GET /{id}/deliveries?status=&after=&limit=`: deliveries by id, keyset paged.
+//! - `GET /{id}/deliveries?status=&after=&limit=`: deliveries in recipient order, keyset paged
+//!   by ordinal (the recipient's position in the request).
 
 use crate::ApiState;
 use crate::auth::Principal;
@@ -340,13 +341,13 @@ async fn deliveries(
         &state.pool,
         &send.id,
         query.status.as_deref(),
-        query.after.unwrap_or(0),
+        query.after.unwrap_or(-1),
         limit,
     )
     .await
     .map_err(ApiError::internal)?;
     let next_after = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| r.id))
+        .then(|| rows.last().map(|r| i64::from(r.ordinal)))
         .flatten();
     Ok(Json(json!({"deliveries": rows, "next_after": next_after})))
 }

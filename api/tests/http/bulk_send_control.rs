@@ -12,12 +12,14 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wedsync_api::Role;
 use wedsync_kinds::AppContext;
-use wedsync_kinds::messages::BulkSendFanout;
+use wedsync_kinds::messages::{self, BulkSendFanout};
 use wedsync_queue::{Job, JobContext, Outcome};
 
 const ORG: &str = "acme";
 /// Three batches of the default 50: ordinals 0–49, 50–99, 100–119.
-const GUESTS: usize = 120;
+/// Three batches of the default size, the last one short.
+const GUESTS: usize = 2 * messages::DEFAULT_BATCH_SIZE as usize + 20;
+const BATCHES: usize = 3;
 
 fn body(guests: usize, send_at: Option<&str>) -> Value {
     let recipients: Vec<Value> = (0..guests)
@@ -153,7 +155,7 @@ async fn resuming_wakes_the_sends_snoozed_batch_jobs_at_once_and_only_its_own() 
     let other = create(&app, &planner, 10, None).await;
     run_fanout(&app, &other).await;
     act_ok(&app, &planner, &id, "pause").await;
-    assert_eq!(snooze_batches(&app, &id).await, 3);
+    assert_eq!(snooze_batches(&app, &id).await, BATCHES as u64);
     assert_eq!(snooze_batches(&app, &other).await, 1);
 
     let resumed = act_ok(&app, &planner, &id, "resume").await;
@@ -161,7 +163,7 @@ async fn resuming_wakes_the_sends_snoozed_batch_jobs_at_once_and_only_its_own() 
     assert_eq!(resumed["paused_at"], Value::Null);
     assert_eq!(
         batch_job_states(&app, &id).await,
-        vec![("available".to_owned(), true); 3]
+        vec![("available".to_owned(), true); BATCHES]
     );
     assert_eq!(
         batch_job_states(&app, &other).await,
@@ -180,7 +182,7 @@ async fn resuming_an_active_send_succeeds_and_wakes_nothing() {
     assert_eq!(resumed["state"], "active");
     assert_eq!(
         batch_job_states(&app, &id).await,
-        vec![("scheduled".to_owned(), false); 3]
+        vec![("scheduled".to_owned(), false); BATCHES]
     );
 }
 
@@ -228,7 +230,7 @@ async fn cancelling_wakes_the_waiting_batch_jobs_so_they_end() {
     act_ok(&app, &planner, &id, "cancel").await;
     assert_eq!(
         batch_job_states(&app, &id).await,
-        vec![("available".to_owned(), true); 3]
+        vec![("available".to_owned(), true); BATCHES]
     );
 }
 

@@ -386,9 +386,28 @@ async fn without_a_signing_key_the_route_answers_a_500() {
     assert!(guest.entries().await.is_empty());
 }
 
-/// Collects everything logged on this thread (the test's runtime, where the server runs too).
+/// Collects everything logged by this test binary: a process-wide subscriber, installed by the
+/// first test that asks for it. (A thread-local one missed events when other tests ran at the
+/// same time, tracing's callsite cache being shared by all threads.)
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
+
+fn captured_logs() -> Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter("debug,reqwest=off,hyper_util=off")
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+            captured
+        })
+        .clone()
+}
 
 impl Write for Captured {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -402,18 +421,7 @@ impl Write for Captured {
 
 #[tokio::test]
 async fn the_token_is_never_logged() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("debug,reqwest=off,hyper_util=off")
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
-    // Other tests of this binary run on other threads without a subscriber; a callsite they hit
-    // first may have cached "never interested". Recompute with this subscriber registered.
-    tracing::callsite::rebuild_interest_cache();
-
+    let captured = captured_logs();
     let guest = Guest::new().await;
     html_page(guest.get(&guest.token).await).await;
     html_page(guest.one_click(&guest.token).await).await;
@@ -423,12 +431,13 @@ async fn the_token_is_never_logged() {
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let lines =
         |needle: &str| -> Vec<&str> { logs.lines().filter(|l| l.contains(needle)).collect() };
-    // The capture works: the three requests and the unsubscribe were logged.
+    // The capture works: the three requests and the unsubscribe were logged (other tests'
+    // requests may be in the capture too).
     assert!(
         lines(r#"route="/unsubscribe""#).len() >= 3,
         "requests unlogged"
     );
-    assert_eq!(lines("unsubscribed delivery.id=").len(), 1);
+    assert!(!lines("unsubscribed delivery.id=").is_empty());
     for secret in [guest.token.as_str(), forged.as_str(), "guest@example.com"] {
         assert_eq!(lines(secret), Vec::<&str>::new(), "logged");
     }

@@ -52,11 +52,12 @@ pub struct MessagesContext {
     writer: Arc<std::sync::OnceLock<deliver::StatusWriter>>,
 }
 
-/// Messages sent but not yet recorded, per process, unless configured: two SMTP pools' worth.
-pub const DEFAULT_UNRECORDED_LIMIT: usize = 20;
+/// Messages sent but not yet recorded, per process, unless configured: four SMTP pools' worth
+/// (fewer cost throughput, `docs/benchmarks.md`).
+pub const DEFAULT_UNRECORDED_LIMIT: usize = 40;
 
 /// Deliveries a batch job sends at once unless configured.
-pub const DEFAULT_CHUNK_SIZE: usize = 10;
+pub const DEFAULT_CHUNK_SIZE: usize = 25;
 
 impl Default for MessagesContext {
     fn default() -> Self {
@@ -147,8 +148,9 @@ pub struct NewSend {
     pub batch_size: i32,
 }
 
-/// Deliveries per [`DeliverBatch`] job unless a send says otherwise.
-pub const DEFAULT_BATCH_SIZE: i32 = 50;
+/// Deliveries per [`DeliverBatch`] job unless a send says otherwise (measured against 50 and
+/// 500 in `docs/benchmarks.md`).
+pub const DEFAULT_BATCH_SIZE: i32 = 200;
 
 /// Who a send is from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -280,7 +282,8 @@ pub const STATUSES: [&str; 7] = [
     "cancelled",
 ];
 
-/// Deliveries of `send_id` with an id above `after`, oldest first.
+/// Deliveries of `send_id` with an ordinal above `after` (`-1`: from the first), in recipient
+/// order.
 pub async fn list_deliveries(
     pool: &sqlx::PgPool,
     send_id: &str,

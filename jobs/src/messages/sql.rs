@@ -50,7 +50,7 @@ pub const CLAIM_CHUNK: &str = "
 WITH send AS (
     SELECT org_id, channel FROM bulk_sends WHERE id = $1::uuid AND state = 'active'
 ), picked AS (
-    SELECT d.id, EXISTS (
+    SELECT d.ctid, EXISTS (
                SELECT 1 FROM suppressions s
                 WHERE s.address_hash = d.address_hash AND s.channel = send.channel
                   AND (s.org_id = send.org_id OR s.org_id IS NULL)) AS suppressed
@@ -64,7 +64,7 @@ WITH send AS (
 UPDATE deliveries d
    SET status = CASE WHEN p.suppressed THEN 'suppressed' ELSE 'sending' END, updated_at = now()
   FROM picked p
- WHERE d.id = p.id
+ WHERE d.ctid = p.ctid
 RETURNING d.id, d.ordinal, d.address, d.address_hash, d.variables, d.status";
 
 /// Every status change of deliveries the batch job took (`sending` → anything), many per
@@ -160,9 +160,10 @@ UPDATE deliveries d SET status = 'cancelled', updated_at = now()
          ORDER BY id FOR UPDATE) q
  WHERE d.id = q.id AND d.status = 'queued'";
 
-/// A page of a send's deliveries by id, optionally of one status.
+/// A page of a send's deliveries in recipient order (ordinal above `$3`), optionally of one
+/// status: the send's range of `deliveries_send_ordinal_key`, filtered.
 pub const LIST_DELIVERIES: &str = "
 SELECT id, ordinal, address, status, attempts, last_error, message_id, sent_at, updated_at
   FROM deliveries
- WHERE send_id = $1::uuid AND ($2::text IS NULL OR status = $2) AND id > $3
- ORDER BY id LIMIT $4";
+ WHERE send_id = $1::uuid AND ($2::text IS NULL OR status = $2) AND ordinal > $3
+ ORDER BY ordinal LIMIT $4";
