@@ -204,6 +204,9 @@ pub struct BenchBulkSendArgs {
     /// as many in all.
     #[arg(long, default_value_t = 10)]
     pub pool: u32,
+    /// Also time lettre's own pooled transport on 2,000 of the messages (slow: Nagle).
+    #[arg(long)]
+    pub stock_lettre: bool,
     /// Messages a worker may have sent but not recorded (`WEDSYNC_UNRECORDED_LIMIT`).
     #[arg(long, default_value_t = 40)]
     pub unrecorded: u32,

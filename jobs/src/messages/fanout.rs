@@ -56,7 +56,9 @@ impl Job for BulkSendFanout {
 
     async fn run(self, ctx: JobContext<AppContext>) -> JobResult {
         let mut tx = ctx.app.pool.begin().await?;
-        let row: Option<(String, String, i32, Option<serde_json::Value>)> =
+        // The recipients as text, decoded straight into their type: through a JSON value tree
+        // first, 50,000 recipients took several times the memory.
+        let row: Option<(String, String, i32, Option<String>)> =
             sqlx::query_as(sql::LOCK_FOR_FANOUT)
                 .bind(&self.send_id)
                 .fetch_optional(&mut *tx)
@@ -75,7 +77,7 @@ impl Job for BulkSendFanout {
         let channel: Channel = channel
             .parse()
             .map_err(|e| JobError::permanent(format!("the send's channel: {e}")))?;
-        let recipients: Vec<ValidRecipient> = serde_json::from_value(recipients)
+        let recipients: Vec<ValidRecipient> = serde_json::from_str(&recipients)
             .map_err(|e| JobError::permanent(format!("stored recipients do not decode: {e}")))?;
         // Ordinals are positions in the request. A recipient whose address no longer parses was
         // erased (GDPR) after the send was created: it gets no delivery.

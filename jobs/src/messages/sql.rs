@@ -18,7 +18,7 @@ RETURNING id";
 
 /// Lock the send for its fan-out; `recipients` is NULL once it was fanned out.
 pub const LOCK_FOR_FANOUT: &str = "
-SELECT org_id, channel, batch_size, recipients FROM bulk_sends WHERE id = $1::uuid FOR UPDATE";
+SELECT org_id, channel, batch_size, recipients::text FROM bulk_sends WHERE id = $1::uuid FOR UPDATE";
 
 /// One chunk of deliveries; a recipient already there (same ordinal) is skipped.
 pub const INSERT_DELIVERIES: &str = "

@@ -104,6 +104,11 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
         .collect();
     let messages = ceiling::render_all(&shape, &unsuppressed)?;
     drop(unsuppressed);
+    if args.stock_lettre {
+        let sample: Vec<_> = messages.iter().take(2_000).cloned().collect();
+        let stock = ceiling::run_stock_lettre(&sink, sample, args.pool, args.workers).await?;
+        println!("stock lettre pooled transport (2,000 messages): messages_per_s={stock:.0}");
+    }
     let ceiling_rate = ceiling::run(&sink, messages, args.pool, args.workers).await?;
     println!("ceiling (bare lettre loop, pre-rendered): messages_per_s={ceiling_rate:.0}");
 
