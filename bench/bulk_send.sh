@@ -9,6 +9,6 @@ for n in 10000 100000; do
     for run in 1 2 3; do
         echo "== recipients=$n run=$run"
         RUST_LOG=error ./target/release/wedsync-jobs bench bulk-send \
-            --recipients "$n" --suppressed 1000000 "$@" | tail -3
+            --recipients "$n" --suppressed 1000000 "$@" | tail -n +2
     done
 done

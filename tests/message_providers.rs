@@ -8,11 +8,15 @@ use std::time::Duration;
 use support::messages::{
     context_with, new_send, recipients, smtp_provider, store, wait_until_finished,
 };
-use support::smtp::{SmtpServer, refusing_address};
+use support::refusing_address;
+use support::smtp::SmtpServer;
 use support::{start_worker, test_config, wait_for};
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::messages::Category;
-use wedsync_kinds::messages::providers::{BreakerConfig, BreakerState, ProviderRole, Providers};
+use wedsync_kinds::messages::providers::status::{ProviderStatus, REPORT_FRESHNESS};
+use wedsync_kinds::messages::providers::{
+    BreakerConfig, BreakerState, ProviderRole, Providers, breaker_states,
+};
 use wedsync_kinds::register_all;
 use wedsync_kinds::suppression::Channel;
 
@@ -36,6 +40,14 @@ async fn provider_of_each(db: &TestDb, send_id: &str) -> Vec<(String, Option<Str
         .unwrap()
 }
 
+/// The published state of the `smtp` provider's breaker, if it is `state`.
+async fn published_smtp(db: &TestDb, state: BreakerState) -> Option<ProviderStatus> {
+    let states = breaker_states(&db.pool, REPORT_FRESHNESS).await.unwrap();
+    states
+        .into_iter()
+        .find(|s| s.provider == "smtp" && s.state == state)
+}
+
 #[tokio::test]
 async fn while_the_only_provider_is_down_the_send_waits_and_after_recovery_all_arrive_once() {
     let db = TestDb::new().await.unwrap();
@@ -43,6 +55,8 @@ async fn while_the_only_provider_is_down_the_send_waits_and_after_recovery_all_a
     let primary = smtp_provider(ProviderRole::Primary, &format!("smtp://{down}"), BREAKER);
     let app = context_with(&db, Providers::new().with(primary));
     let providers = app.messages.providers.clone();
+    // What the binary starts in every worker process: operators see the breaker.
+    let publisher = providers.spawn_publisher(db.pool.clone(), "test-worker".to_owned());
     let send = new_send(Category::Transactional, recipients(300));
     store(&db, &send).await;
     let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
@@ -52,6 +66,14 @@ async fn while_the_only_provider_is_down_the_send_waits_and_after_recovery_all_a
         (breaker.state() == BreakerState::Open).then_some(())
     })
     .await;
+    let published = wait_for(
+        "the open breaker to be published",
+        Duration::from_secs(10),
+        || published_smtp(&db, BreakerState::Open),
+    )
+    .await;
+    assert_eq!(published.open_processes, 1);
+    assert!(published.failures >= 5, "{published:?}");
     // Batches wait for the provider (snoozed), not failing or using up attempts.
     wait_for("every batch to wait", Duration::from_secs(20), || async {
         let waiting: i64 = sqlx::query_scalar(
@@ -73,6 +95,13 @@ async fn while_the_only_provider_is_down_the_send_waits_and_after_recovery_all_a
     let smtp = SmtpServer::start_on(down).await;
     let summary = wait_until_finished(&db, &send.id, Duration::from_secs(60)).await;
     worker.stop().await;
+    wait_for(
+        "the closed breaker to be published",
+        Duration::from_secs(10),
+        || published_smtp(&db, BreakerState::Closed),
+    )
+    .await;
+    publisher.abort();
 
     assert_eq!((summary.sent, summary.failed, summary.bounced), (300, 0, 0));
     let mut to: Vec<String> = smtp

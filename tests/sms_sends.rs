@@ -9,7 +9,8 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use support::messages::{ORG, context_with, new_send, store, wait_until_finished};
-use support::sms::{Action, SmsServer, base_url, refusing_addr};
+use support::refusing_address;
+use support::sms::{Action, SmsServer, base_url};
 use support::{start_worker, test_config};
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::messages::Category;
@@ -168,7 +169,7 @@ async fn while_the_primary_sms_provider_is_down_texts_go_through_the_secondary()
     let providers = Providers::new()
         .with(sms_provider(
             ProviderRole::Primary,
-            &base_url(refusing_addr()),
+            &base_url(refusing_address()),
         ))
         .with(sms_provider(ProviderRole::Secondary, &secondary.url()));
     let app = context_with(&db, providers);

@@ -15,6 +15,13 @@ use wedsync_db::testing::TestDb;
 use wedsync_queue::{Queue, Registry};
 use wedsync_worker::{Worker, WorkerConfig, WorkerError, WorkerReport};
 
+/// A loopback address nothing listens on (something did a moment ago): connections to it are
+/// refused — a provider that is down, until a test starts one there.
+pub fn refusing_address() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
+    listener.local_addr().unwrap()
+}
+
 /// Poll `check` every 10 ms until it returns `Some`, or panic after `timeout` naming `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -141,12 +141,6 @@ pub fn base_url(addr: SocketAddr) -> url::Url {
         .unwrap()
 }
 
-/// A loopback address nothing listens on (it did a moment ago): connections are refused.
-pub fn refusing_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 /// One HTTP/1.1 connection, served until the client closes it, a rule drops it, or the server
 /// stops. Dropping the connection future closes the socket.
 async fn connection(stream: TcpStream, state: Arc<Mutex<State>>, stop: CancellationToken) {

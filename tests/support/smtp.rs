@@ -129,12 +129,6 @@ impl SmtpServer {
     }
 }
 
-/// A loopback address nothing listens on (yet): connections to it are refused.
-pub fn refusing_address() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
-    listener.local_addr().unwrap()
-}
-
 impl Drop for SmtpServer {
     fn drop(&mut self) {
         self.task.abort();

@@ -41,8 +41,10 @@ use std::time::Duration;
 use wedsync_queue::{Job, JobContext, JobError, JobResult, NewJob, Outcome};
 pub(crate) use writer::StatusWriter;
 
-/// How long a batch of a paused send sleeps before looking again (a resume wakes it sooner).
-pub const PAUSED_SNOOZE: Duration = Duration::from_secs(5);
+/// How long a batch of a paused send sleeps before looking again. A resume wakes it at once; this
+/// is the fallback (a batch that was just stopping when the resume came, a wake-up that failed),
+/// and the cost of a long pause: each batch job of a paused send is claimed once per snooze.
+pub const PAUSED_SNOOZE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

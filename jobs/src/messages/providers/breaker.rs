@@ -228,9 +228,9 @@ impl Breaker {
         }
     }
 
-    /// Resolves at the breaker's next state change.
-    pub async fn changed(&self) {
-        self.tracked.changed.notified().await;
+    /// Resolves at the breaker's next state change after it was enabled (or first polled).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.tracked.changed.notified()
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::Providers;
 use super::status::{BreakerReport, PRUNE_AFTER, publish_breakers};
-use futures::future::{FutureExt, select_all};
+use futures::future::select_all;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,15 +43,21 @@ impl Providers {
         let providers = self.clone();
         tokio::spawn(async move {
             loop {
+                // Register for the next change before reading the states: a change that lands
+                // between the read and the wait then still wakes us (notify_waiters keeps no
+                // permit for a waiter that was not yet enabled).
+                let mut changes: Vec<_> = providers
+                    .all()
+                    .map(|p| Box::pin(p.breaker().changed()))
+                    .collect();
+                for change in &mut changes {
+                    change.as_mut().enable();
+                }
                 let reports = providers.reports();
                 if let Err(err) = publish_breakers(&pool, &process_id, &reports, PRUNE_AFTER).await
                 {
                     tracing::warn!(error = %err, "publishing circuit-breaker states failed");
                 }
-                let changes: Vec<_> = providers
-                    .all()
-                    .map(|p| p.breaker().changed().boxed())
-                    .collect();
                 let tick = tokio::time::sleep(PUBLISH_EVERY);
                 if changes.is_empty() {
                     tick.await;
