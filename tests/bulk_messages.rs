@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
 use support::messages::{
-    ORG, guest, guest_index, new_send, recipients, statuses, store, wait_until_finished,
+    ORG, context, guest, guest_index, new_send, recipients, statuses, store, wait_until_finished,
 };
 use support::smtp::{Action, SmtpServer};
 use support::start_worker;
@@ -23,6 +23,21 @@ use wedsync_kinds::messages::{BulkSendFanout, Category, get_send};
 use wedsync_kinds::suppression::{Address, Channel, Reason, SuppressionList};
 use wedsync_kinds::{AppContext, register_all};
 use wedsync_queue::{Job, JobContext, Outcome};
+
+/// One run of the send's fan-out job, as a worker would run it.
+async fn run_fanout(app: &AppContext, send_id: &str) -> wedsync_queue::JobResult {
+    BulkSendFanout {
+        send_id: send_id.to_owned(),
+    }
+    .run(JobContext {
+        app: app.clone(),
+        job_id: 0,
+        attempt: 1,
+        max_attempts: 10,
+        org_id: Some(ORG.to_owned()),
+    })
+    .await
+}
 
 #[tokio::test]
 async fn of_a_thousand_guests_the_fifty_suppressed_get_nothing_and_the_rest_exactly_one_message() {
@@ -293,18 +308,7 @@ async fn rerunning_the_fanout_creates_nothing_twice() {
         .await
         .unwrap();
     let app = AppContext::new(db.pool.clone());
-    let run = || {
-        BulkSendFanout {
-            send_id: send.id.clone(),
-        }
-        .run(JobContext {
-            app: app.clone(),
-            job_id: 0,
-            attempt: 1,
-            max_attempts: 10,
-            org_id: Some(ORG.to_owned()),
-        })
-    };
+    let run = || run_fanout(&app, &send.id);
     let first = run().await.unwrap();
     assert_eq!(
         first,
@@ -354,18 +358,7 @@ async fn an_erased_guest_gets_no_delivery_and_their_delivery_rows_go() {
     // Before the fan-out: only the pending recipients hold the address.
     erase(&db.pool, &erase_guest(1)).await.unwrap();
     let app = AppContext::new(db.pool.clone());
-    BulkSendFanout {
-        send_id: send.id.clone(),
-    }
-    .run(JobContext {
-        app,
-        job_id: 0,
-        attempt: 1,
-        max_attempts: 10,
-        org_id: Some(ORG.to_owned()),
-    })
-    .await
-    .unwrap();
+    run_fanout(&app, &send.id).await.unwrap();
     // After it: the delivery row holds it.
     erase(&db.pool, &erase_guest(2)).await.unwrap();
     let left: Vec<String> =
@@ -429,4 +422,45 @@ async fn a_guest_who_unsubscribes_with_a_received_link_gets_nothing_from_a_send_
     );
     assert_eq!(later_to.len(), 2);
     assert_eq!(statuses(&db, &later.id).await[&guest(0)], "suppressed");
+}
+
+#[tokio::test]
+async fn batch_jobs_enqueued_under_their_old_kind_are_sent_after_the_upgrade() {
+    // A database as it stood before 0012, holding a send fanned out into batch jobs of the old
+    // kind (what a worker of that version enqueued).
+    let db = TestDb::migrated_to(11).await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let send = new_send(Category::Transactional, recipients(120));
+    store(&db, &send).await;
+    let app = context(&db, &smtp.url());
+    run_fanout(&app, &send.id).await.unwrap();
+    let renamed = sqlx::query(
+        "UPDATE jobs SET kind = 'deliver_email_batch',
+                unique_key = replace(unique_key, 'deliver_batch:', 'deliver_email_batch:')
+          WHERE kind = 'deliver_batch'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert!(renamed >= 2, "{renamed} batch jobs");
+
+    wedsync_db::MIGRATOR.run(&db.pool).await.unwrap();
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT unique_key FROM jobs WHERE kind = 'deliver_batch' ORDER BY unique_key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(keys.len() as u64, renamed);
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with(&format!("deliver_batch:{}:", send.id))),
+        "{keys:?}"
+    );
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(30)).await;
+    worker.stop().await;
+    assert_eq!((summary.sent, summary.failed), (120, 0));
+    assert_eq!(smtp.count(), 120);
 }

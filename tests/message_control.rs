@@ -5,7 +5,9 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::messages::{ORG, context_with, new_send, recipients, smtp_provider, store};
+use support::messages::{
+    ORG, context_with, new_send, recipients, smtp_provider, store, wait_until_finished,
+};
 use support::smtp::SmtpServer;
 use support::{start_worker, test_config, wait_for};
 use wedsync_db::testing::TestDb;
@@ -144,4 +146,36 @@ async fn a_cancel_leaves_what_was_not_sent_cancelled() {
     );
     assert!(summary.cancelled > 0 && summary.sent > 0);
     assert_eq!(summary.sent + summary.cancelled, 400);
+}
+
+#[tokio::test]
+async fn a_batch_longer_than_one_run_is_finished_by_the_next_runs_without_using_attempts() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let send = new_send(Category::Transactional, recipients(200));
+    store(&db, &send).await;
+    // A run's time is up as soon as it starts, as it would be for a batch of 200 at 1/s within
+    // the job's timeout: each run sends the one chunk (25 at 100/s) it claimed and hands on.
+    let mut app = slow_context(&db, &smtp);
+    app.messages.run_budget = Duration::ZERO;
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(30)).await;
+    worker.stop().await;
+
+    assert_eq!((summary.sent, summary.failed, summary.queued), (200, 0, 0));
+    assert_eq!(smtp.count(), 200);
+    let runs: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT attempt, (result->>'sent')::bigint FROM jobs_finished
+          WHERE kind = 'deliver_batch' AND state = 'completed'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert!(
+        runs.iter().all(|(attempt, _)| *attempt == 1),
+        "a run handing on its batch used up an attempt: {runs:?}"
+    );
+    // Each batch's last run sent only what its earlier run left: one chunk.
+    assert!(runs.iter().all(|(_, sent)| *sent == 25), "{runs:?}");
 }

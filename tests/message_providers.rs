@@ -9,13 +9,13 @@ use support::messages::{
     context_with, new_send, recipients, smtp_provider, store, wait_until_finished,
 };
 use support::refusing_address;
-use support::smtp::SmtpServer;
+use support::smtp::{Action, SmtpServer};
 use support::{start_worker, test_config, wait_for};
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::messages::Category;
 use wedsync_kinds::messages::providers::status::{ProviderStatus, REPORT_FRESHNESS};
 use wedsync_kinds::messages::providers::{
-    BreakerConfig, BreakerState, ProviderRole, Providers, breaker_states,
+    BreakerConfig, BreakerState, EmailTransport, ProviderRole, Providers, SendError, breaker_states,
 };
 use wedsync_kinds::register_all;
 use wedsync_kinds::suppression::Channel;
@@ -46,6 +46,17 @@ async fn published_smtp(db: &TestDb, state: BreakerState) -> Option<ProviderStat
     states
         .into_iter()
         .find(|s| s.provider == "smtp" && s.state == state)
+}
+
+/// A primary SMTP provider at `primary` and `secondary` to fail over to.
+fn primary_and_secondary(primary: &str, secondary: &SmtpServer) -> Providers {
+    Providers::new()
+        .with(smtp_provider(ProviderRole::Primary, primary, BREAKER))
+        .with(smtp_provider(
+            ProviderRole::Secondary,
+            &secondary.url(),
+            BREAKER,
+        ))
 }
 
 #[tokio::test]
@@ -132,17 +143,7 @@ async fn while_the_primary_is_down_mail_goes_through_the_secondary() {
     let db = TestDb::new().await.unwrap();
     let down = refusing_address();
     let secondary = SmtpServer::start().await;
-    let providers = Providers::new()
-        .with(smtp_provider(
-            ProviderRole::Primary,
-            &format!("smtp://{down}"),
-            BREAKER,
-        ))
-        .with(smtp_provider(
-            ProviderRole::Secondary,
-            &secondary.url(),
-            BREAKER,
-        ));
+    let providers = primary_and_secondary(&format!("smtp://{down}"), &secondary);
     let app = context_with(&db, providers);
     let providers = app.messages.providers.clone();
     let send = new_send(Category::Marketing, recipients(200));
@@ -165,17 +166,7 @@ async fn a_provider_back_from_an_outage_takes_over_from_the_secondary_again() {
     let db = TestDb::new().await.unwrap();
     let primary_addr = refusing_address();
     let secondary = SmtpServer::start().await;
-    let providers = Providers::new()
-        .with(smtp_provider(
-            ProviderRole::Primary,
-            &format!("smtp://{primary_addr}"),
-            BREAKER,
-        ))
-        .with(smtp_provider(
-            ProviderRole::Secondary,
-            &secondary.url(),
-            BREAKER,
-        ));
+    let providers = primary_and_secondary(&format!("smtp://{primary_addr}"), &secondary);
     let app = context_with(&db, providers);
     let breaker = app.messages.providers.of(Channel::Email)[0]
         .breaker()
@@ -215,4 +206,52 @@ async fn a_provider_back_from_an_outage_takes_over_from_the_secondary_again() {
         "the secondary kept sending"
     );
     assert_eq!(primary.count() + secondary.count(), 150);
+}
+
+/// A plain message to `to`.
+fn mail_to(to: &str) -> lettre::Message {
+    lettre::Message::builder()
+        .from("Acme Weddings <hello@acme.test>".parse().unwrap())
+        .to(to.parse().unwrap())
+        .subject("The ceremony moved to 3 pm")
+        .body("See you there.".to_owned())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_server_closed_is_replaced_and_the_message_goes_once() {
+    let smtp = SmtpServer::start().await;
+    smtp.on_rcpt("first@example.com", Action::CloseAfterMessage, None);
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1).unwrap();
+    transport.send(mail_to("first@example.com")).await.unwrap();
+    // The pool's one connection is kept, and closed by the server: the next send finds out at
+    // its first command, before any of the message went, and sends it on a new connection.
+    transport.send(mail_to("second@example.com")).await.unwrap();
+    let to: Vec<String> = smtp
+        .messages()
+        .into_iter()
+        .map(|m| m.to[0].clone())
+        .collect();
+    assert_eq!(to, ["first@example.com", "second@example.com"]);
+}
+
+#[tokio::test]
+async fn a_message_whose_answer_is_lost_after_its_content_is_not_sent_again_by_the_pool() {
+    let smtp = SmtpServer::start().await;
+    smtp.on_rcpt("guest@example.com", Action::DropAfterContent, None);
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1).unwrap();
+    transport.send(mail_to("warm@example.com")).await.unwrap();
+    // On the kept connection the server takes the message and goes away without answering:
+    // it may have it, so the pool must not try again on a new connection.
+    let err = transport
+        .send(mail_to("guest@example.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::Unavailable(_)), "{err:?}");
+    let to: Vec<String> = smtp
+        .messages()
+        .into_iter()
+        .map(|m| m.to[0].clone())
+        .collect();
+    assert_eq!(to, ["warm@example.com", "guest@example.com"]);
 }

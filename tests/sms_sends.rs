@@ -113,17 +113,20 @@ async fn suppressed_numbers_get_nothing_refused_ones_bounce_and_rate_limited_one
         !guest_1.body.contains("unsubscribe"),
         "a transactional text has no opt-out link"
     );
-    let id: i64 =
-        sqlx::query_scalar("SELECT id FROM deliveries WHERE send_id = $1::uuid AND address = $2")
-            .bind(&send.id)
-            .bind(number(1))
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (id, message_id): (i64, Option<String>) = sqlx::query_as(
+        "SELECT id, message_id FROM deliveries WHERE send_id = $1::uuid AND address = $2",
+    )
+    .bind(&send.id)
+    .bind(number(1))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(
         guest_1.idempotency_key.as_deref(),
         Some(format!("delivery-{id}").as_str())
     );
+    // The provider's id for the text is kept, to match its delivery reports.
+    assert_eq!(message_id.as_deref(), Some(guest_1.sid.as_str()));
     let bounced = Address::parse(Channel::Sms, &number(5)).unwrap();
     let entry = list
         .find(Some(ORG), &bounced)

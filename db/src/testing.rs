@@ -26,6 +26,16 @@ impl TestDb {
 
     /// Like [`TestDb::new`] with a chosen name; an existing database of that name is replaced.
     pub async fn named(name: &str) -> Result<Self> {
+        Self::create(name, None).await
+    }
+
+    /// A fresh database with the migrations up to `version` only, for testing what a later
+    /// migration does to data written before it (run the rest with `crate::MIGRATOR.run`).
+    pub async fn migrated_to(version: i64) -> Result<Self> {
+        Self::create(&format!("wedsync_test_{}", uuid_simple()), Some(version)).await
+    }
+
+    async fn create(name: &str, up_to: Option<i64>) -> Result<Self> {
         let admin_url = crate::local::admin_url().await?;
         let mut admin = PgConnection::connect(&admin_url)
             .await
@@ -46,10 +56,11 @@ impl TestDb {
             .max_connections(16)
             .connect_with(options)
             .await?;
-        crate::MIGRATOR
-            .run(&pool)
-            .await
-            .context("running migrations")?;
+        match up_to {
+            None => crate::MIGRATOR.run(&pool).await,
+            Some(version) => crate::MIGRATOR.run_to(version, &pool).await,
+        }
+        .context("running migrations")?;
         Ok(TestDb {
             name: name.to_owned(),
             url,

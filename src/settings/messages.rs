@@ -6,10 +6,14 @@ use super::source::{Source, Value};
 use super::values::parse_url;
 use std::time::Duration;
 use url::Url;
+use wedsync_kinds::messages::providers::{BreakerConfig, DEFAULT_POOL_SIZE};
+use wedsync_kinds::messages::{DEFAULT_CHUNK_SIZE, DEFAULT_UNRECORDED_LIMIT};
 
 /// The largest accepted rate, pool or chunk size; beyond it a value is a typo.
 const MAX_RATE: f64 = 100_000.0;
 const MAX_POOL: u64 = 1_000;
+/// The longest an open breaker may wait before its probe: a day.
+const MAX_OPEN_MS: u64 = 86_400_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageSettings {
@@ -44,19 +48,20 @@ pub struct MessageSettings {
 
 impl Default for MessageSettings {
     fn default() -> Self {
+        let breaker = BreakerConfig::default();
         MessageSettings {
             smtp_secondary_url: None,
-            smtp_pool_size: 10,
+            smtp_pool_size: DEFAULT_POOL_SIZE,
             smtp_rate: None,
             smtp_secondary_rate: None,
             sms_secondary_url: None,
             sms_rate: None,
             sms_secondary_rate: None,
             sms_from: "WedSync".to_owned(),
-            breaker_failures: 5,
-            breaker_open: Duration::from_secs(10),
-            chunk_size: 25,
-            unrecorded_limit: 40,
+            breaker_failures: breaker.failure_threshold,
+            breaker_open: breaker.open_for,
+            chunk_size: DEFAULT_CHUNK_SIZE as u32,
+            unrecorded_limit: DEFAULT_UNRECORDED_LIMIT as u32,
         }
     }
 }
@@ -66,7 +71,7 @@ impl MessageSettings {
         let d = MessageSettings::default();
         Ok(MessageSettings {
             smtp_secondary_url: smtp_url(source, "WEDSYNC_SMTP_SECONDARY_URL")?,
-            smtp_pool_size: count(source, "WEDSYNC_SMTP_POOL_SIZE", d.smtp_pool_size)?,
+            smtp_pool_size: count(source, "WEDSYNC_SMTP_POOL_SIZE", d.smtp_pool_size, MAX_POOL)?,
             smtp_rate: rate(source, "WEDSYNC_SMTP_RATE_PER_SECOND")?,
             smtp_secondary_rate: rate(source, "WEDSYNC_SMTP_SECONDARY_RATE_PER_SECOND")?,
             sms_secondary_url: sms_url(source, "WEDSYNC_SMS_SECONDARY_URL")?,
@@ -76,17 +81,28 @@ impl MessageSettings {
                 Some(v) => sms_from(v)?,
                 None => d.sms_from,
             },
-            breaker_failures: count(source, "WEDSYNC_BREAKER_FAILURES", d.breaker_failures)?,
+            breaker_failures: count(
+                source,
+                "WEDSYNC_BREAKER_FAILURES",
+                d.breaker_failures,
+                MAX_POOL,
+            )?,
             breaker_open: Duration::from_millis(u64::from(count(
                 source,
                 "WEDSYNC_BREAKER_OPEN_MS",
                 d.breaker_open.as_millis() as u32,
+                MAX_OPEN_MS,
             )?)),
-            chunk_size: count(source, "WEDSYNC_MESSAGE_CHUNK", d.chunk_size)?,
+            chunk_size: count(source, "WEDSYNC_MESSAGE_CHUNK", d.chunk_size, MAX_POOL)?,
             unrecorded_limit: 0,
         })
         .map(|mut m| -> Result<MessageSettings, SettingsError> {
-            m.unrecorded_limit = count(source, "WEDSYNC_UNRECORDED_LIMIT", 4 * m.smtp_pool_size)?;
+            m.unrecorded_limit = count(
+                source,
+                "WEDSYNC_UNRECORDED_LIMIT",
+                4 * m.smtp_pool_size,
+                MAX_POOL,
+            )?;
             Ok(m)
         })?
     }
@@ -127,14 +143,15 @@ fn rate(source: &Source<'_>, name: &'static str) -> Result<Option<f64>, Settings
     }
 }
 
-fn count(source: &Source<'_>, name: &'static str, default: u32) -> Result<u32, SettingsError> {
+/// An integer from 1 to `max`; `default` when unset.
+fn count(
+    source: &Source<'_>,
+    name: &'static str,
+    default: u32,
+    max: u64,
+) -> Result<u32, SettingsError> {
     let Some(v) = source.get(name, false)? else {
         return Ok(default);
-    };
-    let max = if name.ends_with("_MS") {
-        86_400_000
-    } else {
-        MAX_POOL
     };
     match v.raw.parse::<u64>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n as u32),

@@ -3,6 +3,7 @@
 
 pub mod kinds;
 pub mod messages;
+pub mod rules;
 pub mod sms;
 pub mod smtp;
 

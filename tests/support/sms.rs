@@ -6,6 +6,7 @@
 //! always. Dropping the server closes its port and every open connection, as a provider that
 //! goes away does.
 
+use super::rules::{Rule, take_action};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -49,17 +50,10 @@ pub enum Action {
     Drop,
 }
 
-struct Rule {
-    to: String,
-    action: Action,
-    /// `None`: always.
-    remaining: Option<usize>,
-}
-
 #[derive(Default)]
 struct State {
     messages: Vec<Received>,
-    rules: Vec<Rule>,
+    rules: Vec<Rule<Action>>,
     /// The `To` of every request, accepted or not.
     requests: Vec<String>,
 }
@@ -110,7 +104,7 @@ impl SmsServer {
     /// order given; a number without a rule is accepted.
     pub fn on_to(&self, to: &str, action: Action, times: Option<usize>) {
         self.state.lock().unwrap().rules.push(Rule {
-            to: to.to_owned(),
+            recipient: to.to_owned(),
             action,
             remaining: times,
         });
@@ -228,14 +222,7 @@ async fn handle(
 fn action_for(state: &Mutex<State>, to: &str) -> Option<Action> {
     let mut state = state.lock().unwrap();
     state.requests.push(to.to_owned());
-    let rule = state
-        .rules
-        .iter_mut()
-        .find(|r| r.to == to && r.remaining.is_none_or(|n| n > 0))?;
-    if let Some(n) = rule.remaining.as_mut() {
-        *n -= 1;
-    }
-    Some(rule.action)
+    take_action(&mut state.rules, to)
 }
 
 fn basic_auth(req: &Request<Incoming>) -> Option<(String, String)> {

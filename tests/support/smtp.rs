@@ -2,6 +2,7 @@
 //! RCPT, DATA, RSET, NOOP, QUIT), records every accepted message, and can be told to answer a
 //! recipient with a given reply code (a number of times or always) or to drop the connection.
 
+use super::rules::{Rule, take_action};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -51,19 +52,18 @@ pub enum Action {
     Reply(u16),
     /// Close the connection without answering.
     Drop,
-}
-
-struct Rule {
-    address: String,
-    action: Action,
-    /// `None`: always.
-    remaining: Option<usize>,
+    /// Accept the recipient and take the message, then close the connection instead of
+    /// answering the final `.`: the server has the message, the client cannot know it.
+    DropAfterContent,
+    /// Accept the recipient and the message, then close the connection (an idle session the
+    /// server ends): the client finds out at its next command.
+    CloseAfterMessage,
 }
 
 #[derive(Default)]
 struct State {
     messages: Vec<Received>,
-    rules: Vec<Rule>,
+    rules: Vec<Rule<Action>>,
     /// Every RCPT seen, accepted or not.
     rcpt_attempts: VecDeque<String>,
 }
@@ -102,7 +102,7 @@ impl SmtpServer {
     /// Answer RCPT for `address` with `action`, `times` times (`None`: always).
     pub fn on_rcpt(&self, address: &str, action: Action, times: Option<usize>) {
         self.state.lock().unwrap().rules.push(Rule {
-            address: address.to_lowercase(),
+            recipient: address.to_lowercase(),
             action,
             remaining: times,
         });
@@ -139,14 +139,7 @@ impl Drop for SmtpServer {
 fn action_for(state: &Mutex<State>, address: &str) -> Option<Action> {
     let mut state = state.lock().unwrap();
     state.rcpt_attempts.push_back(address.to_owned());
-    let rule = state
-        .rules
-        .iter_mut()
-        .find(|r| r.address == address && r.remaining.is_none_or(|n| n > 0))?;
-    if let Some(n) = rule.remaining.as_mut() {
-        *n -= 1;
-    }
-    Some(rule.action)
+    take_action(&mut state.rules, address)
 }
 
 fn path_address(arg: &str) -> String {
@@ -160,6 +153,7 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
     let mut lines = BufReader::new(read);
     let mut from = String::new();
     let mut to: Vec<String> = Vec::new();
+    let mut after_message: Option<Action> = None;
     if write
         .write_all(b"220 test-smtp ESMTP ready\r\n")
         .await
@@ -186,6 +180,11 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
             let address = path_address(&command[8..]);
             match action_for(&state, &address) {
                 Some(Action::Drop) => return,
+                Some(then @ (Action::DropAfterContent | Action::CloseAfterMessage)) => {
+                    after_message = Some(then);
+                    to.push(address);
+                    "250 OK\r\n".into()
+                }
                 Some(Action::Reply(code)) => {
                     let text = format!("{code} {} test rule for this recipient\r\n", class(code));
                     if write.write_all(text.as_bytes()).await.is_err() || code == 421 {
@@ -224,6 +223,14 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
                     data,
                     accepted_at: std::time::Instant::now(),
                 });
+                match after_message.take() {
+                    Some(Action::DropAfterContent) => return,
+                    Some(Action::CloseAfterMessage) => {
+                        let _ = write.write_all(b"250 queued\r\n").await;
+                        return;
+                    }
+                    _ => {}
+                }
                 "250 queued\r\n".into()
             }
         } else if upper == "RSET" {

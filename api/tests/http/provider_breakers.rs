@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::time::Duration;
 use wedsync_kinds::messages::providers::status::REPORT_FRESHNESS;
 use wedsync_kinds::messages::providers::{
-    BreakerReport, BreakerState, ProviderRole, publish_breakers,
+    BreakerReport, BreakerSnapshot, BreakerState, ProviderRole, publish_breakers,
 };
 use wedsync_kinds::suppression::Channel;
 
@@ -24,12 +24,14 @@ fn report(provider: &str, state: BreakerState, failures: i64, successes: i64) ->
             Channel::Email
         },
         role: ProviderRole::Primary,
-        state,
-        consecutive_failures: 0,
-        failures,
-        successes,
-        rejected: 0,
-        opened_at: None,
+        breaker: BreakerSnapshot {
+            state,
+            consecutive_failures: 0,
+            failures,
+            successes,
+            rejected: 0,
+            opened_at: None,
+        },
     }
 }
 
@@ -42,18 +44,14 @@ fn opened_at() -> DateTime<Utc> {
 /// `smtp_secondary`, but its last report is older than the freshness window.
 async fn seed(app: &TestApp) {
     let pool = &app.db.pool;
-    let smtp_open = BreakerReport {
-        consecutive_failures: 5,
-        rejected: 3,
-        opened_at: Some(opened_at()),
-        ..report("smtp", BreakerState::Open, 7, 10)
-    };
+    let mut smtp_open = report("smtp", BreakerState::Open, 7, 10);
+    smtp_open.breaker.consecutive_failures = 5;
+    smtp_open.breaker.rejected = 3;
+    smtp_open.breaker.opened_at = Some(opened_at());
     let a = [smtp_open, report("sms", BreakerState::Closed, 0, 4)];
     publish_breakers(pool, "a", &a, KEEP).await.unwrap();
-    let b = [BreakerReport {
-        consecutive_failures: 1,
-        ..report("smtp", BreakerState::Closed, 1, 30)
-    }];
+    let mut b = [report("smtp", BreakerState::Closed, 1, 30)];
+    b[0].breaker.consecutive_failures = 1;
     publish_breakers(pool, "b", &b, KEEP).await.unwrap();
     let c = [
         report("smtp", BreakerState::Open, 100, 0),

@@ -109,17 +109,13 @@ pub async fn cancel(
     summary(queue.pool(), &send.id, org).await
 }
 
-/// The cancel itself, in one transaction. Lock order matters: a batch job's claim locks its
-/// deliveries and then, through the counting trigger, the send's row; so a fanned-out send's
-/// deliveries are taken before its row, never the reverse (that deadlocks with a claim in
-/// flight). A send not fanned out yet has no deliveries to claim: its row goes first, which
-/// waits for a fan-out in progress, and the deliveries that fan-out made are cancelled after.
+/// The cancel itself, in one transaction: the send's row first (which waits for a fan-out in
+/// progress, so the deliveries it made are cancelled too), then its queued deliveries (waiting
+/// for any claim in flight on them). Nothing takes the two the other way round: a claim reads
+/// the send's row without locking it, and the counting trigger writes per-session shards of
+/// `bulk_send_counts`, not the row.
 async fn cancel_now(pool: &PgPool, send: &Target) -> Result<(), ControlError> {
     let mut tx = pool.begin().await?;
-    let mut deliveries = 0;
-    if send.fanned_out {
-        deliveries += cancel_queued(&mut tx, &send.id).await?;
-    }
     let changed: Option<String> = sqlx::query_scalar(sql::CANCEL_SEND)
         .bind(&send.id)
         .fetch_optional(&mut *tx)
@@ -133,9 +129,7 @@ async fn cancel_now(pool: &PgPool, send: &Target) -> Result<(), ControlError> {
             other => Err(refused(other, "cancelled")),
         };
     }
-    if !send.fanned_out {
-        deliveries += cancel_queued(&mut tx, &send.id).await?;
-    }
+    let deliveries = cancel_queued(&mut tx, &send.id).await?;
     tx.commit().await?;
     tracing::info!(bulk_send.id = %send.id, deliveries, "bulk send cancelled");
     Ok(())
@@ -155,7 +149,6 @@ struct Target {
     state: String,
     recipient_count: i32,
     batch_size: i32,
-    fanned_out: bool,
 }
 
 impl Target {
@@ -199,14 +192,13 @@ fn canonical(id: &str) -> Result<String, ControlError> {
     Ok(id.to_string())
 }
 
-fn found(id: String, row: Option<(String, i32, i32, bool)>) -> Result<Target, ControlError> {
-    let (state, recipient_count, batch_size, fanned_out) = row.ok_or(ControlError::NotFound)?;
+fn found(id: String, row: Option<(String, i32, i32)>) -> Result<Target, ControlError> {
+    let (state, recipient_count, batch_size) = row.ok_or(ControlError::NotFound)?;
     Ok(Target {
         id,
         state,
         recipient_count,
         batch_size,
-        fanned_out,
     })
 }
 

@@ -42,6 +42,9 @@ pub struct MessagesContext {
     /// Deliveries a batch job takes and sends at once (fewer under a rate limit, see
     /// [`MessagesContext::chunk_for`]).
     pub chunk_size: usize,
+    /// How long one run of a batch job may take: it stops claiming after half of this and hands
+    /// the rest of its batch to its next run. At most, and by default, the job's timeout.
+    pub run_budget: Duration,
     /// Signs the unsubscribe links of marketing messages; the API verifies them with the same
     /// key (`WEDSYNC_SIGNING_KEY`, else the database's, see `unsubscribe`).
     pub signing_key: unsubscribe::SigningKey,
@@ -89,6 +92,7 @@ impl MessagesContext {
             sms_from: "WedSync".to_owned(),
             retry_base: Duration::from_secs(30),
             chunk_size: DEFAULT_CHUNK_SIZE,
+            run_budget: deliver::BATCH_TIMEOUT,
             signing_key: unsubscribe::SigningKey::random(),
             unrecorded: Arc::new(tokio::sync::Semaphore::new(DEFAULT_UNRECORDED_LIMIT)),
             writer: Arc::default(),

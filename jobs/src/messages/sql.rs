@@ -40,6 +40,14 @@ SELECT b.org_id, b.channel, b.category, b.state, b.subject_template, b.text_temp
 
 pub const SEND_STATE: &str = "SELECT state FROM bulk_sends WHERE id = $1::uuid";
 
+/// The send's state (`$1`) and whether ordinals `$2`..`$3` still hold deliveries to send.
+pub const BATCH_PROGRESS: &str = "
+SELECT b.state, EXISTS (
+           SELECT 1 FROM deliveries d
+            WHERE d.send_id = b.id AND d.ordinal BETWEEN $2 AND $3
+              AND d.status IN ('queued', 'sending'))
+  FROM bulk_sends b WHERE b.id = $1::uuid";
+
 /// Take the next deliveries of a batch for sending (`$1` send, ordinals above `$2` up to `$3`,
 /// at most `$4`), in ordinal order, and check each against the suppression list in the same
 /// statement — at send time, right before the message goes: a suppressed address becomes
@@ -50,7 +58,7 @@ pub const CLAIM_CHUNK: &str = "
 WITH send AS (
     SELECT org_id, channel FROM bulk_sends WHERE id = $1::uuid AND state = 'active'
 ), picked AS (
-    SELECT d.ctid, EXISTS (
+    SELECT d.id, EXISTS (
                SELECT 1 FROM suppressions s
                 WHERE s.address_hash = d.address_hash AND s.channel = send.channel
                   AND (s.org_id = send.org_id OR s.org_id IS NULL)) AS suppressed
@@ -64,7 +72,7 @@ WITH send AS (
 UPDATE deliveries d
    SET status = CASE WHEN p.suppressed THEN 'suppressed' ELSE 'sending' END, updated_at = now()
   FROM picked p
- WHERE d.ctid = p.ctid
+ WHERE d.id = p.id
 RETURNING d.id, d.ordinal, d.address, d.address_hash, d.variables, d.status";
 
 /// Every status change of deliveries the batch job took (`sending` → anything), many per
@@ -114,13 +122,13 @@ SELECT b.id::text AS id, b.org_id, b.channel, b.category, b.state, b.send_at, b.
 
 /// Lock a send (within an organisation, `$2` NULL: any) to pause or resume it.
 pub const LOCK_FOR_CONTROL: &str = "
-SELECT state, recipient_count, batch_size, fanned_out_at IS NOT NULL FROM bulk_sends
+SELECT state, recipient_count, batch_size FROM bulk_sends
  WHERE id = $1::uuid AND ($2::text IS NULL OR org_id = $2)
    FOR UPDATE";
 
 /// The same without the lock, to cancel it.
 pub const READ_FOR_CONTROL: &str = "
-SELECT state, recipient_count, batch_size, fanned_out_at IS NOT NULL FROM bulk_sends
+SELECT state, recipient_count, batch_size FROM bulk_sends
  WHERE id = $1::uuid AND ($2::text IS NULL OR org_id = $2)";
 
 pub const PAUSE_SEND: &str = "

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use wedsync_queue::JobError;
 
 /// A send that came back: the delivery, its Message-ID and bodies, and how it fared.
@@ -45,6 +46,9 @@ pub(super) struct Tally {
     pub failed: u32,
     /// Back to `queued` for the job's retry (temporary failures).
     pub requeued: u32,
+    /// Back to `queued` unsent: the send was paused or cancelled while they waited for their
+    /// rate-limit slot.
+    pub withdrawn: u32,
 }
 
 pub(super) struct Finished {
@@ -52,6 +56,10 @@ pub(super) struct Finished {
     pub stop: Option<Stop>,
     /// The longest `retry_after` a provider asked for.
     pub retry_hint: Option<Duration>,
+    /// Deliveries of the batch are still to be sent although the send is active and nothing
+    /// stopped the run: it stopped claiming in time (`claim_until`), or a claim found the send paused and it was resumed
+    /// before the run ended. The job runs again at once.
+    pub unfinished: bool,
 }
 
 /// One run of a batch: ordinals `first..=last` of `send_id`.
@@ -68,17 +76,51 @@ pub(super) struct Batch<'a> {
     pub providers: &'a Providers,
     pub writer: &'a StatusWriter,
     pub unrecorded: &'a Arc<Semaphore>,
+    /// No chunk is claimed after this, well inside the job's timeout: a rate-limited batch can
+    /// take longer than one run may (200 messages at 1/s shared by ten batches), and a run cut
+    /// off by its timeout would drop messages mid-send. A chunk is at most half a second's
+    /// worth under a rate limit (`MessagesContext::chunk_for`), so the last one claimed ends
+    /// soon after; the job then runs again straight away for the rest.
+    pub claim_until: Instant,
 }
 
 impl<'a> Batch<'a> {
     pub async fn run(&self) -> Result<Finished, JobError> {
-        let writer = self.writer;
         let watch = StateWatch::start(self.pool.clone(), self.send_id.to_owned());
         let mut finished = Finished {
             tally: Tally::default(),
             stop: None,
             retry_hint: None,
+            unfinished: false,
         };
+        let sent = self.send_all(&watch, &mut finished).await;
+        // The run ends only once its outcomes are recorded, whatever ended it: rows left
+        // `sending` by a finished run would be left for nobody, and a retry could claim rows
+        // whose `sent` was still on its way and send them again.
+        self.writer.flush().await.map_err(JobError::retry)?;
+        sent?;
+        if finished.stop.is_none() {
+            let (state, left): (String, bool) =
+                sqlx::query_as(crate::messages::sql::BATCH_PROGRESS)
+                    .bind(self.send_id)
+                    .bind(self.first)
+                    .bind(self.last)
+                    .fetch_one(self.pool)
+                    .await?;
+            finished.stop = match state.as_str() {
+                "paused" => Some(Stop::Paused),
+                "cancelled" => Some(Stop::Cancelled),
+                _ => None,
+            };
+            finished.unfinished = left;
+        }
+        Ok(finished)
+    }
+
+    /// Claim and send chunk after chunk, the next claimed while the current one sends, until
+    /// the range is done, something says stop, or the budget is spent.
+    async fn send_all(&self, watch: &StateWatch, finished: &mut Finished) -> Result<(), JobError> {
+        let writer = self.writer;
         let mut claimed = claim_chunk(
             self.pool,
             self.send_id,
@@ -88,14 +130,16 @@ impl<'a> Batch<'a> {
         )
         .await?;
         while !claimed.is_empty() {
-            let cursor = claimed.last().map_or(self.last, |d| d.ordinal);
+            // The highest ordinal taken, whatever order the rows came back in: a cursor below
+            // it would claim rows of this chunk again while they are in flight.
+            let cursor = claimed.iter().map(|d| d.ordinal).max().unwrap_or(self.last);
             let sends: FuturesUnordered<_> = claimed
                 .into_iter()
-                .filter_map(|d| self.start(d, writer, &watch, &mut finished))
+                .filter_map(|d| self.start(d, writer, watch, finished))
                 .collect();
-            let drain = self.drain(sends, writer, &watch, &mut finished);
+            let drain = self.drain(sends, writer, watch, finished);
             let next = async {
-                if cursor < self.last {
+                if cursor < self.last && Instant::now() < self.claim_until {
                     claim_chunk(self.pool, self.send_id, cursor, self.last, self.chunk).await
                 } else {
                     Ok(Vec::new())
@@ -108,17 +152,7 @@ impl<'a> Batch<'a> {
                 claimed.clear();
             }
         }
-        if finished.stop.is_none() {
-            finished.stop = match self.state().await?.as_str() {
-                "paused" => Some(Stop::Paused),
-                "cancelled" => Some(Stop::Cancelled),
-                _ => None,
-            };
-        }
-        // The job ends only once its outcomes are recorded: a finished batch job with rows still
-        // `sending` would leave them for nobody.
-        writer.flush().await.map_err(JobError::retry)?;
-        Ok(finished)
+        Ok(())
     }
 
     /// The send future of a claimed delivery, or `None` when it needs none (suppressed, or its
@@ -172,10 +206,14 @@ impl<'a> Batch<'a> {
         while let Some((delivery, message_id, rendered, dispatched, permit)) = sends.next().await {
             let id = delivery.id;
             let change = match dispatched {
-                Dispatched::Sent { provider } => {
+                Dispatched::Sent {
+                    provider,
+                    provider_id,
+                } => {
                     finished.tally.sent += 1;
                     StatusChange {
-                        message_id,
+                        // Email: our Message-ID; SMS: the provider's id for the text.
+                        message_id: message_id.or(provider_id),
                         provider: Some(provider),
                         rendered: Some(rendered),
                         ..StatusChange::new(id, "sent").tried()
@@ -221,7 +259,7 @@ impl<'a> Batch<'a> {
                     StatusChange::new(id, "queued")
                 }
                 Dispatched::Withdrawn => {
-                    finished.tally.requeued += 1;
+                    finished.tally.withdrawn += 1;
                     finished.stop = finished.stop.or(watch.stop());
                     StatusChange::new(id, "queued")
                 }
@@ -246,13 +284,6 @@ impl<'a> Batch<'a> {
         {
             tracing::warn!(error = %err, delivery = delivery.id, "adding a hard bounce to the suppression list failed");
         }
-    }
-
-    async fn state(&self) -> Result<String, sqlx::Error> {
-        sqlx::query_scalar(crate::messages::sql::SEND_STATE)
-            .bind(self.send_id)
-            .fetch_one(self.pool)
-            .await
     }
 }
 

@@ -38,8 +38,13 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::Duration;
+use tokio::time::Instant;
 use wedsync_queue::{Job, JobContext, JobError, JobResult, NewJob, Outcome};
 pub(crate) use writer::StatusWriter;
+
+/// The batch job's timeout. A run stops claiming at half of it and snoozes for the rest
+/// (`Batch::claim_until`), so a rate-limited batch never reaches it.
+pub const BATCH_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How long a batch of a paused send sleeps before looking again. A resume wakes it at once; this
 /// is the fallback (a batch that was just stopping when the resume came, a wake-up that failed),
@@ -91,7 +96,7 @@ impl Job for DeliverBatch {
     type Context = AppContext;
 
     fn timeout(&self) -> Duration {
-        Duration::from_secs(600)
+        BATCH_TIMEOUT
     }
 
     async fn run(self, ctx: JobContext<AppContext>) -> JobResult {
@@ -126,6 +131,7 @@ impl Job for DeliverBatch {
             providers: &messages.providers,
             writer: messages.writer(pool),
             unrecorded: messages.unrecorded(),
+            claim_until: Instant::now() + messages.run_budget.min(BATCH_TIMEOUT) / 2,
         };
         let finished = batch.run().await?;
         let tally = json!(finished.tally);
@@ -147,6 +153,11 @@ impl Job for DeliverBatch {
                     finished.tally.requeued
                 ),
             )),
+            // Time was up, or a pause came and went between two claims: run again at once (the
+            // attempt is given back; nothing failed).
+            None if finished.unfinished || finished.tally.withdrawn > 0 => {
+                Ok(Outcome::Snooze(Duration::ZERO))
+            }
             None => {
                 sqlx::query(super::sql::MARK_DONE)
                     .bind(&self.send_id)

@@ -20,9 +20,11 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 /// Most outcomes per statement.
 const MAX_BATCH: usize = 1_000;
-/// How long a failing write is retried before its outcomes are given up (their deliveries stay
-/// `sending` and are sent again by the job's retry: a duplicate is better than a message lost).
-const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+/// The longest pause between two tries of a failing write. A write is tried until it succeeds:
+/// giving outcomes up would leave their rows `sending` with a job told they were recorded, and
+/// while it is retried no new message goes out (the permits stay taken), which is what a process
+/// that cannot record what it sends should do.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// A delivery's new status, from `sending`.
 #[derive(Debug)]
@@ -64,15 +66,15 @@ impl StatusChange {
     }
 }
 
-/// The write of some outcomes failed for good.
+/// The writer task is gone (the runtime is shutting down): what was pushed may be unwritten.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("writing delivery outcomes failed: {0}")]
-pub(crate) struct WriteFailed(String);
+#[error("the delivery outcome writer has stopped")]
+pub(crate) struct WriterStopped;
 
 enum Item {
     Change(StatusChange),
     /// Answered once every change pushed before it is written.
-    Flush(oneshot::Sender<Result<(), WriteFailed>>),
+    Flush(oneshot::Sender<()>),
 }
 
 /// The process's writer; cheap to clone.
@@ -94,13 +96,10 @@ impl StatusWriter {
     }
 
     /// Wait until everything pushed so far is written.
-    pub async fn flush(&self) -> Result<(), WriteFailed> {
+    pub async fn flush(&self) -> Result<(), WriterStopped> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Item::Flush(done))
-            .map_err(|_| WriteFailed("the writer has stopped".into()))?;
-        wait.await
-            .map_err(|_| WriteFailed("the writer has stopped".into()))?
+        self.tx.send(Item::Flush(done)).map_err(|_| WriterStopped)?;
+        wait.await.map_err(|_| WriterStopped)
     }
 }
 
@@ -115,35 +114,23 @@ async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Item>) {
                 Item::Flush(done) => flushes.push(done),
             }
         }
-        let result = if changes.is_empty() {
-            Ok(())
-        } else {
-            write_retrying(&pool, &changes).await
-        };
-        // The permits go back with the changes, now that they are recorded (or given up).
+        if !changes.is_empty() {
+            write_retrying(&pool, &changes).await;
+        }
+        // The permits go back with the changes, now that they are recorded.
         drop(changes);
         for done in flushes {
-            let _ = done.send(result.clone());
+            let _ = done.send(());
         }
     }
 }
 
-async fn write_retrying(pool: &PgPool, batch: &[StatusChange]) -> Result<(), WriteFailed> {
-    let started = tokio::time::Instant::now();
+async fn write_retrying(pool: &PgPool, batch: &[StatusChange]) {
     let mut delay = Duration::from_millis(50);
-    loop {
-        match write(pool, batch).await {
-            Ok(()) => return Ok(()),
-            Err(err) if started.elapsed() < GIVE_UP_AFTER => {
-                tracing::warn!(error = %err, rows = batch.len(), "writing delivery outcomes failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(err) => {
-                tracing::error!(error = %err, rows = batch.len(), "writing delivery outcomes failed; giving up");
-                return Err(WriteFailed(err.to_string()));
-            }
-        }
+    while let Err(err) = write(pool, batch).await {
+        tracing::warn!(error = %err, rows = batch.len(), "writing delivery outcomes failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_RETRY_DELAY);
     }
 }
 

@@ -53,7 +53,7 @@ fn decode(value: u8) -> BreakerState {
 }
 
 /// What the breaker has seen, as reported to operators.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BreakerSnapshot {
     pub state: BreakerState,
     pub consecutive_failures: i32,

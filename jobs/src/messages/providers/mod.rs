@@ -143,10 +143,13 @@ impl Provider {
         self.limit.as_ref().map(RateLimiter::per_second)
     }
 
-    async fn transmit(&self, outgoing: Outgoing) -> Result<(), SendError> {
+    /// Hand the message over; the provider's own id for it, when it gives one (an SMS `sid`).
+    async fn transmit(&self, outgoing: Outgoing) -> Result<Option<String>, SendError> {
         match (&self.transport, outgoing) {
-            (Transport::Email(t), Outgoing::Email(message)) => t.send(*message).await,
-            (Transport::Sms(t), Outgoing::Sms(message)) => t.send(&message).await.map(|_| ()),
+            (Transport::Email(t), Outgoing::Email(message)) => {
+                t.send(*message).await.map(|()| None)
+            }
+            (Transport::Sms(t), Outgoing::Sms(message)) => t.send(&message).await.map(Some),
             _ => Err(SendError::Unavailable(format!(
                 "{} cannot carry this kind of message",
                 self.name
@@ -158,8 +161,12 @@ impl Provider {
 /// How a message fared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dispatched {
-    /// Accepted by the provider called `provider`.
-    Sent { provider: String },
+    /// Accepted by the provider called `provider`, which named it `provider_id` (an SMS `sid`;
+    /// email has its own Message-ID).
+    Sent {
+        provider: String,
+        provider_id: Option<String>,
+    },
     /// Refused, deferred or failed at `provider` (the last one tried).
     Failed { provider: String, error: SendError },
     /// Every provider of the channel is open; nothing was sent. Come back after `retry_after`.
@@ -248,10 +255,11 @@ impl Providers {
             };
             let Some(message) = message else { break };
             match provider.transmit(message).await {
-                Ok(()) => {
+                Ok(provider_id) => {
                     call.succeeded();
                     return Dispatched::Sent {
                         provider: provider.name.clone(),
+                        provider_id,
                     };
                 }
                 Err(error) if error.is_provider_failure() => {

@@ -16,19 +16,11 @@ impl Providers {
     /// Every provider's breaker as it stands now.
     pub fn reports(&self) -> Vec<BreakerReport> {
         self.all()
-            .map(|p| {
-                let s = p.breaker().snapshot();
-                BreakerReport {
-                    provider: p.name().to_owned(),
-                    channel: p.channel(),
-                    role: p.role(),
-                    state: s.state,
-                    consecutive_failures: s.consecutive_failures,
-                    failures: s.failures,
-                    successes: s.successes,
-                    rejected: s.rejected,
-                    opened_at: s.opened_at,
-                }
+            .map(|p| BreakerReport {
+                provider: p.name().to_owned(),
+                channel: p.channel(),
+                role: p.role(),
+                breaker: p.breaker().snapshot(),
             })
             .collect()
     }

@@ -17,7 +17,8 @@
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -48,6 +49,12 @@ pub(super) enum PoolError {
     Io(String),
 }
 
+/// A failed transaction, and whether it failed before the message's content went out.
+struct Failure {
+    error: PoolError,
+    before_content: bool,
+}
+
 impl SmtpPool {
     pub fn new(host: String, port: u16, credentials: Option<Credentials>, size: usize) -> Self {
         SmtpPool {
@@ -73,30 +80,76 @@ impl SmtpPool {
                 self.checkin(conn);
                 Ok(())
             }
-            // A kept connection the server had closed meanwhile fails at its first command,
-            // before anything of the message went out: try once more on a new one.
-            Err(PoolError::Smtp(err)) if reused && is_network(&err) => {
+            // A kept connection the server had closed meanwhile fails at its first command. Only
+            // a network failure before the message's content is sent is retried, on a new
+            // connection: up to then the server cannot have taken the message, and after it
+            // (no answer to the final `.`) it may have, so a retry could deliver it twice.
+            Err(Failure {
+                error: PoolError::Smtp(err),
+                before_content: true,
+            }) if reused && is_unanswered(&err) => {
                 let mut conn = self.connect().await?;
-                self.transact(&mut conn, envelope, message).await?;
+                self.transact(&mut conn, envelope, message)
+                    .await
+                    .map_err(|f| f.error)?;
                 self.checkin(conn);
                 Ok(())
             }
-            Err(err) => Err(err),
+            Err(failure) => Err(failure.error),
         }
     }
 
+    /// One mail transaction, as lettre's `AsyncSmtpConnection::send` runs it but telling a
+    /// failure before the content from one after. Parameters for non-ASCII addresses or content
+    /// are given when the server offers them; when it does not, its answer says what it makes
+    /// of the message (lettre would refuse it before asking).
     async fn transact(
         &self,
         conn: &mut AsyncSmtpConnection,
         envelope: &Envelope,
         message: &[u8],
-    ) -> Result<(), PoolError> {
-        match tokio::time::timeout(SEND_TIMEOUT, conn.send(envelope, message)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(PoolError::Smtp(err)),
-            Err(_) => Err(PoolError::Io(format!(
-                "no answer from the SMTP server within {SEND_TIMEOUT:?}"
-            ))),
+    ) -> Result<(), Failure> {
+        let steps = async {
+            let info = conn.server_info();
+            let mut parameters = Vec::new();
+            let non_ascii = envelope
+                .from()
+                .into_iter()
+                .chain(envelope.to())
+                .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+            if non_ascii && info.supports_feature(Extension::SmtpUtfEight) {
+                parameters.push(MailParameter::SmtpUtfEight);
+            }
+            if !message.is_ascii() && info.supports_feature(Extension::EightBitMime) {
+                parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+            }
+            let before = |error| Failure {
+                error: PoolError::Smtp(error),
+                before_content: true,
+            };
+            conn.command(Mail::new(envelope.from().cloned(), parameters))
+                .await
+                .map_err(before)?;
+            for to in envelope.to() {
+                conn.command(Rcpt::new(to.clone(), Vec::new()))
+                    .await
+                    .map_err(before)?;
+            }
+            conn.command(Data).await.map_err(before)?;
+            conn.message(message).await.map_err(|error| Failure {
+                error: PoolError::Smtp(error),
+                before_content: false,
+            })?;
+            Ok(())
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, steps).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure {
+                error: PoolError::Io(format!(
+                    "no answer from the SMTP server within {SEND_TIMEOUT:?}"
+                )),
+                before_content: false,
+            }),
         }
     }
 
@@ -157,9 +210,10 @@ impl SmtpPool {
     }
 }
 
-/// An error of the connection itself rather than an answer of the server.
-fn is_network(err: &lettre::transport::smtp::Error) -> bool {
-    err.status().is_none() && !err.is_client() && !err.is_response()
+/// No answer from the server rather than an answer: an I/O error, or a connection closed
+/// before a whole reply (lettre calls that a response error, "incomplete response").
+fn is_unanswered(err: &lettre::transport::smtp::Error) -> bool {
+    err.status().is_none() && !err.is_client()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -6,6 +6,7 @@
 //! so a process that died stops counting after [`REPORT_FRESHNESS`], and its rows are pruned
 //! by the next publish of any process after `prune_after`. Times are the database's clock.
 
+use super::breaker::BreakerSnapshot;
 use crate::suppression::Channel;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -109,14 +110,8 @@ pub struct BreakerReport {
     pub provider: String,
     pub channel: Channel,
     pub role: ProviderRole,
-    pub state: BreakerState,
-    pub consecutive_failures: i32,
-    pub failures: i64,
-    pub successes: i64,
-    /// Sends the breaker refused while open.
-    pub rejected: i64,
-    /// When the breaker last opened (`None` if it never did).
-    pub opened_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub breaker: BreakerSnapshot,
 }
 
 /// A provider across the processes that reported it recently.
@@ -170,17 +165,37 @@ pub async fn publish_breakers(
         .bind(column(|r| &r.provider))
         .bind(column(|r| r.channel.as_str()))
         .bind(column(|r| r.role.as_str()))
-        .bind(column(|r| r.state.as_str()))
+        .bind(column(|r| r.breaker.state.as_str()))
         .bind(
             reports
                 .iter()
-                .map(|r| r.consecutive_failures)
+                .map(|r| r.breaker.consecutive_failures)
                 .collect::<Vec<_>>(),
         )
-        .bind(reports.iter().map(|r| r.failures).collect::<Vec<_>>())
-        .bind(reports.iter().map(|r| r.successes).collect::<Vec<_>>())
-        .bind(reports.iter().map(|r| r.rejected).collect::<Vec<_>>())
-        .bind(reports.iter().map(|r| r.opened_at).collect::<Vec<_>>())
+        .bind(
+            reports
+                .iter()
+                .map(|r| r.breaker.failures)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            reports
+                .iter()
+                .map(|r| r.breaker.successes)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            reports
+                .iter()
+                .map(|r| r.breaker.rejected)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            reports
+                .iter()
+                .map(|r| r.breaker.opened_at)
+                .collect::<Vec<_>>(),
+        )
         .bind(prune_after.as_secs_f64())
         .execute(pool)
         .await?;

@@ -5,10 +5,17 @@
 //! | --- | --- | --- |
 //! | 2xx with a JSON `sid` | `Ok(sid)` | accepted |
 //! | 2xx without one | `Unavailable` | not the provider we expect (a captive proxy, a wrong URL) |
-//! | 400, 404, 410, 422 | `Rejected` | the number is bad: the delivery bounces |
+//! | 400, 422 with a provider code about the recipient ([`RECIPIENT_CODES`]) | `Rejected` | the number is bad: the delivery bounces |
 //! | 429 | `Deferred`, `retry_after` from `Retry-After` | the provider works but wants us slower |
 //! | 401, 403 | `Unavailable` | our credentials: must not bounce every guest |
-//! | 5xx, 3xx, any other 4xx | `Unavailable` | the provider or our set-up is failing, not the number |
+//! | 404 | `Unavailable` | a wrong `WEDSYNC_SMS_URL` or account: must not bounce every guest |
+//! | 5xx, 3xx, any other 4xx, a 400/422 with another code or none | `Unavailable` | the provider or our set-up is failing, not the number |
+//!
+//! Only a code that names the recipient bounces: a bounce puts the number on the suppression
+//! list for good, and an answer about our request (a sender the account may not use, a region
+//! not enabled, a malformed body) would otherwise suppress every guest of the send. What is not
+//! known to be the number's fault is retried and counts against the breaker, so a set-up error
+//! opens it and the send waits, visibly, instead of bouncing.
 //!
 //! Reasons carry the status and the provider's short message and code (Twilio puts `message`
 //! and `code` in a JSON body), trimmed to one line.
@@ -19,6 +26,14 @@ use std::time::Duration;
 
 /// Longest provider message kept in a reason.
 const MAX_MESSAGE_CHARS: usize = 200;
+
+/// Twilio error codes that are about the recipient's number: 21211 invalid `To`, 21214 `To`
+/// cannot be reached, 21217 not a valid number, 21401 invalid number, 21407 the number's type
+/// takes no SMS, 21421 invalid number, 21610 the recipient replied STOP, 21612 not reachable by
+/// SMS, 21614 not a mobile number.
+pub(super) const RECIPIENT_CODES: [u64; 9] = [
+    21211, 21214, 21217, 21401, 21407, 21421, 21610, 21612, 21614,
+];
 
 /// The parts of an answer classification looks at.
 #[derive(Debug, Clone, Copy)]
@@ -40,14 +55,28 @@ pub(super) fn classify(reply: Reply<'_>, now: DateTime<Utc>) -> Result<String, S
     }
     let reason = reason(status, reply.body);
     Err(match status {
-        400 | 404 | 410 | 422 => SendError::Rejected(reason),
+        400 | 422 if about_the_recipient(reply.body) => SendError::Rejected(reason),
         429 => SendError::Deferred {
             reason,
             retry_after: reply.retry_after.and_then(|v| retry_after(v, now)),
         },
         401 | 403 => SendError::Unavailable(format!("{reason} (check the provider credentials)")),
+        404 => SendError::Unavailable(format!("{reason} (check the provider URL and account)")),
         _ => SendError::Unavailable(reason),
     })
+}
+
+/// The answer is the provider's error document with a code in [`RECIPIENT_CODES`].
+fn about_the_recipient(body: &[u8]) -> bool {
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let code = match answer.get("code") {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    code.is_some_and(|c| RECIPIENT_CODES.contains(&c))
 }
 
 fn accepted_sid(body: &[u8]) -> Option<String> {
@@ -164,11 +193,45 @@ mod tests {
     }
 
     #[test]
-    fn statuses_about_the_number_are_rejected() {
-        for status in [400, 404, 410, 422] {
-            let err = answer(status, "").unwrap_err();
-            assert!(matches!(err, SendError::Rejected(_)), "{status}: {err:?}");
+    fn every_code_about_the_number_is_rejected_by_400_and_422() {
+        for status in [400, 422] {
+            for code in RECIPIENT_CODES {
+                let err = answer(status, &format!(r#"{{"code": {code}}}"#)).unwrap_err();
+                assert!(
+                    matches!(err, SendError::Rejected(_)),
+                    "{status} {code}: {err:?}"
+                );
+            }
+            let as_text = answer(status, r#"{"code": "21614"}"#).unwrap_err();
+            assert!(matches!(as_text, SendError::Rejected(_)), "{as_text:?}");
         }
+    }
+
+    #[test]
+    fn a_400_about_our_request_or_without_a_code_never_bounces() {
+        // 21408: the region is not enabled for the account; 21606: the `From` is not ours;
+        // 21604: a field is missing — each would bounce the whole guest list.
+        for body in [
+            r#"{"code": 21408, "message": "Permission to send an SMS has not been enabled"}"#,
+            r#"{"code": 21606, "message": "The From phone number is not a valid"}"#,
+            r#"{"code": 21604, "message": "A 'To' phone number is required."}"#,
+            "<html>Bad Request</html>",
+            "",
+        ] {
+            let err = answer(400, body).unwrap_err();
+            assert!(matches!(err, SendError::Unavailable(_)), "{body}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_404_is_a_set_up_error_not_a_bounce() {
+        let err = answer(
+            404,
+            r#"{"code": 20404, "message": "The requested resource was not found"}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(err, SendError::Unavailable(_)), "{err:?}");
+        assert!(err.to_string().contains("check the provider URL"), "{err}");
     }
 
     #[test]
@@ -225,7 +288,7 @@ mod tests {
 
     #[test]
     fn server_errors_redirects_and_other_4xx_are_unavailable() {
-        for status in [500, 502, 503, 301, 405, 408, 413] {
+        for status in [500, 502, 503, 301, 405, 408, 410, 413] {
             let err = answer(status, "<html>oops</html>").unwrap_err();
             assert!(
                 matches!(err, SendError::Unavailable(_)),
@@ -237,7 +300,10 @@ mod tests {
 
     #[test]
     fn a_provider_message_is_kept_to_one_short_line() {
-        let long = format!(r#"{{"message": "line one\nline two {}"}}"#, "x".repeat(500));
+        let long = format!(
+            r#"{{"code": 21211, "message": "line one\nline two {}"}}"#,
+            "x".repeat(500)
+        );
         let Err(SendError::Rejected(reason)) = answer(400, &long) else {
             panic!("not rejected");
         };
