@@ -57,8 +57,8 @@ pub(super) struct Finished {
     /// The longest `retry_after` a provider asked for.
     pub retry_hint: Option<Duration>,
     /// Deliveries of the batch are still to be sent although the send is active and nothing
-    /// stopped the run: it stopped claiming in time (`claim_until`), or a claim found the send paused and it was resumed
-    /// before the run ended. The job runs again at once.
+    /// stopped the run: it stopped claiming in time (`claim_until`), or a claim found the send
+    /// paused and it was resumed before the run ended. The job runs again at once.
     pub unfinished: bool,
 }
 
