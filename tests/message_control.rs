@@ -12,7 +12,7 @@ use support::smtp::SmtpServer;
 use support::{start_worker, test_config, wait_for};
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::messages::providers::{BreakerConfig, ProviderRole, Providers};
-use wedsync_kinds::messages::{Category, control, get_send};
+use wedsync_kinds::messages::{Category, NewSend, control, get_send};
 use wedsync_kinds::register_all;
 use wedsync_queue::Queue;
 
@@ -37,22 +37,28 @@ async fn wait_until_no_batch_runs(db: &TestDb) {
     .await;
 }
 
-#[tokio::test]
-async fn a_pause_stops_new_messages_within_two_seconds_and_a_resume_sends_the_rest_once() {
-    let db = TestDb::new().await.unwrap();
-    let smtp = SmtpServer::start().await;
+/// A send of 400 at 100 messages a second, its first 50 messages out.
+async fn sending_400(db: &TestDb, smtp: &SmtpServer) -> (NewSend, support::RunningWorker) {
     let send = new_send(Category::Transactional, recipients(400));
-    store(&db, &send).await;
+    store(db, &send).await;
     let worker = start_worker(
-        &db,
+        db,
         register_all(),
-        slow_context(&db, &smtp),
+        slow_context(db, smtp),
         test_config(&["messages"]),
     );
     wait_for("the first messages", Duration::from_secs(20), || async {
         (smtp.count() >= 50).then_some(())
     })
     .await;
+    (send, worker)
+}
+
+#[tokio::test]
+async fn a_pause_stops_new_messages_within_two_seconds_and_a_resume_sends_the_rest_once() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let (send, worker) = sending_400(&db, &smtp).await;
 
     let paused_at = Instant::now();
     let summary = control::pause(&db.pool, &send.id, Some(ORG)).await.unwrap();
@@ -109,18 +115,7 @@ async fn a_pause_stops_new_messages_within_two_seconds_and_a_resume_sends_the_re
 async fn a_cancel_leaves_what_was_not_sent_cancelled() {
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;
-    let send = new_send(Category::Transactional, recipients(400));
-    store(&db, &send).await;
-    let worker = start_worker(
-        &db,
-        register_all(),
-        slow_context(&db, &smtp),
-        test_config(&["messages"]),
-    );
-    wait_for("the first messages", Duration::from_secs(20), || async {
-        (smtp.count() >= 50).then_some(())
-    })
-    .await;
+    let (send, worker) = sending_400(&db, &smtp).await;
     control::cancel(&Queue::new(db.pool.clone()), &send.id, Some(ORG))
         .await
         .unwrap();
