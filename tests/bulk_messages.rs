@@ -199,6 +199,24 @@ async fn marketing_mail_carries_unsubscribe_headers_a_stable_message_id_and_the_
         "List-Unsubscribe=One-Click"
     );
     assert!(message.data.contains("1 Chapel Lane, York YO1 7HH"));
+    // What was sent is kept with the delivery (for the `message_bodies` retention policy).
+    let (subject_kept, text, html): (String, String, String) = sqlx::query_as(
+        "SELECT subject, body_text, body_html FROM delivery_bodies WHERE delivery_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .expect("the sent message's bodies are stored");
+    assert!(
+        subject_kept.starts_with("Save the date, <b>Ann</b>") && !subject_kept.contains('\n'),
+        "{subject_kept}"
+    );
+    assert!(text.starts_with("Dear <b>Ann</b>"), "{text}");
+    assert!(
+        html.contains("<p>Dear &lt;b&gt;Ann&lt;&#x2f;b&gt;"),
+        "{html}"
+    );
+    assert!(text.contains("1 Chapel Lane, York YO1 7HH"), "{text}");
 }
 
 #[tokio::test]
@@ -463,4 +481,60 @@ async fn batch_jobs_enqueued_under_their_old_kind_are_sent_after_the_upgrade() {
     worker.stop().await;
     assert_eq!((summary.sent, summary.failed), (120, 0));
     assert_eq!(smtp.count(), 120);
+}
+
+#[tokio::test]
+async fn bodies_kept_before_the_upgrade_move_to_their_own_table_and_leave_with_their_delivery() {
+    // A database as it stood before 0015: bodies on the delivery's row.
+    let db = TestDb::migrated_to(14).await.unwrap();
+    support::messages::insert_bare_send(&db, "acme", 2).await;
+    sqlx::query(
+        "INSERT INTO deliveries (send_id, ordinal, address, address_hash, status, sent_at,
+                                 rendered_subject, rendered_text, rendered_html)
+         VALUES ('00000000-0000-0000-0000-000000000001', 0, 'a@example.com', 'ha', 'sent',
+                 now() - interval '3 days', 'Hello', 'Dear A', '<p>Dear A</p>'),
+                ('00000000-0000-0000-0000-000000000001', 1, 'b@example.com', 'hb', 'queued',
+                 NULL, NULL, NULL, NULL)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    wedsync_db::MIGRATOR.run(&db.pool).await.unwrap();
+    let moved: Vec<(String, String, String, String, bool)> = sqlx::query_as(
+        "SELECT d.address, b.subject, b.body_text, b.body_html, b.sent_at = d.sent_at
+           FROM delivery_bodies b JOIN deliveries d ON d.id = b.delivery_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        moved,
+        [(
+            "a@example.com".to_owned(),
+            "Hello".to_owned(),
+            "Dear A".to_owned(),
+            "<p>Dear A</p>".to_owned(),
+            true
+        )]
+    );
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.columns
+          WHERE table_name = 'deliveries' AND column_name LIKE 'rendered%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "the old body columns are dropped");
+
+    // Whatever deletes a delivery takes its body along (here the send's cascade).
+    sqlx::query("DELETE FROM bulk_sends")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let bodies: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_bodies")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(bodies, 0);
 }

@@ -76,9 +76,13 @@ async fn seed_guest_everywhere(db: &TestDb) {
     )
     .await;
     sqlx::query(
-        "INSERT INTO deliveries (send_id, ordinal, address, address_hash, variables, rendered_text)
-         VALUES ('00000000-0000-0000-0000-000000000001', 0, 'guest.one+rsvp@example.com', $1,
-                 '{\"phone\": \"+447700900123\"}', 'Dear Guest.One+RSVP@example.com')",
+        "WITH delivery AS (
+             INSERT INTO deliveries (send_id, ordinal, address, address_hash, variables)
+             VALUES ('00000000-0000-0000-0000-000000000001', 0, 'guest.one+rsvp@example.com', $1,
+                     '{\"phone\": \"+447700900123\"}')
+             RETURNING id)
+         INSERT INTO delivery_bodies (delivery_id, sent_at, body_text)
+         SELECT id, now(), 'Dear Guest.One+RSVP@example.com' FROM delivery",
     )
     .bind(Address::parse(Channel::Email, EMAIL).unwrap().hash())
     .execute(&db.pool)

@@ -128,31 +128,21 @@ async fn each_policy_removes_exactly_its_old_rows_and_reports_counts() {
     .execute(&db.pool)
     .await
     .unwrap();
-    // Deliveries sent 30.5 days ago lose their rendered bodies; younger ones and unsent ones keep
-    // theirs.
+    // Deliveries sent 30.5 days ago lose their rendered bodies; younger ones keep theirs, and
+    // every delivery keeps its row.
+    support::messages::insert_bare_send(&db, "org", 4).await;
     sqlx::query(
-        r#"WITH sender AS (
-               INSERT INTO senders (org_id, name, email, postal_address)
-               VALUES ('org', 'Ann', 'hello@ann.example', '1 Chapel Lane') RETURNING id)
-           INSERT INTO bulk_sends (id, org_id, channel, category, sender_id, subject_template,
-                                   text_template, recipient_count)
-           SELECT '00000000-0000-0000-0000-000000000001', 'org', 'email', 'transactional', id,
-                  's', 't', 4
-             FROM sender"#,
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO deliveries (send_id, ordinal, address, address_hash, status, sent_at,
-                                 rendered_subject, rendered_text, rendered_html)
-         SELECT '00000000-0000-0000-0000-000000000001', g, 'g' || g || '@example.com', 'h' || g,
-                CASE WHEN g < 3 THEN 'sent' ELSE 'queued' END,
-                CASE g WHEN 0 THEN now() - interval '30 days 12 hours'
-                       WHEN 1 THEN now() - interval '40 days'
-                       WHEN 2 THEN now() - interval '29 days 12 hours' END,
-                'Subject', 'Body ' || g, '<p>Body</p>'
-           FROM generate_series(0, 3) g",
+        "WITH sent AS (
+             INSERT INTO deliveries (send_id, ordinal, address, address_hash, status, sent_at)
+             SELECT '00000000-0000-0000-0000-000000000001', g, 'g' || g || '@example.com', 'h' || g,
+                    CASE WHEN g < 3 THEN 'sent' ELSE 'queued' END,
+                    CASE g WHEN 0 THEN now() - interval '30 days 12 hours'
+                           WHEN 1 THEN now() - interval '40 days'
+                           WHEN 2 THEN now() - interval '29 days 12 hours' END
+               FROM generate_series(0, 3) g
+             RETURNING id, sent_at)
+         INSERT INTO delivery_bodies (delivery_id, sent_at, subject, body_text, body_html)
+         SELECT id, sent_at, 'Subject', 'Body', '<p>Body</p>' FROM sent WHERE sent_at IS NOT NULL",
     )
     .execute(&db.pool)
     .await
@@ -187,17 +177,17 @@ async fn each_policy_removes_exactly_its_old_rows_and_reports_counts() {
         }))
     );
     let bodies: Vec<(i32, bool)> = sqlx::query_as(
-        "SELECT ordinal, rendered_text IS NOT NULL AND rendered_html IS NOT NULL
-                AND rendered_subject IS NOT NULL
-           FROM deliveries ORDER BY ordinal",
+        "SELECT d.ordinal, b.delivery_id IS NOT NULL
+           FROM deliveries d LEFT JOIN delivery_bodies b ON b.delivery_id = d.id
+          ORDER BY d.ordinal",
     )
     .fetch_all(&db.pool)
     .await
     .unwrap();
     assert_eq!(
         bodies,
-        [(0, false), (1, false), (2, true), (3, true)],
-        "only bodies of deliveries sent over 30 days ago are cleared"
+        [(0, false), (1, false), (2, true), (3, false)],
+        "only bodies of deliveries sent over 30 days ago are deleted; the deliveries stay"
     );
     for (state, young) in [("completed", 2), ("discarded", 4), ("cancelled", 2)] {
         assert_eq!(finished_of_kind(&db, state, "old").await, 0, "old {state}");

@@ -123,3 +123,37 @@ async fn an_erased_guest_added_to_another_list_is_stored_without_the_address() {
         .unwrap();
     assert_eq!(other.entry.address.as_deref(), Some("other@example.com"));
 }
+
+/// The send-time check is one lookup per delivery against lists of a million entries: it goes
+/// through the hash index of migration 0013 (a bucket page per lookup), not a scan.
+#[tokio::test]
+async fn the_send_time_check_looks_entries_up_by_the_hash_index() {
+    let db = TestDb::new().await.unwrap();
+    let list = SuppressionList::new(db.pool.clone());
+    for i in 0..50 {
+        let address = email(&format!("guest{i}@example.com"));
+        list.add(Some("acme"), &address, Reason::Unsubscribed)
+            .await
+            .unwrap();
+    }
+    let mut conn = db.pool.acquire().await.unwrap();
+    // On 50 rows a scan costs less; the question is which index a lookup can use.
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT EXISTS (
+             SELECT 1 FROM suppressions
+              WHERE address_hash = $1 AND channel = 'email' AND (org_id = 'acme' OR org_id IS NULL))",
+    )
+    .bind(email("guest7@example.com").hash())
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("suppressions_address_hash_idx"),
+        "the lookup does not use the hash index:\n{plan}"
+    );
+}

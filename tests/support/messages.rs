@@ -67,6 +67,28 @@ pub fn recipients(n: usize) -> Vec<ValidRecipient> {
         .collect()
 }
 
+/// The id of the send [`insert_bare_send`] makes.
+pub const BARE_SEND_ID: &str = "00000000-0000-0000-0000-000000000001";
+
+/// A transactional send of `org` by plain SQL, for tests that write its deliveries themselves
+/// (retention, upgrades): works on any schema version since 0011.
+pub async fn insert_bare_send(db: &TestDb, org: &str, recipient_count: i32) {
+    sqlx::query(
+        "WITH sender AS (
+             INSERT INTO senders (org_id, name, email, postal_address)
+             VALUES ($1, 'Ann', 'hello@ann.example', '1 Chapel Lane') RETURNING id)
+         INSERT INTO bulk_sends (id, org_id, channel, category, sender_id, subject_template,
+                                 text_template, recipient_count)
+         SELECT $2::uuid, $1, 'email', 'transactional', id, 's', 't', $3 FROM sender",
+    )
+    .bind(org)
+    .bind(BARE_SEND_ID)
+    .bind(recipient_count)
+    .execute(&db.pool)
+    .await
+    .expect("insert a bare send");
+}
+
 pub async fn store(db: &TestDb, send: &NewSend) {
     let mut tx = db.pool.begin().await.unwrap();
     create_send(&mut tx, send).await.unwrap();

@@ -53,7 +53,9 @@ SELECT b.state, EXISTS (
 /// statement — at send time, right before the message goes: a suppressed address becomes
 /// `suppressed`, the others `sending`. Rows left `sending` by a job that died are taken again
 /// (only one job per batch is ever unfinished, so nobody else holds them). Takes nothing once
-/// the send is no longer active (paused, cancelled).
+/// the send is no longer active (paused, cancelled). No `FOR UPDATE` first: the update's own
+/// recheck of the status, after waiting for a concurrent cancel to commit, keeps a cancelled row
+/// cancelled, and a row lock before the update was one more WAL record per delivery.
 pub const CLAIM_CHUNK: &str = "
 WITH send AS (
     SELECT org_id, channel FROM bulk_sends WHERE id = $1::uuid AND state = 'active'
@@ -67,33 +69,42 @@ WITH send AS (
        AND d.status IN ('queued', 'sending')
      ORDER BY d.ordinal
      LIMIT $4
-       FOR UPDATE OF d
 )
 UPDATE deliveries d
    SET status = CASE WHEN p.suppressed THEN 'suppressed' ELSE 'sending' END, updated_at = now()
   FROM picked p
- WHERE d.id = p.id
+ WHERE d.id = p.id AND d.status IN ('queued', 'sending')
 RETURNING d.id, d.ordinal, d.address, d.address_hash, d.variables, d.status";
 
 /// Every status change of deliveries the batch job took (`sending` → anything), many per
 /// statement: `$1` ids, `$2` new statuses, `$3` whether a provider was called (counts as an
-/// attempt), `$4` errors, `$5` Message-IDs, `$6` providers, `$7`–`$9` rendered bodies.
+/// attempt), `$4` errors, `$5` Message-IDs, `$6` providers, `$7`–`$9` rendered bodies (of sent
+/// messages), which go to `delivery_bodies` for the rows updated (migration 0015). The update
+/// touches no indexed column, so it is made in place (HOT).
 pub const WRITE_OUTCOMES: &str = "
-UPDATE deliveries d
-   SET status = t.status,
-       attempts = d.attempts + t.tried::int,
-       last_error = CASE WHEN t.status = 'sent' THEN NULL ELSE coalesce(t.error, d.last_error) END,
-       message_id = coalesce(t.message_id, d.message_id),
-       provider = coalesce(t.provider, d.provider),
-       rendered_subject = coalesce(t.subject, d.rendered_subject),
-       rendered_text = coalesce(t.body_text, d.rendered_text),
-       rendered_html = coalesce(t.body_html, d.rendered_html),
-       sent_at = CASE WHEN t.status = 'sent' THEN now() ELSE d.sent_at END,
-       updated_at = now()
-  FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[],
-              $7::text[], $8::text[], $9::text[])
-       AS t(id, status, tried, error, message_id, provider, subject, body_text, body_html)
- WHERE d.id = t.id AND d.status = 'sending'";
+WITH t AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::text[])
+           AS t(id, status, tried, error, message_id, provider, subject, body_text, body_html)
+), changed AS (
+    UPDATE deliveries d
+       SET status = t.status,
+           attempts = d.attempts + t.tried::int,
+           last_error = CASE WHEN t.status = 'sent' THEN NULL ELSE coalesce(t.error, d.last_error) END,
+           message_id = coalesce(t.message_id, d.message_id),
+           provider = coalesce(t.provider, d.provider),
+           sent_at = CASE WHEN t.status = 'sent' THEN now() ELSE d.sent_at END,
+           updated_at = now()
+      FROM t
+     WHERE d.id = t.id AND d.status = 'sending'
+ RETURNING d.id
+)
+INSERT INTO delivery_bodies (delivery_id, sent_at, subject, body_text, body_html)
+SELECT t.id, now(), t.subject, t.body_text, t.body_html
+  FROM t JOIN changed USING (id)
+ WHERE t.status = 'sent'
+   AND (t.subject IS NOT NULL OR t.body_text IS NOT NULL OR t.body_html IS NOT NULL)
+ON CONFLICT (delivery_id) DO NOTHING";
 
 /// A cancelled send: what is left of the batch (`$2`..`$3`) will not be sent.
 pub const CANCEL_REST_OF_BATCH: &str = "
