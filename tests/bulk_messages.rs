@@ -483,51 +483,85 @@ async fn batch_jobs_enqueued_under_their_old_kind_are_sent_after_the_upgrade() {
     assert_eq!(smtp.count(), 120);
 }
 
+/// `WRITE_OUTCOMES` as the release before migration 0015 ran it: its workers may still be
+/// running while the first worker of this release migrates (a rolling upgrade).
+const PREVIOUS_WRITE_OUTCOMES: &str = "
+UPDATE deliveries d
+   SET status = t.status,
+       attempts = d.attempts + t.tried::int,
+       last_error = CASE WHEN t.status = 'sent' THEN NULL ELSE coalesce(t.error, d.last_error) END,
+       message_id = coalesce(t.message_id, d.message_id),
+       provider = coalesce(t.provider, d.provider),
+       rendered_subject = coalesce(t.subject, d.rendered_subject),
+       rendered_text = coalesce(t.body_text, d.rendered_text),
+       rendered_html = coalesce(t.body_html, d.rendered_html),
+       sent_at = CASE WHEN t.status = 'sent' THEN now() ELSE d.sent_at END,
+       updated_at = now()
+  FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[],
+              $7::text[], $8::text[], $9::text[])
+       AS t(id, status, tried, error, message_id, provider, subject, body_text, body_html)
+ WHERE d.id = t.id AND d.status = 'sending'";
+
 #[tokio::test]
-async fn bodies_kept_before_the_upgrade_move_to_their_own_table_and_leave_with_their_delivery() {
-    // A database as it stood before 0015: bodies on the delivery's row.
+async fn after_the_bodies_move_a_worker_of_the_previous_release_still_records_what_it_sent() {
+    // A database as it stood before 0015, with a body kept on its delivery's row and a delivery
+    // in flight at a worker of that release.
     let db = TestDb::migrated_to(14).await.unwrap();
     support::messages::insert_bare_send(&db, "acme", 2).await;
     sqlx::query(
         "INSERT INTO deliveries (send_id, ordinal, address, address_hash, status, sent_at,
                                  rendered_subject, rendered_text, rendered_html)
-         VALUES ('00000000-0000-0000-0000-000000000001', 0, 'a@example.com', 'ha', 'sent',
-                 now() - interval '3 days', 'Hello', 'Dear A', '<p>Dear A</p>'),
-                ('00000000-0000-0000-0000-000000000001', 1, 'b@example.com', 'hb', 'queued',
-                 NULL, NULL, NULL, NULL)",
+         VALUES ($1::uuid, 0, 'a@example.com', 'ha', 'sent', now() - interval '3 days',
+                 'Hello', 'Dear A', '<p>Dear A</p>'),
+                ($1::uuid, 1, 'b@example.com', 'hb', 'sending', NULL, NULL, NULL, NULL)",
     )
+    .bind(support::messages::BARE_SEND_ID)
     .execute(&db.pool)
     .await
     .unwrap();
 
     wedsync_db::MIGRATOR.run(&db.pool).await.unwrap();
-    let moved: Vec<(String, String, String, String, bool)> = sqlx::query_as(
-        "SELECT d.address, b.subject, b.body_text, b.body_html, b.sent_at = d.sent_at
-           FROM delivery_bodies b JOIN deliveries d ON d.id = b.delivery_id",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let in_flight: i64 = sqlx::query_scalar("SELECT id FROM deliveries WHERE ordinal = 1")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let recorded = sqlx::query(PREVIOUS_WRITE_OUTCOMES)
+        .bind(vec![in_flight])
+        .bind(vec!["sent"])
+        .bind(vec![true])
+        .bind(vec![None::<String>])
+        .bind(vec![Some("<b@ann.example>")])
+        .bind(vec![Some("smtp")])
+        .bind(vec![Some("Hello")])
+        .bind(vec![Some("Dear B")])
+        .bind(vec![Some("<p>Dear B</p>")])
+        .execute(&db.pool)
+        .await
+        .expect("the previous release's outcome write still works")
+        .rows_affected();
+    assert_eq!(recorded, 1);
+    let kept: Vec<(i32, String, Option<String>)> =
+        sqlx::query_as("SELECT ordinal, status, rendered_text FROM deliveries ORDER BY ordinal")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(
-        moved,
-        [(
-            "a@example.com".to_owned(),
-            "Hello".to_owned(),
-            "Dear A".to_owned(),
-            "<p>Dear A</p>".to_owned(),
-            true
-        )]
+        kept,
+        [
+            (0, "sent".to_owned(), Some("Dear A".to_owned())),
+            (1, "sent".to_owned(), Some("Dear B".to_owned())),
+        ],
+        "bodies written before and during the upgrade are kept where they were written"
     );
-    let left: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM information_schema.columns
-          WHERE table_name = 'deliveries' AND column_name LIKE 'rendered%'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(left, 0, "the old body columns are dropped");
 
     // Whatever deletes a delivery takes its body along (here the send's cascade).
+    sqlx::query(
+        "INSERT INTO delivery_bodies (delivery_id, sent_at, body_text)
+         SELECT id, now(), 'Dear A' FROM deliveries WHERE ordinal = 0",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     sqlx::query("DELETE FROM bulk_sends")
         .execute(&db.pool)
         .await
