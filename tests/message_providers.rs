@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 use support::messages::{
-    context_with, new_send, recipients, smtp_provider, store, wait_until_finished,
+    context_with, mail_to, new_send, recipients, smtp_provider, store, wait_until_finished,
 };
 use support::refusing_address;
 use support::smtp::{Action, SmtpServer};
@@ -208,21 +208,11 @@ async fn a_provider_back_from_an_outage_takes_over_from_the_secondary_again() {
     assert_eq!(primary.count() + secondary.count(), 150);
 }
 
-/// A plain message to `to`.
-fn mail_to(to: &str) -> lettre::Message {
-    lettre::Message::builder()
-        .from("Acme Weddings <hello@acme.test>".parse().unwrap())
-        .to(to.parse().unwrap())
-        .subject("The ceremony moved to 3 pm")
-        .body("See you there.".to_owned())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_kept_connection_the_server_closed_is_replaced_and_the_message_goes_once() {
     let smtp = SmtpServer::start().await;
     smtp.on_rcpt("first@example.com", Action::CloseAfterMessage, None);
-    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1).unwrap();
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
     transport.send(mail_to("first@example.com")).await.unwrap();
     // The pool's one connection is kept, and closed by the server: the next send finds out at
     // its first command, before any of the message went, and sends it on a new connection.
@@ -239,7 +229,7 @@ async fn a_kept_connection_the_server_closed_is_replaced_and_the_message_goes_on
 async fn a_message_whose_answer_is_lost_after_its_content_is_not_sent_again_by_the_pool() {
     let smtp = SmtpServer::start().await;
     smtp.on_rcpt("guest@example.com", Action::DropAfterContent, None);
-    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1).unwrap();
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
     transport.send(mail_to("warm@example.com")).await.unwrap();
     // On the kept connection the server takes the message and goes away without answering:
     // it may have it, so the pool must not try again on a new connection.

@@ -28,7 +28,8 @@ pub fn context(settings: &Settings, pool: &PgPool) -> Result<MessagesContext, Fa
         None => provider,
     };
     let smtp = |setting: &str, url: &url::Url| {
-        EmailTransport::smtp(setting, url.as_str(), m.smtp_pool_size)
+        let roots = m.smtp_ca.as_ref().map(|ca| ca.pem.as_slice());
+        EmailTransport::smtp(setting, url.as_str(), m.smtp_pool_size, roots)
             .map_err(|e| Failure::Usage(e.into()))
     };
     let primary = match &settings.smtp_url {

@@ -4,6 +4,8 @@
 use super::SettingsError;
 use super::source::{Source, Value};
 use super::values::parse_url;
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 use wedsync_kinds::messages::providers::{BreakerConfig, DEFAULT_POOL_SIZE};
@@ -21,6 +23,9 @@ pub struct MessageSettings {
     pub smtp_secondary_url: Option<Url>,
     /// `WEDSYNC_SMTP_POOL_SIZE` (default 10): SMTP connections per provider and worker process.
     pub smtp_pool_size: u32,
+    /// `WEDSYNC_SMTP_CA_FILE`: certificates (PEM) trusted for SMTP over TLS besides the
+    /// platform's roots, e.g. a private relay's own authority.
+    pub smtp_ca: Option<TrustedCertificates>,
     /// `WEDSYNC_SMTP_RATE_PER_SECOND`: most messages per second to the primary SMTP, all worker
     /// processes together; unset: no limit.
     pub smtp_rate: Option<f64>,
@@ -52,6 +57,7 @@ impl Default for MessageSettings {
         MessageSettings {
             smtp_secondary_url: None,
             smtp_pool_size: DEFAULT_POOL_SIZE,
+            smtp_ca: None,
             smtp_rate: None,
             smtp_secondary_rate: None,
             sms_secondary_url: None,
@@ -72,6 +78,10 @@ impl MessageSettings {
         Ok(MessageSettings {
             smtp_secondary_url: smtp_url(source, "WEDSYNC_SMTP_SECONDARY_URL")?,
             smtp_pool_size: count(source, "WEDSYNC_SMTP_POOL_SIZE", d.smtp_pool_size, MAX_POOL)?,
+            smtp_ca: match source.get("WEDSYNC_SMTP_CA_FILE", false)? {
+                Some(v) => Some(TrustedCertificates::read(v)?),
+                None => None,
+            },
             smtp_rate: rate(source, "WEDSYNC_SMTP_RATE_PER_SECOND")?,
             smtp_secondary_rate: rate(source, "WEDSYNC_SMTP_SECONDARY_RATE_PER_SECOND")?,
             sms_secondary_url: sms_url(source, "WEDSYNC_SMS_SECONDARY_URL")?,
@@ -117,6 +127,39 @@ pub(super) fn smtp_url(
         .get(name, true)?
         .map(|v| parse_url(&v, &["smtp", "smtps"], "e.g. smtp://127.0.0.1:2525"))
         .transpose()
+}
+
+/// The contents of `WEDSYNC_SMTP_CA_FILE`, read and checked at start-up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TrustedCertificates {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+}
+
+impl TrustedCertificates {
+    fn read(v: Value) -> Result<TrustedCertificates, SettingsError> {
+        let path = PathBuf::from(&v.raw);
+        let pem = std::fs::read(&path).map_err(|e| {
+            v.invalid(
+                &format!("cannot be read ({e})"),
+                "a readable file of PEM certificates",
+            )
+        })?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(v.invalid(
+                "holds no PEM certificate",
+                "a file of PEM certificates (-----BEGIN CERTIFICATE-----)",
+            ));
+        }
+        Ok(TrustedCertificates { path, pem })
+    }
+}
+
+/// The path, not the bytes.
+impl fmt::Debug for TrustedCertificates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TrustedCertificates({})", self.path.display())
+    }
 }
 
 /// An SMS provider URL; read as a secret, since it may carry the account token.

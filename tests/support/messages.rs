@@ -97,7 +97,7 @@ pub async fn store(db: &TestDb, send: &NewSend) {
 
 /// A primary SMTP provider at `url` (a pool of 10), with `breaker`.
 pub fn smtp_provider(role: ProviderRole, url: &str, breaker: BreakerConfig) -> Provider {
-    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", url, 10).unwrap();
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", url, 10, None).unwrap();
     Provider::email(role, transport, breaker)
 }
 
@@ -143,4 +143,14 @@ pub fn duplicates(message_ids: impl IntoIterator<Item = String>) -> usize {
         *seen.entry(id).or_default() += 1;
     }
     seen.values().map(|n| n - 1).sum()
+}
+
+/// A plain message to `to`, for tests of a transport alone.
+pub fn mail_to(to: &str) -> lettre::Message {
+    lettre::Message::builder()
+        .from("Acme Weddings <hello@acme.test>".parse().unwrap())
+        .to(to.parse().unwrap())
+        .subject("The ceremony moved to 3 pm")
+        .body("See you there.".to_owned())
+        .unwrap()
 }

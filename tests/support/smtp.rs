@@ -1,14 +1,21 @@
 //! A real SMTP server on loopback for tests: speaks enough SMTP for lettre (EHLO/HELO, MAIL,
-//! RCPT, DATA, RSET, NOOP, QUIT), records every accepted message, and can be told to answer a
-//! recipient with a given reply code (a number of times or always) or to drop the connection.
+//! RCPT, DATA, RSET, NOOP, QUIT, and STARTTLS or implicit TLS when started so), records every
+//! accepted message, and can be told to answer a recipient with a given reply code (a number of
+//! times or always) or to drop the connection. Its TLS certificate is
+//! `tests/fixtures/smtp_tls/server.pem`, signed by `ca.pem` there.
 
 use super::rules::{Rule, take_action};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A message the server accepted.
 #[derive(Debug, Clone)]
@@ -19,6 +26,8 @@ pub struct Received {
     pub data: String,
     /// When the server answered `250` to the message.
     pub accepted_at: std::time::Instant,
+    /// It came over TLS.
+    pub encrypted: bool,
 }
 
 impl Received {
@@ -68,35 +77,78 @@ struct State {
     rcpt_attempts: VecDeque<String>,
 }
 
+/// How the server offers TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encryption {
+    None,
+    /// Offers STARTTLS in its EHLO reply.
+    StartTls,
+    /// Encrypted from the first byte (smtps).
+    Implicit,
+}
+
 pub struct SmtpServer {
     pub addr: SocketAddr,
+    tls: Encryption,
     state: Arc<Mutex<State>>,
     task: JoinHandle<()>,
 }
 
 impl SmtpServer {
     pub async fn start() -> SmtpServer {
-        SmtpServer::start_on("127.0.0.1:0".parse().unwrap()).await
+        SmtpServer::start_with(Encryption::None).await
+    }
+
+    pub async fn start_with(tls: Encryption) -> SmtpServer {
+        SmtpServer::listen("127.0.0.1:0".parse().unwrap(), tls).await
     }
 
     /// A server on `addr`, e.g. a port that refused connections until now (a provider that
     /// comes back).
     pub async fn start_on(addr: SocketAddr) -> SmtpServer {
+        SmtpServer::listen(addr, Encryption::None).await
+    }
+
+    async fn listen(addr: SocketAddr, tls: Encryption) -> SmtpServer {
         let listener = TcpListener::bind(addr).await.expect("bind SMTP");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
+        let acceptor = (tls != Encryption::None).then(acceptor);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(session(stream, shared.clone()));
+                let state = shared.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    match (tls, acceptor) {
+                        (Encryption::Implicit, Some(acceptor)) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                session(Box::new(stream), state, None, true, true).await;
+                            }
+                        }
+                        (_, acceptor) => {
+                            session(Box::new(stream), state, acceptor, false, true).await
+                        }
+                    }
+                });
             }
         });
-        SmtpServer { addr, state, task }
+        SmtpServer {
+            addr,
+            tls,
+            state,
+            task,
+        }
     }
 
-    /// `smtp://127.0.0.1:<port>`.
+    /// The URL a client reaches it at: `smtp://127.0.0.1:<port>`, with `?tls=required` when it
+    /// offers STARTTLS, `smtps://…` when it speaks TLS from the start.
     pub fn url(&self) -> String {
-        format!("smtp://{}", self.addr)
+        match self.tls {
+            Encryption::None => format!("smtp://{}", self.addr),
+            Encryption::StartTls => format!("smtp://{}?tls=required", self.addr),
+            Encryption::Implicit => format!("smtps://{}", self.addr),
+        }
     }
 
     /// Answer RCPT for `address` with `action`, `times` times (`None`: always).
@@ -148,38 +200,105 @@ fn path_address(arg: &str) -> String {
     arg[start..end].trim().to_lowercase()
 }
 
-async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
+/// The file of the test CA that signed the server's certificate (for `WEDSYNC_SMTP_CA_FILE`).
+pub fn ca_file() -> PathBuf {
+    fixtures().join("ca.pem")
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smtp_tls")
+}
+
+fn acceptor() -> TlsAcceptor {
+    let chain = CertificateDer::pem_file_iter(fixtures().join("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("server.pem");
+    let key = PrivateKeyDer::from_pem_file(fixtures().join("server.key")).expect("server.key");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("the test certificate");
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// A connection, plain or encrypted.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
+/// One SMTP session over `stream`; `starttls` offers STARTTLS (then runs on as a new session
+/// over TLS, without a second greeting); `encrypted` says the stream already is.
+fn session(
+    stream: Box<dyn Stream>,
+    state: Arc<Mutex<State>>,
+    starttls: Option<TlsAcceptor>,
+    encrypted: bool,
+    greet: bool,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let (read, mut write) = tokio::io::split(stream);
+        let mut lines = BufReader::new(read);
+        if greet
+            && write
+                .write_all(b"220 test-smtp ESMTP ready\r\n")
+                .await
+                .is_err()
+        {
+            return;
+        }
+        let Some(acceptor) = converse(&mut lines, &mut write, &state, starttls, encrypted).await
+        else {
+            return;
+        };
+        let stream = lines.into_inner().unsplit(write);
+        if let Ok(stream) = acceptor.accept(stream).await {
+            session(Box::new(stream), state, None, true, false).await;
+        }
+    })
+}
+
+/// Commands until the session ends (`None`) or the client starts TLS (the acceptor to use).
+async fn converse<R, W>(
+    lines: &mut BufReader<R>,
+    write: &mut W,
+    state: &Mutex<State>,
+    starttls: Option<TlsAcceptor>,
+    encrypted: bool,
+) -> Option<TlsAcceptor>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut from = String::new();
     let mut to: Vec<String> = Vec::new();
     let mut after_message: Option<Action> = None;
-    if write
-        .write_all(b"220 test-smtp ESMTP ready\r\n")
-        .await
-        .is_err()
-    {
-        return;
-    }
     let mut line = String::new();
     loop {
         line.clear();
         match lines.read_line(&mut line).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(_) => {}
         }
         let command = line.trim_end();
         let upper = command.to_ascii_uppercase();
-        let reply: String = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+        let reply: String = if upper.starts_with("EHLO") && starttls.is_some() {
+            "250-test-smtp\r\n250 STARTTLS\r\n".into()
+        } else if upper.starts_with("EHLO") || upper.starts_with("HELO") {
             "250 test-smtp\r\n".into()
+        } else if upper == "STARTTLS" && starttls.is_some() {
+            write.write_all(b"220 go ahead\r\n").await.ok()?;
+            return starttls;
         } else if upper.starts_with("MAIL FROM:") {
             from = path_address(&command[10..]);
             to.clear();
             "250 OK\r\n".into()
         } else if upper.starts_with("RCPT TO:") {
             let address = path_address(&command[8..]);
-            match action_for(&state, &address) {
-                Some(Action::Drop) => return,
+            match action_for(state, &address) {
+                Some(Action::Drop) => return None,
                 Some(then @ (Action::DropAfterContent | Action::CloseAfterMessage)) => {
                     after_message = Some(then);
                     to.push(address);
@@ -188,7 +307,7 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
                 Some(Action::Reply(code)) => {
                     let text = format!("{code} {} test rule for this recipient\r\n", class(code));
                     if write.write_all(text.as_bytes()).await.is_err() || code == 421 {
-                        return;
+                        return None;
                     }
                     continue;
                 }
@@ -202,13 +321,13 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
                 "503 no valid recipients\r\n".into()
             } else {
                 if write.write_all(b"354 end with .\r\n").await.is_err() {
-                    return;
+                    return None;
                 }
                 let mut data = String::new();
                 loop {
                     line.clear();
                     match lines.read_line(&mut line).await {
-                        Ok(0) | Err(_) => return,
+                        Ok(0) | Err(_) => return None,
                         Ok(_) => {}
                     }
                     if line == ".\r\n" || line == ".\n" {
@@ -222,12 +341,13 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
                     to: std::mem::take(&mut to),
                     data,
                     accepted_at: std::time::Instant::now(),
+                    encrypted,
                 });
                 match after_message.take() {
-                    Some(Action::DropAfterContent) => return,
+                    Some(Action::DropAfterContent) => return None,
                     Some(Action::CloseAfterMessage) => {
                         let _ = write.write_all(b"250 queued\r\n").await;
-                        return;
+                        return None;
                     }
                     _ => {}
                 }
@@ -240,12 +360,12 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
             "250 OK\r\n".into()
         } else if upper == "QUIT" {
             let _ = write.write_all(b"221 bye\r\n").await;
-            return;
+            return None;
         } else {
             "502 command not implemented\r\n".into()
         };
         if write.write_all(reply.as_bytes()).await.is_err() {
-            return;
+            return None;
         }
     }
 }

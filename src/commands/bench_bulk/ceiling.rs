@@ -100,7 +100,7 @@ pub async fn run(
 ) -> Result<f64> {
     let n = messages.len();
     let transports: Vec<EmailTransport> = (0..workers)
-        .map(|_| EmailTransport::smtp("bench", &sink.url(), pool))
+        .map(|_| EmailTransport::smtp("bench", &sink.url(), pool, None))
         .collect::<Result<_, _>>()?;
     let concurrency = pool as usize * workers;
     let started = Instant::now();

@@ -205,3 +205,31 @@ fn photo_limits_have_defaults_and_are_validated() {
         assert!(err.contains(name) && err.contains(bad), "{err}");
     }
 }
+
+#[test]
+fn the_smtp_ca_file_is_read_at_start_up_and_a_bad_one_is_named() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smtp_tls");
+    let ca = fixtures.join("ca.pem");
+    let s = load(&[("WEDSYNC_SMTP_CA_FILE", ca.to_str().unwrap())]).unwrap();
+    let trusted = s.messages.smtp_ca.unwrap();
+    assert_eq!(trusted.pem, std::fs::read(&ca).unwrap());
+    assert_eq!(
+        format!("{trusted:?}"),
+        format!("TrustedCertificates({})", ca.display())
+    );
+
+    let not_pem = fixtures.join("README.md");
+    for (path, needle) in [
+        (fixtures.join("missing.pem"), "cannot be read"),
+        (not_pem, "holds no PEM certificate"),
+    ] {
+        let path = path.to_str().unwrap();
+        let message = load(&[("WEDSYNC_SMTP_CA_FILE", path)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with(&format!("WEDSYNC_SMTP_CA_FILE=`{path}` {needle}")),
+            "{message}"
+        );
+    }
+}

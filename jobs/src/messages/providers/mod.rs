@@ -17,6 +17,7 @@ mod rate_limit;
 mod sms;
 mod smtp;
 mod smtp_pool;
+mod smtp_tls;
 pub mod status;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, Call, Permission};

@@ -3,6 +3,7 @@
 
 use super::SendError;
 use super::smtp_pool::{PoolError, SmtpPool};
+use super::smtp_tls;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use std::fmt;
@@ -34,28 +35,38 @@ pub struct SmtpConfigError {
 }
 
 impl EmailTransport {
-    /// A pool of `pool_size` SMTP connections to `url`: `smtp://[user:password@]host[:port]`
-    /// (port 25 by default), `setting` naming where it came from for errors. Plain SMTP only in
-    /// this version: TLS (`smtps://`, STARTTLS) is not built in.
+    /// A pool of `pool_size` SMTP connections to `url`, `setting` naming where it came from for
+    /// errors: `smtp://[user:password@]host[:port]` (plain, port 25),
+    /// `smtp://…?tls=required` (STARTTLS before anything else, port 587) or `smtps://…`
+    /// (implicit TLS, port 465). TLS certificates are checked against the platform's roots and
+    /// `extra_roots` (PEM, `WEDSYNC_SMTP_CA_FILE`); see `smtp_tls`.
     pub fn smtp(
         setting: &str,
         url: &str,
         pool_size: u32,
+        extra_roots: Option<&[u8]>,
     ) -> Result<EmailTransport, SmtpConfigError> {
         let invalid = |problem: &str| SmtpConfigError {
             setting: setting.to_owned(),
             problem: problem.to_owned(),
         };
         let parsed = url::Url::parse(url).map_err(|e| invalid(&format!("is not a URL ({e})")))?;
-        if parsed.scheme() != "smtp" {
-            return Err(invalid(
-                "must start with smtp:// (TLS transports are not supported yet)",
-            ));
+        if !matches!(parsed.scheme(), "smtp" | "smtps") {
+            return Err(invalid("must start with smtp:// or smtps://"));
         }
         let host = parsed
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| invalid("has no host"))?;
+        let security = smtp_tls::security(
+            parsed.scheme(),
+            parsed
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned())),
+            host,
+            extra_roots,
+        )
+        .map_err(|e| invalid(&e.to_string()))?;
         let credentials = (!parsed.username().is_empty()).then(|| {
             let user = percent_decode(parsed.username());
             let password = percent_decode(parsed.password().unwrap_or_default());
@@ -63,8 +74,9 @@ impl EmailTransport {
         });
         Ok(EmailTransport(Kind::Smtp(Arc::new(SmtpPool::new(
             host.to_owned(),
-            parsed.port().unwrap_or(25),
+            parsed.port().unwrap_or(security.default_port()),
             credentials,
+            security,
             pool_size as usize,
         )))))
     }
@@ -149,17 +161,41 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn only_plain_smtp_urls_with_a_host_are_accepted() {
-        let smtp = |url| EmailTransport::smtp("WEDSYNC_SMTP_URL", url, 2);
-        assert!(smtp("smtp://127.0.0.1:2525").is_ok());
-        assert!(smtp("smtp://user:secret@mail.example.com").is_ok());
-        for bad in ["smtps://mail.example.com", "mail.example.com", "smtp://"] {
+    async fn smtp_urls_say_their_security_and_bad_ones_name_the_setting() {
+        let smtp = |url| EmailTransport::smtp("WEDSYNC_SMTP_URL", url, 2, None);
+        for good in [
+            "smtp://127.0.0.1:2525",
+            "smtp://user:secret@mail.example.com",
+            "smtp://mail.example.com:587?tls=required",
+            "smtps://user:secret@mail.example.com",
+        ] {
+            assert!(smtp(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("mail.example.com", "is not a URL"),
+            ("smtp://", "has no host"),
+            ("https://mail.example.com", "smtp:// or smtps://"),
+            (
+                "smtp://mail.example.com?tls=opportunistic",
+                "`tls=opportunistic`",
+            ),
+            ("smtps://mail.example.com?tls=required", "always TLS"),
+            ("smtp://mail.example.com?pool=3", "unknown parameter `pool`"),
+        ] {
             let err = smtp(bad).unwrap_err().to_string();
             assert!(err.starts_with("WEDSYNC_SMTP_URL "), "{bad}: {err}");
+            assert!(err.contains(says), "{bad}: {err}");
         }
+        let not_pem = EmailTransport::smtp("WEDSYNC_SMTP_URL", "smtps://x", 2, Some(b"hello"));
+        assert!(
+            not_pem
+                .unwrap_err()
+                .to_string()
+                .contains("no PEM certificate")
+        );
         let err = smtp("https://user:secret@x").unwrap_err().to_string();
         assert!(!err.contains("secret"), "{err}");
-        let debug = format!("{:?}", smtp("smtp://user:secret@x").unwrap());
+        let debug = format!("{:?}", smtp("smtps://user:secret@x").unwrap());
         assert!(!debug.contains("secret"), "{debug}");
     }
 

@@ -14,6 +14,7 @@
 //! At most `size` messages are in flight per pool (a semaphore); idle connections are kept up
 //! to `size`, and closed after [`MAX_IDLE`].
 
+use super::smtp_tls::{self, Security};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
@@ -37,6 +38,7 @@ pub(super) struct SmtpPool {
     host: String,
     port: u16,
     credentials: Option<Credentials>,
+    security: Security,
     hello: ClientId,
     size: usize,
     permits: Semaphore,
@@ -56,11 +58,18 @@ struct Failure {
 }
 
 impl SmtpPool {
-    pub fn new(host: String, port: u16, credentials: Option<Credentials>, size: usize) -> Self {
+    pub fn new(
+        host: String,
+        port: u16,
+        credentials: Option<Credentials>,
+        security: Security,
+        size: usize,
+    ) -> Self {
         SmtpPool {
             host,
             port,
             credentials,
+            security,
             hello: ClientId::default(),
             size: size.max(1),
             permits: Semaphore::new(size.max(1)),
@@ -187,12 +196,23 @@ impl SmtpPool {
             stream
                 .set_nodelay(true)
                 .map_err(|e| PoolError::Io(format!("setting TCP_NODELAY: {e}")))?;
-            // Whatever fails before a message is the provider's trouble (a refused greeting, bad
-            // credentials), never a recipient's: an I/O error, so nobody bounces for it.
-            let mut conn =
-                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+            // Whatever fails before a message is the provider's trouble (a refused greeting, a
+            // certificate not trusted, bad credentials), never a recipient's: an I/O error, so
+            // nobody bounces for it.
+            let stream = match &self.security {
+                Security::Implicit(tls) => smtp_tls::encrypt(stream, tls)
                     .await
-                    .map_err(|e| PoolError::Io(format!("greeting the SMTP server: {e}")))?;
+                    .map_err(|e| PoolError::Io(format!("TLS with the SMTP server: {e}")))?,
+                Security::Plain | Security::StartTls(_) => Box::new(stream),
+            };
+            let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+                .await
+                .map_err(|e| PoolError::Io(format!("greeting the SMTP server: {e}")))?;
+            if let Security::StartTls(tls) = &self.security {
+                conn.starttls(tls.clone(), &self.hello)
+                    .await
+                    .map_err(|e| PoolError::Io(format!("STARTTLS with the SMTP server: {e}")))?;
+            }
             if let Some(credentials) = &self.credentials {
                 conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
                     .await
