@@ -11,6 +11,7 @@ mod retention;
 mod scaling;
 pub mod storage;
 pub mod suppression;
+mod sync;
 
 pub use context::AppContext;
 pub use messages::{BulkSendFanout, DeliverBatch};

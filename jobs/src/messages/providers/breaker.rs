@@ -10,6 +10,7 @@
 //!   snooze exactly that long instead of polling (`Permission::Denied { retry_after }`).
 
 use super::status::BreakerState;
+use crate::sync::lock;
 use chrono::{DateTime, Utc};
 use failsafe::backoff::{self, Constant};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
@@ -236,12 +237,6 @@ impl Breaker {
 
 /// How long callers wait while a half-open probe is out.
 const PROBE_WAIT: Duration = Duration::from_millis(500);
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,7 @@
 //! to `size`, and closed after [`MAX_IDLE`].
 
 use super::smtp_tls::{self, Security};
+use crate::sync::lock;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
@@ -234,10 +235,4 @@ impl SmtpPool {
 /// before a whole reply (lettre calls that a response error, "incomplete response").
 fn is_unanswered(err: &lettre::transport::smtp::Error) -> bool {
     err.status().is_none() && !err.is_client()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
