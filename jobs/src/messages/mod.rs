@@ -53,6 +53,8 @@ pub struct MessagesContext {
     unrecorded: Arc<tokio::sync::Semaphore>,
     /// The process's outcome writer, started on first use (`deliver::writer`).
     writer: Arc<std::sync::OnceLock<deliver::StatusWriter>>,
+    /// The process's watcher of send states, started on first use (`deliver::watch`).
+    states: Arc<std::sync::OnceLock<deliver::SendStates>>,
 }
 
 /// Messages sent but not yet recorded, per process, unless configured: four SMTP pools' worth
@@ -96,6 +98,7 @@ impl MessagesContext {
             signing_key: unsubscribe::SigningKey::random(),
             unrecorded: Arc::new(tokio::sync::Semaphore::new(DEFAULT_UNRECORDED_LIMIT)),
             writer: Arc::default(),
+            states: Arc::default(),
         }
     }
 
@@ -115,6 +118,12 @@ impl MessagesContext {
     pub(crate) fn writer(&self, pool: &sqlx::PgPool) -> &deliver::StatusWriter {
         self.writer
             .get_or_init(|| deliver::StatusWriter::spawn(pool.clone()))
+    }
+
+    /// The process's watcher of send states on `pool` (started by the first caller).
+    pub(crate) fn send_states(&self, pool: &sqlx::PgPool) -> &deliver::SendStates {
+        self.states
+            .get_or_init(|| deliver::SendStates::spawn(pool.clone()))
     }
 
     /// Delay before retrying after failed attempt `attempt` (1-based).

@@ -38,7 +38,9 @@ SELECT b.org_id, b.channel, b.category, b.state, b.subject_template, b.text_temp
   FROM bulk_sends b JOIN senders s ON s.id = b.sender_id
  WHERE b.id = $1::uuid";
 
-pub const SEND_STATE: &str = "SELECT state FROM bulk_sends WHERE id = $1::uuid";
+/// The states of the sends `$1` (ids as text) that a worker process is sending (`deliver::watch`).
+pub const SEND_STATES: &str =
+    "SELECT id::text, state FROM bulk_sends WHERE id = ANY($1::text[]::uuid[])";
 
 /// The send's state (`$1`) and whether ordinals `$2`..`$3` still hold deliveries to send.
 pub const BATCH_PROGRESS: &str = "

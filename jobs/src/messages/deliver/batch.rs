@@ -4,6 +4,7 @@
 
 use super::claim::{Claimed, claim_chunk};
 use super::compose::Composer;
+use super::watch::{SendStates, StateWatch};
 use super::writer::{StatusChange, StatusWriter};
 use crate::messages::providers::{Dispatched, Providers, SendError};
 use crate::messages::template::Rendered;
@@ -13,7 +14,6 @@ use futures::stream::FuturesUnordered;
 use serde::Serialize;
 use sqlx::PgPool;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -75,6 +75,8 @@ pub(super) struct Batch<'a> {
     pub composer: &'a Composer<'a>,
     pub providers: &'a Providers,
     pub writer: &'a StatusWriter,
+    /// Whether the send was paused or cancelled meanwhile (`watch`).
+    pub states: &'a SendStates,
     pub unrecorded: &'a Arc<Semaphore>,
     /// No chunk is claimed after this, well inside the job's timeout: a rate-limited batch can
     /// take longer than one run may (200 messages at 1/s shared by ten batches), and a run cut
@@ -86,7 +88,7 @@ pub(super) struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     pub async fn run(&self) -> Result<Finished, JobError> {
-        let watch = StateWatch::start(self.pool.clone(), self.send_id.to_owned());
+        let watch = self.states.watch(self.send_id);
         let mut finished = Finished {
             tally: Tally::default(),
             stop: None,
@@ -284,54 +286,6 @@ impl<'a> Batch<'a> {
         {
             tracing::warn!(error = %err, delivery = delivery.id, "adding a hard bounce to the suppression list failed");
         }
-    }
-}
-
-/// The send's state as seen at most [`WATCH_EVERY`] ago, so that a message waiting for its
-/// rate-limit slot does not go out once the send was paused or cancelled.
-pub(super) struct StateWatch {
-    /// 0 active, else the stop.
-    state: Arc<AtomicU8>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// How often a running batch reads its send's state.
-const WATCH_EVERY: Duration = Duration::from_millis(200);
-
-impl StateWatch {
-    fn start(pool: PgPool, send_id: String) -> StateWatch {
-        let state = Arc::new(AtomicU8::new(0));
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(WATCH_EVERY).await;
-                let now: Result<String, _> = sqlx::query_scalar(crate::messages::sql::SEND_STATE)
-                    .bind(&send_id)
-                    .fetch_one(&pool)
-                    .await;
-                let code = match now.as_deref() {
-                    Ok("paused") => 1,
-                    Ok("cancelled") => 2,
-                    _ => 0,
-                };
-                shared.store(code, Ordering::Release);
-            }
-        });
-        StateWatch { state, task }
-    }
-
-    fn stop(&self) -> Option<Stop> {
-        match self.state.load(Ordering::Acquire) {
-            1 => Some(Stop::Paused),
-            2 => Some(Stop::Cancelled),
-            _ => None,
-        }
-    }
-}
-
-impl Drop for StateWatch {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -29,6 +29,7 @@
 mod batch;
 mod claim;
 mod compose;
+mod watch;
 mod writer;
 
 use crate::context::AppContext;
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::Duration;
 use tokio::time::Instant;
+pub(crate) use watch::SendStates;
 use wedsync_queue::{Job, JobContext, JobError, JobResult, NewJob, Outcome};
 pub(crate) use writer::StatusWriter;
 
@@ -130,6 +132,7 @@ impl Job for DeliverBatch {
             composer: &composer,
             providers: &messages.providers,
             writer: messages.writer(pool),
+            states: messages.send_states(pool),
             unrecorded: messages.unrecorded(),
             claim_until: Instant::now() + messages.run_budget.min(BATCH_TIMEOUT) / 2,
         };
