@@ -145,12 +145,13 @@ impl TrustedCertificates {
                 "a readable file of PEM certificates",
             )
         })?;
+        let expected = "a file of PEM certificates (-----BEGIN CERTIFICATE-----)";
         if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-            return Err(v.invalid(
-                "holds no PEM certificate",
-                "a file of PEM certificates (-----BEGIN CERTIFICATE-----)",
-            ));
+            return Err(v.invalid("holds no PEM certificate", expected));
         }
+        // The SMTP transports parse it again; a file they would refuse is named here.
+        lettre::transport::smtp::client::Certificate::from_pem(&pem)
+            .map_err(|e| v.invalid(&format!("is not valid PEM ({e})"), expected))?;
         Ok(TrustedCertificates { path, pem })
     }
 }

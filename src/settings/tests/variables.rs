@@ -219,9 +219,16 @@ fn the_smtp_ca_file_is_read_at_start_up_and_a_bad_one_is_named() {
     );
 
     let not_pem = fixtures.join("README.md");
+    let broken = std::env::temp_dir().join(format!("wedsync-ca-{}.pem", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     for (path, needle) in [
         (fixtures.join("missing.pem"), "cannot be read"),
         (not_pem, "holds no PEM certificate"),
+        (broken.clone(), "is not valid PEM"),
     ] {
         let path = path.to_str().unwrap();
         let message = load(&[("WEDSYNC_SMTP_CA_FILE", path)])
@@ -232,4 +239,5 @@ fn the_smtp_ca_file_is_read_at_start_up_and_a_bad_one_is_named() {
             "{message}"
         );
     }
+    std::fs::remove_file(&broken).unwrap();
 }
