@@ -213,10 +213,13 @@ async fn a_kept_connection_the_server_closed_is_replaced_and_the_message_goes_on
     let smtp = SmtpServer::start().await;
     smtp.on_rcpt("first@example.com", Action::CloseAfterMessage, None);
     let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
-    transport.send(mail_to("first@example.com")).await.unwrap();
+    transport.send(&mail_to("first@example.com")).await.unwrap();
     // The pool's one connection is kept, and closed by the server: the next send finds out at
     // its first command, before any of the message went, and sends it on a new connection.
-    transport.send(mail_to("second@example.com")).await.unwrap();
+    transport
+        .send(&mail_to("second@example.com"))
+        .await
+        .unwrap();
     let to: Vec<String> = smtp
         .messages()
         .into_iter()
@@ -230,11 +233,11 @@ async fn a_message_whose_answer_is_lost_after_its_content_is_not_sent_again_by_t
     let smtp = SmtpServer::start().await;
     smtp.on_rcpt("guest@example.com", Action::DropAfterContent, None);
     let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
-    transport.send(mail_to("warm@example.com")).await.unwrap();
+    transport.send(&mail_to("warm@example.com")).await.unwrap();
     // On the kept connection the server takes the message and goes away without answering:
     // it may have it, so the pool must not try again on a new connection.
     let err = transport
-        .send(mail_to("guest@example.com"))
+        .send(&mail_to("guest@example.com"))
         .await
         .unwrap_err();
     assert!(matches!(err, SendError::Unavailable(_)), "{err:?}");

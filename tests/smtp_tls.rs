@@ -23,7 +23,7 @@ async fn two_messages_arrive_encrypted(tls: Encryption) {
     let smtp = SmtpServer::start_with(tls).await;
     let transport = trusting_the_test_ca(&smtp.url());
     for to in ["first@example.com", "second@example.com"] {
-        transport.send(mail_to(to)).await.unwrap();
+        transport.send(&mail_to(to)).await.unwrap();
     }
     let received = smtp.messages();
     let to: Vec<&str> = received.iter().map(|m| m.to[0].as_str()).collect();
@@ -50,7 +50,7 @@ async fn a_certificate_nobody_vouches_for_stops_the_send_before_any_command() {
         let smtp = SmtpServer::start_with(tls).await;
         let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
         let err = transport
-            .send(mail_to("guest@example.com"))
+            .send(&mail_to("guest@example.com"))
             .await
             .unwrap_err();
         // The provider's trouble (the breaker counts it), not the recipient's: nobody bounces.
@@ -69,7 +69,7 @@ async fn when_tls_is_required_a_server_without_starttls_gets_nothing_in_clear() 
     let smtp = SmtpServer::start().await;
     let url = format!("smtp://{}?tls=required", smtp.addr);
     let err = trusting_the_test_ca(&url)
-        .send(mail_to("guest@example.com"))
+        .send(&mail_to("guest@example.com"))
         .await
         .unwrap_err();
     assert!(matches!(&err, SendError::Unavailable(_)), "{err:?}");

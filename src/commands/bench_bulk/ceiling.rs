@@ -108,7 +108,7 @@ pub async fn run(
         .for_each_concurrent(concurrency, |(i, message)| {
             let transport = &transports[i % workers];
             async move {
-                if let Err(err) = transport.send(message).await {
+                if let Err(err) = transport.send(&message).await {
                     tracing::warn!(error = %err, "ceiling send failed");
                 }
             }

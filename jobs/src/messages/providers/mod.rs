@@ -145,12 +145,10 @@ impl Provider {
     }
 
     /// Hand the message over; the provider's own id for it, when it gives one (an SMS `sid`).
-    async fn transmit(&self, outgoing: Outgoing) -> Result<Option<String>, SendError> {
+    async fn transmit(&self, outgoing: &Outgoing) -> Result<Option<String>, SendError> {
         match (&self.transport, outgoing) {
-            (Transport::Email(t), Outgoing::Email(message)) => {
-                t.send(*message).await.map(|()| None)
-            }
-            (Transport::Sms(t), Outgoing::Sms(message)) => t.send(&message).await.map(Some),
+            (Transport::Email(t), Outgoing::Email(message)) => t.send(message).await.map(|()| None),
+            (Transport::Sms(t), Outgoing::Sms(message)) => t.send(message).await.map(Some),
             _ => Err(SendError::Unavailable(format!(
                 "{} cannot carry this kind of message",
                 self.name
@@ -227,8 +225,7 @@ impl Providers {
         let chain = self.of(channel);
         let mut retry_after: Option<Duration> = None;
         let mut failure: Option<(String, SendError)> = None;
-        let mut outgoing = Some(outgoing);
-        for (i, provider) in chain.iter().enumerate() {
+        for provider in chain {
             let call = match provider.breaker.permit() {
                 Permission::Granted(call) => call,
                 Permission::Denied { retry_after: d } => {
@@ -248,14 +245,7 @@ impl Providers {
             if !proceed() {
                 return Dispatched::Withdrawn;
             }
-            let more = chain.len() > i + 1;
-            let message = if more {
-                outgoing.clone()
-            } else {
-                outgoing.take()
-            };
-            let Some(message) = message else { break };
-            match provider.transmit(message).await {
+            match provider.transmit(&outgoing).await {
                 Ok(provider_id) => {
                     call.succeeded();
                     return Dispatched::Sent {

@@ -90,7 +90,8 @@ impl EmailTransport {
         })
     }
 
-    pub async fn send(&self, message: Message) -> Result<(), SendError> {
+    /// Send `message`, which stays the caller's (to try another provider with).
+    pub async fn send(&self, message: &Message) -> Result<(), SendError> {
         match &self.0 {
             Kind::Smtp(pool) => {
                 let formatted = message.formatted();
@@ -106,7 +107,7 @@ impl EmailTransport {
                     .await
                     .map_err(|e| SendError::Unavailable(format!("outbox folder: {e}")))?;
                 transport
-                    .send(message)
+                    .send_raw(message.envelope(), &message.formatted())
                     .await
                     .map(|_| ())
                     .map_err(|e| SendError::Unavailable(format!("outbox: {e}")))
@@ -208,7 +209,7 @@ mod tests {
             .subject("Save the date")
             .body("Dear guest".to_owned())
             .unwrap();
-        EmailTransport::outbox(&dir).send(message).await.unwrap();
+        EmailTransport::outbox(&dir).send(&message).await.unwrap();
         let files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
