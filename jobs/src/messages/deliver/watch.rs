@@ -141,28 +141,32 @@ mod tests {
     use super::*;
     use wedsync_db::testing::TestDb;
 
+    /// A send as the API stores one (no worker runs its fan-out here).
     async fn insert_send(db: &TestDb) -> String {
-        let id = uuid::Uuid::new_v4().to_string();
-        let sender: i64 = sqlx::query_scalar(
-            "INSERT INTO senders (org_id, name, email, postal_address)
-             VALUES ('org', 'Ann', 'ann@example.com', '1 Lane')
-             ON CONFLICT ON CONSTRAINT senders_identity_key DO UPDATE SET name = EXCLUDED.name
-             RETURNING id",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO bulk_sends (id, org_id, channel, category, sender_id, subject_template,
-                                     text_template, recipient_count, batch_size)
-             VALUES ($1::uuid, 'org', 'email', 'transactional', $2, 's', 't', 0, 200)",
-        )
-        .bind(&id)
-        .bind(sender)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-        id
+        use crate::messages::template::TemplateSource;
+        use crate::messages::{Category, DEFAULT_BATCH_SIZE, NewSend, Sender, create_send};
+        let send = NewSend {
+            id: uuid::Uuid::new_v4().to_string(),
+            org_id: "org".into(),
+            channel: crate::suppression::Channel::Email,
+            category: Category::Transactional,
+            sender: Sender {
+                name: "Ann".into(),
+                email: "ann@example.com".into(),
+                postal_address: "1 Lane".into(),
+            },
+            template: TemplateSource {
+                subject: "s".into(),
+                text: "t".into(),
+                html: None,
+            },
+            send_at: None,
+            recipients: Vec::new(),
+            batch_size: DEFAULT_BATCH_SIZE,
+        };
+        let mut conn = db.pool.acquire().await.unwrap();
+        create_send(&mut conn, &send).await.unwrap();
+        send.id
     }
 
     async fn set_state(db: &TestDb, id: &str, state: &str) {
