@@ -72,6 +72,14 @@ impl EmailTransport {
             let password = percent_decode(parsed.password().unwrap_or_default());
             Credentials::new(user, password)
         });
+        if credentials.is_some() && exposes_credentials(&security, host) {
+            // Named so an operator finds it; the URL (with its password) is never logged.
+            tracing::warn!(
+                setting,
+                host,
+                "SMTP credentials will cross the network unencrypted: use smtps:// or ?tls=required"
+            );
+        }
         Ok(EmailTransport(Kind::Smtp(Arc::new(SmtpPool::new(
             host.to_owned(),
             parsed.port().unwrap_or(security.default_port()),
@@ -137,6 +145,18 @@ fn classify(err: lettre::transport::smtp::Error) -> SendError {
     }
 }
 
+/// Whether a login over this connection would go out in clear text to another machine. A relay
+/// on loopback is exempt: nothing leaves the host.
+fn exposes_credentials(security: &smtp_tls::Security, host: &str) -> bool {
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    matches!(security, smtp_tls::Security::Plain) && !loopback
+}
+
 /// `%40` → `@` and the like in a URL's user or password.
 fn percent_decode(text: &str) -> String {
     url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
@@ -198,6 +218,24 @@ mod tests {
         assert!(!err.contains("secret"), "{err}");
         let debug = format!("{:?}", smtp("smtps://user:secret@x").unwrap());
         assert!(!debug.contains("secret"), "{debug}");
+    }
+
+    #[test]
+    fn only_a_plain_connection_to_another_host_exposes_a_login() {
+        let security = |scheme: &str, query: &[(&str, &str)], host: &str| {
+            let pairs = query.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            smtp_tls::security(scheme, pairs, host, None).unwrap()
+        };
+        let plain = security("smtp", &[], "mail.example.com");
+        assert!(exposes_credentials(&plain, "mail.example.com"));
+        assert!(exposes_credentials(&plain, "10.0.0.7"));
+        for local in ["localhost", "127.0.0.1", "[::1]"] {
+            assert!(!exposes_credentials(&plain, local), "{local}");
+        }
+        let starttls = security("smtp", &[("tls", "required")], "mail.example.com");
+        assert!(!exposes_credentials(&starttls, "mail.example.com"));
+        let implicit = security("smtps", &[], "mail.example.com");
+        assert!(!exposes_credentials(&implicit, "mail.example.com"));
     }
 
     #[tokio::test]
