@@ -17,6 +17,9 @@ use support::test_config;
 use wedsync_api::ApiState;
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::erasure::{ErasureRequest, erase};
+use wedsync_kinds::messages::providers::{
+    BreakerConfig, EmailTransport, Provider, ProviderRole, Providers,
+};
 use wedsync_kinds::messages::unsubscribe::UnsubscribeClaim;
 use wedsync_kinds::messages::validate::ValidRecipient;
 use wedsync_kinds::messages::{BulkSendFanout, Category, get_send};
@@ -276,6 +279,99 @@ async fn a_permanent_rejection_bounces_the_delivery_and_suppresses_the_address()
     .unwrap();
     assert!(error.contains("550"), "{error}");
     assert_eq!(smtp.messages().len(), 2);
+}
+
+/// Suppression entries of the test organisation and the global list.
+async fn suppression_count(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM suppressions")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn after_a_refused_recipient_the_same_connection_carries_the_next_guests_message() {
+    // One connection, kept after the refusal (its transaction reset) rather than dropped, so the
+    // next messages follow the refusal on it; the server, as real ones do, refuses a MAIL
+    // inside an unfinished transaction (503), which would bounce the next guest.
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    smtp.on_rcpt(&guest(1), Action::Reply(550), None);
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
+    let provider = Provider::email(ProviderRole::Primary, transport, BreakerConfig::default());
+    let send = new_send(Category::Transactional, recipients(4));
+    store(&db, &send).await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        support::messages::context_with(&db, Providers::new().with(provider)),
+        test_config(&["messages"]),
+    );
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
+    worker.stop().await;
+
+    assert_eq!((summary.sent, summary.bounced, summary.failed), (3, 1, 0));
+    assert_eq!(statuses(&db, &send.id).await[&guest(1)], "bounced");
+    assert_eq!(smtp.messages().len(), 3);
+    assert_eq!(suppression_count(&db).await, 1);
+}
+
+#[tokio::test]
+async fn a_refused_sender_delays_the_send_and_bounces_nobody() {
+    // 550 to MAIL FROM is about our sender (a set-up error), not the guests.
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let send = new_send(Category::Transactional, recipients(3));
+    smtp.on_mail(&send.sender.email, 550, Some(3));
+    store(&db, &send).await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        support::messages::context(&db, &smtp.url()),
+        test_config(&["messages"]),
+    );
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(30)).await;
+    worker.stop().await;
+
+    assert_eq!((summary.sent, summary.bounced, summary.failed), (3, 0, 0));
+    assert!(
+        smtp.mail_count() >= 6,
+        "{} MAIL commands",
+        smtp.mail_count()
+    );
+    assert_eq!(smtp.messages().len(), 3);
+    assert_eq!(suppression_count(&db).await, 0);
+}
+
+#[tokio::test]
+async fn a_message_refused_after_its_content_fails_without_suppressing_the_guest() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    smtp.on_rcpt(&guest(1), Action::RefuseContent(554), None);
+    let send = new_send(Category::Transactional, recipients(3));
+    store(&db, &send).await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        support::messages::context(&db, &smtp.url()),
+        test_config(&["messages"]),
+    );
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
+    worker.stop().await;
+
+    assert_eq!((summary.sent, summary.bounced, summary.failed), (2, 0, 1));
+    assert_eq!(statuses(&db, &send.id).await[&guest(1)], "failed");
+    assert_eq!(suppression_count(&db).await, 0);
+    let error: String = sqlx::query_scalar(
+        "SELECT last_error FROM deliveries WHERE send_id = $1::uuid AND status = 'failed'",
+    )
+    .bind(&send.id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(error.contains("554"), "{error}");
+    // Refused for good: tried once, not retried.
+    assert_eq!(smtp.rcpt_count(&guest(1)), 1);
 }
 
 #[tokio::test]

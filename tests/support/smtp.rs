@@ -67,12 +67,19 @@ pub enum Action {
     /// Accept the recipient and the message, then close the connection (an idle session the
     /// server ends): the client finds out at its next command.
     CloseAfterMessage,
+    /// Accept the recipient, take the content, then refuse the message with this code (a size
+    /// or policy refusal); nothing is recorded as received.
+    RefuseContent(u16),
 }
 
 #[derive(Default)]
 struct State {
     messages: Vec<Received>,
     rules: Vec<Rule<Action>>,
+    /// Codes to answer MAIL with, by sender.
+    sender_rules: Vec<Rule<u16>>,
+    /// Every MAIL seen, by sender, accepted or not.
+    mail_attempts: Vec<String>,
     /// Every RCPT seen, accepted or not.
     rcpt_attempts: VecDeque<String>,
 }
@@ -158,6 +165,20 @@ impl SmtpServer {
             action,
             remaining: times,
         });
+    }
+
+    /// Answer MAIL from `sender` with `code`, `times` times (`None`: always).
+    pub fn on_mail(&self, sender: &str, code: u16, times: Option<usize>) {
+        self.state.lock().unwrap().sender_rules.push(Rule {
+            recipient: sender.to_lowercase(),
+            action: code,
+            remaining: times,
+        });
+    }
+
+    /// How many times MAIL was given (accepted or not).
+    pub fn mail_count(&self) -> usize {
+        self.state.lock().unwrap().mail_attempts.len()
     }
 
     pub fn messages(&self) -> Vec<Received> {
@@ -275,6 +296,7 @@ where
     let mut from = String::new();
     let mut to: Vec<String> = Vec::new();
     let mut after_message: Option<Action> = None;
+    let mut in_transaction = false;
     let mut line = String::new();
     loop {
         line.clear();
@@ -292,14 +314,34 @@ where
             write.write_all(b"220 go ahead\r\n").await.ok()?;
             return starttls;
         } else if upper.starts_with("MAIL FROM:") {
-            from = path_address(&command[10..]);
-            to.clear();
-            "250 OK\r\n".into()
+            // As real servers do: a second MAIL inside a transaction is refused until RSET.
+            let sender = path_address(&command[10..]);
+            let refusal = {
+                let mut state = state.lock().unwrap();
+                state.mail_attempts.push(sender.clone());
+                take_action(&mut state.sender_rules, &sender)
+            };
+            if in_transaction {
+                "503 5.5.1 nested MAIL command\r\n".into()
+            } else if let Some(code) = refusal {
+                format!("{code} {} test rule for this sender\r\n", class(code))
+            } else {
+                in_transaction = true;
+                from = sender;
+                to.clear();
+                "250 OK\r\n".into()
+            }
+        } else if upper.starts_with("RCPT TO:") && !in_transaction {
+            "503 5.5.1 need MAIL first\r\n".into()
         } else if upper.starts_with("RCPT TO:") {
             let address = path_address(&command[8..]);
             match action_for(state, &address) {
                 Some(Action::Drop) => return None,
-                Some(then @ (Action::DropAfterContent | Action::CloseAfterMessage)) => {
+                Some(
+                    then @ (Action::DropAfterContent
+                    | Action::CloseAfterMessage
+                    | Action::RefuseContent(_)),
+                ) => {
                     after_message = Some(then);
                     to.push(address);
                     "250 OK\r\n".into()
@@ -336,24 +378,32 @@ where
                     let unstuffed = line.strip_prefix('.').unwrap_or(&line);
                     data.push_str(unstuffed);
                 }
-                state.lock().unwrap().messages.push(Received {
-                    from: from.clone(),
-                    to: std::mem::take(&mut to),
-                    data,
-                    accepted_at: std::time::Instant::now(),
-                    encrypted,
-                });
-                match after_message.take() {
-                    Some(Action::DropAfterContent) => return None,
-                    Some(Action::CloseAfterMessage) => {
-                        let _ = write.write_all(b"250 queued\r\n").await;
-                        return None;
+                in_transaction = false;
+                if let Some(Action::RefuseContent(code)) = after_message {
+                    after_message = None;
+                    to.clear();
+                    format!("{code} 5.7.1 test rule: message refused\r\n")
+                } else {
+                    state.lock().unwrap().messages.push(Received {
+                        from: from.clone(),
+                        to: std::mem::take(&mut to),
+                        data,
+                        accepted_at: std::time::Instant::now(),
+                        encrypted,
+                    });
+                    match after_message.take() {
+                        Some(Action::DropAfterContent) => return None,
+                        Some(Action::CloseAfterMessage) => {
+                            let _ = write.write_all(b"250 queued\r\n").await;
+                            return None;
+                        }
+                        _ => {}
                     }
-                    _ => {}
+                    "250 queued\r\n".into()
                 }
-                "250 queued\r\n".into()
             }
         } else if upper == "RSET" {
+            in_transaction = false;
             to.clear();
             "250 OK\r\n".into()
         } else if upper == "NOOP" {

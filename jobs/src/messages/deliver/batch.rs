@@ -232,6 +232,18 @@ impl<'a> Batch<'a> {
                         ..StatusChange::new(id, "bounced").tried().error(reason)
                     }
                 }
+                Dispatched::Failed {
+                    provider,
+                    error: SendError::Refused(reason),
+                } => {
+                    // For good, but not the address's fault: nothing is suppressed, and an
+                    // operator can retry it once the cause (size, content, policy) is fixed.
+                    finished.tally.failed += 1;
+                    StatusChange {
+                        provider: Some(provider),
+                        ..StatusChange::new(id, "failed").tried().error(reason)
+                    }
+                }
                 Dispatched::Failed { error, .. } => {
                     if let SendError::Deferred {
                         retry_after: Some(after),

@@ -5,9 +5,10 @@
 //!
 //! | class | examples | delivery | breaker |
 //! | --- | --- | --- | --- |
-//! | `Rejected` | SMTP 5xx on the recipient; SMS HTTP 400/404/410/422 about the number | `bounced` + a `hard_bounce` suppression | a success: the provider answered |
+//! | `Rejected` | SMTP 5xx to RCPT (the recipient); SMS HTTP 400/404/410/422 about the number | `bounced` + a `hard_bounce` suppression | a success: the provider answered |
+//! | `Refused` | SMTP 5xx to DATA or after the content (552 too big, 554 policy) | `failed`, nothing suppressed: not known to be the address's fault | a success |
 //! | `Deferred` | SMTP 4xx on the recipient (450 mailbox busy); SMS HTTP 429 | back to `queued`, retried with backoff | a success |
-//! | `Unavailable` | connection refused or dropped, timeouts, SMTP 421, HTTP 5xx, HTTP 401/403 (our credentials) | back to `queued`, retried (or sent through the secondary) | a failure |
+//! | `Unavailable` | connection refused or dropped, timeouts, SMTP 421, SMTP 5xx to MAIL (our sender refused: a set-up error), HTTP 5xx, HTTP 401/403 (our credentials) | back to `queued`, retried (or sent through the secondary) | a failure |
 
 use std::time::Duration;
 
@@ -18,6 +19,11 @@ pub enum SendError {
     /// The provider refused this recipient for good.
     #[error("rejected: {0}")]
     Rejected(String),
+    /// The provider refused this message for good, but not for its address (an SMTP 5xx after
+    /// the recipients were accepted): retrying would get the same answer, and suppressing the
+    /// address could be wrong.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The provider works but asks to try this recipient later (`retry_after` when it said when).
     #[error("deferred: {reason}")]
     Deferred {

@@ -167,6 +167,7 @@ impl SmsClient {
         };
         match err {
             SendError::Rejected(reason) => SendError::Rejected(clean(reason)),
+            SendError::Refused(reason) => SendError::Refused(clean(reason)),
             SendError::Deferred {
                 reason,
                 retry_after,

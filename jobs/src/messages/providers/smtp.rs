@@ -2,7 +2,7 @@
 //! `smtp_pool`) or, when none is configured, an outbox folder of `.eml` files.
 
 use super::SendError;
-use super::smtp_pool::{PoolError, SmtpPool};
+use super::smtp_pool::{PoolError, SmtpPool, Step};
 use super::smtp_tls;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
@@ -106,7 +106,7 @@ impl EmailTransport {
                 pool.send(message.envelope(), &formatted)
                     .await
                     .map_err(|err| match err {
-                        PoolError::Smtp(err) => classify(err),
+                        PoolError::Smtp { step, error } => classify(step, error),
                         PoolError::Io(reason) => SendError::Unavailable(reason),
                     })
             }
@@ -124,17 +124,24 @@ impl EmailTransport {
     }
 }
 
-/// SMTP replies and transport errors in the classes of [`SendError`]: 5xx → rejected (the
-/// recipient bounces); 421 (service not available, the server is closing) → the provider is
-/// unavailable; other 4xx → deferred; refused or dropped connections, timeouts → unavailable.
-fn classify(err: lettre::transport::smtp::Error) -> SendError {
+/// SMTP replies and transport errors in the classes of [`SendError`], by the step that failed.
+/// A 5xx bounces the recipient only when it answers RCPT: to MAIL it refuses our sender (a
+/// set-up error: the provider is unusable, so the send waits or fails over instead of
+/// suppressing the whole guest list), to DATA or the content it refuses the message (`Refused`:
+/// the delivery fails, nobody is suppressed). 421 (the server is closing) → unavailable; other
+/// 4xx → deferred; refused or dropped connections, timeouts → unavailable.
+fn classify(step: Step, err: lettre::transport::smtp::Error) -> SendError {
     let code = err.status().map(|c| c.to_string());
     let message = match &code {
-        Some(code) => format!("SMTP {code}: {err}"),
+        Some(code) => format!("SMTP {code} to {}: {err}", step.command()),
         None => err.to_string(),
     };
     if err.is_permanent() {
-        SendError::Rejected(message)
+        match step {
+            Step::Rcpt => SendError::Rejected(message),
+            Step::Mail => SendError::Unavailable(message),
+            Step::Data | Step::Content => SendError::Refused(message),
+        }
     } else if err.is_transient() && code.as_deref() != Some("421") {
         SendError::Deferred {
             reason: message,

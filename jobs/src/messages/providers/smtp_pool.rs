@@ -19,7 +19,7 @@ use crate::sync::lock;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -48,13 +48,40 @@ pub(super) struct SmtpPool {
 
 /// Why a send failed, before classification.
 pub(super) enum PoolError {
-    Smtp(lettre::transport::smtp::Error),
+    /// A command of the transaction failed, or its answer did not come.
+    Smtp {
+        step: Step,
+        error: lettre::transport::smtp::Error,
+    },
     Io(String),
 }
 
-/// A failed transaction, and whether it failed before the message's content went out.
+/// The step of a mail transaction: whom a refusal is about depends on it (a 5xx to RCPT is
+/// about the recipient, one to MAIL about our sender, one after the content about the message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    Mail,
+    Rcpt,
+    Data,
+    Content,
+}
+
+impl Step {
+    /// The command as an error names it.
+    pub fn command(self) -> &'static str {
+        match self {
+            Step::Mail => "MAIL",
+            Step::Rcpt => "RCPT",
+            Step::Data => "DATA",
+            Step::Content => "the message",
+        }
+    }
+}
+
+/// A failed transaction.
 struct Failure {
     error: PoolError,
+    /// Failed before the message's content went out: the server cannot have taken it.
     before_content: bool,
 }
 
@@ -90,14 +117,26 @@ impl SmtpPool {
                 self.checkin(conn);
                 Ok(())
             }
+            // The server answered with a refusal: the session is still good, but its transaction
+            // is open (a sender given, perhaps recipients) and a server answers the next MAIL
+            // with 503. RSET ends it; a connection that cannot be reset is dropped.
+            Err(Failure {
+                error: PoolError::Smtp { step, error },
+                ..
+            }) if error.status().is_some() => {
+                if conn.command(Rset).await.is_ok() {
+                    self.checkin(conn);
+                }
+                Err(PoolError::Smtp { step, error })
+            }
             // A kept connection the server had closed meanwhile fails at its first command. Only
             // a network failure before the message's content is sent is retried, on a new
             // connection: up to then the server cannot have taken the message, and after it
             // (no answer to the final `.`) it may have, so a retry could deliver it twice.
             Err(Failure {
-                error: PoolError::Smtp(err),
+                error: PoolError::Smtp { error, .. },
                 before_content: true,
-            }) if reused && is_unanswered(&err) => {
+            }) if reused && is_unanswered(&error) => {
                 let mut conn = self.connect().await?;
                 self.transact(&mut conn, envelope, message)
                     .await
@@ -133,23 +172,22 @@ impl SmtpPool {
             if !message.is_ascii() && info.supports_feature(Extension::EightBitMime) {
                 parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
             }
-            let before = |error| Failure {
-                error: PoolError::Smtp(error),
-                before_content: true,
+            let failed = |step| {
+                move |error| Failure {
+                    error: PoolError::Smtp { step, error },
+                    before_content: step != Step::Content,
+                }
             };
             conn.command(Mail::new(envelope.from().cloned(), parameters))
                 .await
-                .map_err(before)?;
+                .map_err(failed(Step::Mail))?;
             for to in envelope.to() {
                 conn.command(Rcpt::new(to.clone(), Vec::new()))
                     .await
-                    .map_err(before)?;
+                    .map_err(failed(Step::Rcpt))?;
             }
-            conn.command(Data).await.map_err(before)?;
-            conn.message(message).await.map_err(|error| Failure {
-                error: PoolError::Smtp(error),
-                before_content: false,
-            })?;
+            conn.command(Data).await.map_err(failed(Step::Data))?;
+            conn.message(message).await.map_err(failed(Step::Content))?;
             Ok(())
         };
         match tokio::time::timeout(SEND_TIMEOUT, steps).await {
