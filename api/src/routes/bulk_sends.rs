@@ -215,7 +215,7 @@ async fn create(
 /// A checked sender, or `None` with its problems added to `errors`.
 fn check_sender(sender: Sender, errors: &mut Vec<FieldError>) -> Option<Sender> {
     let before = errors.len();
-    if sender.name.trim().is_empty() || sender.name.len() > MAX_NAME_LEN {
+    if sender.name.trim().is_empty() || sender.name.chars().count() > MAX_NAME_LEN {
         errors.push(FieldError::new(
             "sender.name",
             format!("must be 1 to {MAX_NAME_LEN} characters"),
@@ -230,10 +230,19 @@ fn check_sender(sender: Sender, errors: &mut Vec<FieldError>) -> Option<Sender> 
     let email = normalise_email(&sender.email)
         .map_err(|e| errors.push(FieldError::new("sender.email", e.to_string())))
         .ok();
-    if sender.postal_address.trim().is_empty() || sender.postal_address.len() > MAX_POSTAL_LEN {
+    if sender.postal_address.trim().is_empty()
+        || sender.postal_address.chars().count() > MAX_POSTAL_LEN
+    {
         errors.push(FieldError::new(
             "sender.postal_address",
             format!("must be 1 to {MAX_POSTAL_LEN} characters (it is shown in every footer)"),
+        ));
+    }
+    // Line breaks are fine in an address; NUL cannot be stored.
+    if sender.postal_address.contains('\0') {
+        errors.push(FieldError::new(
+            "sender.postal_address",
+            "must not contain a NUL character",
         ));
     }
     (errors.len() == before).then(|| Sender {

@@ -355,6 +355,36 @@ async fn problem_fields(response: reqwest::Response) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_nul_character_is_a_422_where_it_stands_and_nothing_is_stored() {
+    // PostgreSQL text cannot hold NUL: stored, it would fail the insert (a 500) or, written by
+    // the template, every outcome write of the worker that sent it.
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let mut send = body(json!([
+        {"address": "ann@example.com", "variables": {"name": "Ann\u{0}", "table": 1}},
+        {"address": "bob@example.com", "variables": {"name": "Bob", "table": 2}},
+    ]));
+    send["sender"]["postal_address"] = json!("1 Chapel Lane\u{0}");
+    let response = create(&app, &planner, &send).await;
+    assert_eq!(problem_fields(response).await, ["sender.postal_address"]);
+    send["sender"]["postal_address"] = json!("1 Chapel Lane\nYork");
+    let response = create(&app, &planner, &send).await;
+    assert_eq!(problem_fields(response).await, ["recipients[0].variables"]);
+    send["recipients"][0]["variables"]["name"] = json!("Ann");
+    send["template"]["text"] = json!("Dear {{ name }}, table {{ table }}.{{ \"\\u0000\" }}");
+    let response = create(&app, &planner, &send).await;
+    assert_eq!(
+        problem_fields(response).await,
+        ["recipients[0].message", "recipients[1].message"]
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM bulk_sends")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "nothing is stored");
+}
+
+#[tokio::test]
 async fn a_national_format_number_is_a_422_naming_the_recipient() {
     let app = TestApp::spawn().await;
     let planner = app.key("acme", Role::Planner).await;

@@ -53,6 +53,16 @@ pub struct Rendered {
     pub html: Option<String>,
 }
 
+impl Rendered {
+    /// Whether a part holds a NUL character, which PostgreSQL text (the recorded body) cannot.
+    pub fn contains_nul(&self) -> bool {
+        [Some(&self.subject), Some(&self.text), self.html.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|part| part.contains('\0'))
+    }
+}
+
 /// Why a template did not compile or render; `part` is `subject`, `text` or `html`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

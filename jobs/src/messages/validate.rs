@@ -102,6 +102,17 @@ pub fn validate_send(
         );
         return Err(found.into_invalid());
     }
+    // PostgreSQL text cannot hold NUL: a send or a recorded body with one could not be stored.
+    for (part, text) in [
+        ("subject", Some(source.subject.as_str())),
+        ("text", Some(source.text.as_str())),
+        ("html", source.html.as_deref()),
+    ] {
+        if text.is_some_and(|t| t.contains('\0')) {
+            found.push(&format!("template.{part}"), NUL_PROBLEM.into());
+            return Err(found.into_invalid());
+        }
+    }
     let templates = match Templates::compile_for(channel, source) {
         Ok(t) => t,
         Err(TemplateError::Syntax { part, message }) => {
@@ -146,12 +157,29 @@ pub fn validate_send(
             );
             continue;
         }
+        if holds_nul(&recipient.variables) {
+            found.push(
+                &format!("recipients[{index}].variables"),
+                NUL_PROBLEM.into(),
+            );
+            continue;
+        }
         let rendered = match channel {
-            Channel::Email => templates.render(&recipient.variables, &footer).map(drop),
+            Channel::Email => templates
+                .render(&recipient.variables, &footer)
+                .map(|r| r.contains_nul()),
             Channel::Sms => templates
                 .render_sms(&recipient.variables, &sms_footer)
-                .map(drop),
+                .map(|body| body.contains('\0')),
         };
+        if let Ok(true) = rendered {
+            // A template can write one itself (`{{ "\x00" }}`).
+            found.push(
+                &format!("recipients[{index}].message"),
+                format!("the rendered message {NUL_PROBLEM}"),
+            );
+            continue;
+        }
         if let Err(e) = rendered {
             let field = match &e {
                 TemplateError::Undefined { variable, .. } => {
@@ -173,6 +201,18 @@ pub fn validate_send(
         return Err(found.into_invalid());
     }
     Ok(valid)
+}
+
+const NUL_PROBLEM: &str = "must not contain a NUL character (\\u0000)";
+
+/// Whether a NUL character is in any key or string of `value`.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 /// An unsubscribe link of [`UNSUBSCRIBE_URL_ALLOWANCE`] characters.
@@ -242,6 +282,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok[0].address, "ann@example.com");
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_is_refused_where_it_stands() {
+        let ok = json!({"name": "Ann", "table": 1});
+        let one = |source: &TemplateSource, variables: serde_json::Value| {
+            validate(
+                Channel::Email,
+                source,
+                vec![recipient("ann@example.com", variables)],
+            )
+            .unwrap_err()
+            .problems[0]
+                .clone()
+        };
+        let in_source = TemplateSource {
+            text: "Table\0 {{ table }}".into(),
+            ..source()
+        };
+        assert_eq!(one(&in_source, ok.clone()).field, "template.text");
+        let in_variable = json!({"name": "Ann\u{0}", "table": 1});
+        assert_eq!(one(&source(), in_variable).field, "recipients[0].variables");
+        let nested = json!({"name": "Ann", "table": 1, "extra": [{"k\u{0}": 1}]});
+        assert_eq!(one(&source(), nested).field, "recipients[0].variables");
+        // Written by the template itself, through an escape in a string literal.
+        let by_escape = TemplateSource {
+            text: "Table {{ table }}{{ \"\\u0000\" }}".into(),
+            ..source()
+        };
+        let problem = one(&by_escape, ok.clone());
+        assert_eq!(problem.field, "recipients[0].message");
+        assert!(problem.message.contains("NUL"), "{}", problem.message);
+        assert!(
+            validate(
+                Channel::Email,
+                &source(),
+                vec![recipient("ann@example.com", ok)]
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -145,6 +145,14 @@ pub fn normalise_email(raw: &str) -> Result<String, AddressError> {
     if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
         return Err(invalid("the domain must be dotted, like example.com"));
     }
+    // What the message builder will take at send time (a dot-atom local part of at most 64
+    // characters, a valid domain): an address it refuses would be accepted here and fail later.
+    if email.parse::<lettre::Address>().is_err() {
+        return Err(invalid(
+            "it is not an address mail can be sent to (e.g. a dot at the start or end of the \
+             local part, two dots in a row, a local part over 64 characters)",
+        ));
+    }
     Ok(email)
 }
 
@@ -203,6 +211,21 @@ mod tests {
         }
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(normalise_email(&long).is_err());
+        // Refused by the message builder at send time, so refused here too.
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        for unsendable in [
+            "ann.@example.com",
+            ".ann@example.com",
+            "a..b@example.com",
+            "a:b@example.com",
+            long_local.as_str(),
+        ] {
+            assert!(
+                normalise_email(unsendable).is_err(),
+                "accepted {unsendable:?}"
+            );
+        }
+        assert!(normalise_email("o'brien+rsvp@example.com").is_ok());
     }
 
     #[test]

@@ -9,6 +9,8 @@ use crate::messages::template::{Footer, Rendered, SmsFooter, TemplateSource, Tem
 use crate::messages::unsubscribe::UnsubscribeClaim;
 use crate::suppression::Channel;
 
+const NUL_IN_MESSAGE: &str = "the rendered message contains a NUL character";
+
 /// What a batch job knows of its send.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct SendRow {
@@ -111,6 +113,11 @@ impl<'a> Composer<'a> {
                     .templates
                     .render(&delivery.variables, &footer)
                     .map_err(|e| e.to_string())?;
+                // Refused at creation since; a send stored before could still hold one, and its
+                // body could not be recorded (the outcome write would fail for every row).
+                if rendered.contains_nul() {
+                    return Err(NUL_IN_MESSAGE.into());
+                }
                 let message_id =
                     email::message_id(delivery.id, self.send_id, &self.send.sender_email);
                 let envelope = Envelope {
@@ -138,6 +145,9 @@ impl<'a> Composer<'a> {
                     .templates
                     .render_sms(&delivery.variables, &footer)
                     .map_err(|e| e.to_string())?;
+                if body.contains('\0') {
+                    return Err(NUL_IN_MESSAGE.into());
+                }
                 Ok(Composed {
                     outgoing: Outgoing::Sms(SmsMessage {
                         to: delivery.address.clone(),

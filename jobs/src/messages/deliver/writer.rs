@@ -60,8 +60,9 @@ impl StatusChange {
         self
     }
 
+    /// Without NUL characters, which a provider's reply could carry and PostgreSQL text cannot.
     pub fn error(mut self, error: impl Into<String>) -> Self {
-        self.error = Some(error.into());
+        self.error = Some(error.into().replace('\0', ""));
         self
     }
 }
