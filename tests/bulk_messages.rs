@@ -482,6 +482,27 @@ async fn an_erased_guest_gets_no_delivery_and_their_delivery_rows_go() {
             .await
             .unwrap();
     assert_eq!(left, [guest(0)]);
+    // The counters lose the erased delivery too, so the send can finish: a `queued` left in
+    // them would keep it `active` for ever.
+    let counts = get_send(&db.pool, &send.id, None).await.unwrap().unwrap();
+    assert_eq!((counts.total, counts.queued), (1, 1));
+    let smtp = SmtpServer::start().await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        support::messages::context(&db, &smtp.url()),
+        test_config(&["messages"]),
+    );
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
+    worker.stop().await;
+    assert_eq!((summary.total, summary.sent, summary.queued), (1, 1, 0));
+    assert_eq!(smtp.messages().len(), 1);
+    // Deleting a send with its deliveries takes its counters with it (no counting out).
+    sqlx::query("DELETE FROM bulk_sends WHERE id = $1::uuid")
+        .bind(&send.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
