@@ -76,7 +76,19 @@ pub enum ApiError {
     /// Anything we did not expect; logged in full, answered generically.
     #[error(transparent)]
     Internal(Box<dyn std::error::Error + Send + Sync>),
+    /// The work may have been done: its commit was sent but not confirmed. Unlike `Internal`,
+    /// the request's `Idempotency-Key` stays claimed, so a retry cannot do it a second time.
+    #[error(
+        "the request may have taken effect: its commit was not confirmed; a retry with the same \
+         Idempotency-Key answers 409 rather than risk doing it twice"
+    )]
+    OutcomeUnknown(Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// Marks a response whose request may have taken effect (`ApiError::OutcomeUnknown`): the
+/// idempotency middleware keeps its key claimed instead of releasing it for a retry.
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeUnknown;
 
 impl ApiError {
     /// A 422 with a single field error.
@@ -110,7 +122,9 @@ impl ApiError {
             | ApiError::Unprocessable { .. }
             | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::OutcomeUnknown(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -131,6 +145,7 @@ impl ApiError {
             ApiError::InvalidToken => "INVALID_TOKEN",
             ApiError::NotReady { .. } => "NOT_READY",
             ApiError::Internal(_) => "INTERNAL_ERROR",
+            ApiError::OutcomeUnknown(_) => "OUTCOME_UNKNOWN",
         }
     }
 
@@ -165,10 +180,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(err) = &self {
+        if let ApiError::Internal(err) | ApiError::OutcomeUnknown(err) = &self {
             tracing::error!(error = %error_chain(err.as_ref()), "request failed");
         }
         let mut response = (self.status(), self.to_problem().to_string()).into_response();
+        if matches!(self, ApiError::OutcomeUnknown(_)) {
+            response.extensions_mut().insert(OutcomeUnknown);
+        }
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if matches!(self, ApiError::Unauthorized(_)) {

@@ -7,7 +7,8 @@
 //! 2. Run the handler in its own task: a client that disconnects mid-request does not cancel the
 //!    work half-way, and the outcome is always recorded for its retry.
 //! 3. Store the response status and JSON body. A 5xx is not stored: the claim is released so the
-//!    client may retry with the same key.
+//!    client may retry with the same key — unless the handler says the work may have been done
+//!    (`ApiError::OutcomeUnknown`, a commit sent but not confirmed): then it stays in flight.
 //!
 //! A repeat with the same key and the same request replays the stored response (with
 //! `idempotent-replayed: true`); with a different request it is 422 `IDEMPOTENCY_KEY_REUSED`;
@@ -20,7 +21,7 @@
 
 use crate::ApiState;
 use crate::auth::Principal;
-use crate::error::{ApiError, PROBLEM_JSON, error_chain};
+use crate::error::{ApiError, OutcomeUnknown, PROBLEM_JSON, error_chain};
 use crate::extract;
 use axum::RequestExt;
 use axum::body::{Body, Bytes};
@@ -189,7 +190,10 @@ async fn claim(pool: &PgPool, org: &str, key: &str, hash: &str) -> Result<Claim,
 async fn record(pool: &PgPool, org: &str, key: &str, response: Response) -> Response {
     let (parts, body) = response.into_parts();
     if parts.status.is_server_error() {
-        log_failure(release(pool, org, key).await);
+        // Released for a retry, unless the work may have been done: then it stays in flight.
+        if parts.extensions.get::<OutcomeUnknown>().is_none() {
+            log_failure(release(pool, org, key).await);
+        }
         return Response::from_parts(parts, body);
     }
     let Ok(bytes) = axum::body::to_bytes(body, MAX_STORED_RESPONSE).await else {
@@ -262,6 +266,28 @@ mod tests {
         assert!(key("").is_err());
         assert!(key("has space").is_err());
         assert!(idempotency_key(None).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_server_error_frees_the_key_unless_the_work_may_have_been_done() {
+        let db = wedsync_db::testing::TestDb::new().await.unwrap();
+        let hash = request_hash(&Method::POST, "/v1/bulk-sends", b"{}");
+        let first_try = |key: &'static str| {
+            let pool = db.pool.clone();
+            let hash = hash.clone();
+            async move { claim(&pool, "acme", key, &hash).await.unwrap() }
+        };
+        // An ordinary 500: nothing was done, a retry with the key runs the request again.
+        assert!(matches!(first_try("plain").await, Claim::Owned));
+        let failed = ApiError::internal("boom").into_response();
+        record(&db.pool, "acme", "plain", failed).await;
+        assert!(matches!(first_try("plain").await, Claim::Owned));
+        // A commit not confirmed: the key stays in flight, a retry is a 409, never a second run.
+        assert!(matches!(first_try("unknown").await, Claim::Owned));
+        let unknown = ApiError::OutcomeUnknown("connection reset".into()).into_response();
+        assert_eq!(unknown.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        record(&db.pool, "acme", "unknown", unknown).await;
+        assert!(matches!(first_try("unknown").await, Claim::InFlight));
     }
 
     #[test]

@@ -197,7 +197,15 @@ async fn create(
     };
     let mut tx = state.pool.begin().await.map_err(ApiError::internal)?;
     messages::create_send(&mut tx, &send).await?;
-    tx.commit().await.map_err(ApiError::internal)?;
+    // Read before the commit: once it is committed nothing may fail, or the client's retry with
+    // the same Idempotency-Key (released after a 5xx) would create the send a second time.
+    let summary = messages::get_send(&mut *tx, &send.id, None)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal("the new bulk send is not in its own transaction"))?;
+    if let Err(err) = tx.commit().await {
+        return Err(unconfirmed_commit(&send.id, err));
+    }
     tracing::info!(
         bulk_send.id = %send.id,
         recipients = send.recipients.len(),
@@ -205,11 +213,17 @@ async fn create(
         category = send.category.as_str(),
         "bulk send created"
     );
-    let summary = messages::get_send(&state.pool, &send.id, None)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::internal("the new bulk send vanished"))?;
     Ok((StatusCode::CREATED, Json(present(&summary))))
+}
+
+/// A failed commit: the server's refusal means nothing was stored (an ordinary 500, the key is
+/// released); a lost answer (the connection broke) may hide a commit, so the key stays claimed.
+fn unconfirmed_commit(send_id: &str, err: sqlx::Error) -> ApiError {
+    if matches!(err, sqlx::Error::Database(_)) {
+        return ApiError::internal(err);
+    }
+    tracing::error!(bulk_send.id = %send_id, "the commit of a new bulk send was not confirmed");
+    ApiError::OutcomeUnknown(err.into())
 }
 
 /// A checked sender, or `None` with its problems added to `errors`.

@@ -259,14 +259,14 @@ pub struct SendSummary {
 /// The send `id` if it exists and belongs to `org` (`None`: any organisation). One row read:
 /// the counters are kept on the send.
 pub async fn get_send(
-    pool: &sqlx::PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     id: &str,
     org: Option<&str>,
 ) -> Result<Option<SendSummary>, sqlx::Error> {
     sqlx::query_as(sql::GET_SEND)
         .bind(id)
         .bind(org)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await
 }
 
