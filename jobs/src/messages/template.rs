@@ -22,8 +22,12 @@ use std::collections::BTreeSet;
 const BASE_HTML: &str = include_str!("../../../templates/email/base.html");
 const BASE_TEXT: &str = include_str!("../../../templates/email/base.txt");
 const BASE_SMS: &str = include_str!("../../../templates/sms/base.txt");
-/// Instructions one recipient's render may execute (all three parts and the layouts).
+/// Instructions one render of a part or of a layout may execute.
 const FUEL: u64 = 200_000;
+/// Most bytes a rendered part (with its layout) may have: beyond any wedding message (Gmail
+/// clips HTML past ~102 KB), and what bounds a template that multiplies a string
+/// (`{{ "x" * 99999999 }}` in a loop) before it takes the process's memory.
+pub const MAX_PART_BYTES: usize = 128 * 1024;
 
 /// A send's templates as the planner wrote them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,6 +80,12 @@ pub enum TemplateError {
     },
     #[error("the {part} template failed to render: {message}")]
     Render { part: &'static str, message: String },
+    /// The part rendered past [`MAX_PART_BYTES`].
+    #[error("the rendered {part} is larger than {limit} bytes")]
+    TooLarge { part: &'static str, limit: usize },
+    /// The part's render ran past its instruction budget (an endless or huge loop).
+    #[error("the {part} template takes too long to render (a loop too long or endless)")]
+    OutOfFuel { part: &'static str },
     /// The channel has no such part (an SMS has no subject and no HTML).
     #[error("an {channel} message has no {part}")]
     NotForChannel {
@@ -232,12 +242,60 @@ impl Templates {
 
     fn part(&self, part: &'static str, name: &str, vars: &Value) -> Result<String, TemplateError> {
         let template = self.env.get_template(name).expect("compiled");
-        template.render(vars).map_err(|e| render_error(part, &e))
+        render_capped(&template, vars, part)
     }
 
     fn layout(&self, part: &'static str, name: &str, ctx: Value) -> Result<String, TemplateError> {
         let template = self.env.get_template(name).expect("embedded");
-        template.render(ctx).map_err(|e| render_error(part, &e))
+        render_capped(&template, &ctx, part)
+    }
+}
+
+impl TemplateError {
+    /// Caused by the template's own cost (size, loops) rather than one recipient's data: the
+    /// next recipients would cost as much, so validation stops at the first.
+    pub fn is_costly(&self) -> bool {
+        matches!(
+            self,
+            TemplateError::TooLarge { .. } | TemplateError::OutOfFuel { .. }
+        )
+    }
+}
+
+/// Render into a buffer that refuses to grow past [`MAX_PART_BYTES`].
+fn render_capped(
+    template: &minijinja::Template<'_, '_>,
+    ctx: &Value,
+    part: &'static str,
+) -> Result<String, TemplateError> {
+    let mut out = Capped(Vec::new());
+    match template.render_to_write(ctx, &mut out) {
+        Ok(_) => String::from_utf8(out.0).map_err(|e| TemplateError::Render {
+            part,
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == ErrorKind::WriteFailure => Err(TemplateError::TooLarge {
+            part,
+            limit: MAX_PART_BYTES,
+        }),
+        Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(TemplateError::OutOfFuel { part }),
+        Err(e) => Err(render_error(part, &e)),
+    }
+}
+
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_PART_BYTES {
+            return Err(std::io::Error::other("the rendered part is too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -382,8 +440,31 @@ mod tests {
         .unwrap();
         let result = t.render(&json!({}), &FOOTER);
         assert!(
-            matches!(result, Err(TemplateError::Render { part: "text", .. })),
+            matches!(result, Err(TemplateError::OutOfFuel { part: "text" })),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn a_part_rendered_past_the_size_limit_is_refused_before_it_grows_further() {
+        let t = Templates::compile(&TemplateSource {
+            subject: "s".into(),
+            text: "ok".into(),
+            html: Some("{% for i in range(1000) %}{{ \"x\" * 99999999 }}{% endfor %}".into()),
+        })
+        .unwrap();
+        let result = t.render(&json!({}), &FOOTER);
+        assert!(
+            matches!(result, Err(TemplateError::TooLarge { part: "html", .. })),
+            "{result:?}"
+        );
+        assert!(result.unwrap_err().is_costly());
+        let just_under = Templates::compile(&TemplateSource {
+            subject: "s".into(),
+            text: "{{ \"x\" * 100000 }}".into(),
+            html: None,
+        })
+        .unwrap();
+        assert!(just_under.render(&json!({}), &FOOTER).is_ok());
     }
 }

@@ -181,6 +181,11 @@ pub fn validate_send(
             continue;
         }
         if let Err(e) = rendered {
+            if e.is_costly() {
+                // The template's doing, not this recipient's: every next one would cost as much.
+                found.push(&format!("recipients[{index}].message"), e.to_string());
+                return Err(found.into_invalid());
+            }
             let field = match &e {
                 TemplateError::Undefined { variable, .. } => {
                     format!("recipients[{index}].variables.{variable}")
@@ -322,6 +327,27 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn a_template_too_large_to_render_stops_validation_at_the_first_recipient() {
+        let huge = TemplateSource {
+            text: "{% for i in range(1000) %}{{ \"x\" * 99999999 }}{% endfor %}".into(),
+            ..source()
+        };
+        let guests = (0..1000)
+            .map(|i| {
+                recipient(
+                    &format!("g{i}@example.com"),
+                    json!({"name": "G", "table": 1}),
+                )
+            })
+            .collect();
+        let invalid = validate(Channel::Email, &huge, guests).unwrap_err();
+        assert_eq!(invalid.problems.len(), 1);
+        assert_eq!(invalid.problems[0].field, "recipients[0].message");
+        assert!(invalid.problems[0].message.contains("larger than"));
+        assert_eq!(invalid.more, 0);
     }
 
     #[test]
