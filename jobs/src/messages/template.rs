@@ -269,7 +269,7 @@ fn render_capped(
     part: &'static str,
 ) -> Result<String, TemplateError> {
     let mut out = Capped(Vec::new());
-    match template.render_to_write(ctx, &mut out) {
+    match template.render_captured_to(ctx, &mut out) {
         Ok(_) => String::from_utf8(out.0).map_err(|e| TemplateError::Render {
             part,
             message: e.to_string(),
