@@ -428,6 +428,19 @@ async fn rerunning_the_fanout_creates_nothing_twice() {
         first,
         Outcome::Completed(Some(json!({"deliveries": 120, "batches": 3})))
     );
+    // The database computed each address's hash as the suppression list does.
+    let hashes: Vec<(String, String)> =
+        sqlx::query_as("SELECT address, address_hash FROM deliveries WHERE send_id = $1::uuid")
+            .bind(&send.id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    for (address, hash) in hashes {
+        assert_eq!(
+            hash,
+            Address::parse(Channel::Email, &address).unwrap().hash()
+        );
+    }
     // A second run after a finished fan-out finds nothing to do.
     run().await.unwrap();
     // Even with the recipients put back (as if the first run's clean-up had been lost), the

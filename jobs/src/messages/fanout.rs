@@ -7,17 +7,12 @@
 
 use super::deliver::{DeliverBatch, batch_ranges};
 use super::sql;
-use super::validate::ValidRecipient;
 use crate::context::AppContext;
-use crate::suppression::{Address, Channel};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::Duration;
 use wedsync_queue::{Job, JobContext, JobError, JobResult, NewJob, Outcome};
-
-/// Deliveries per INSERT statement.
-const INSERT_CHUNK: usize = 5_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,58 +51,29 @@ impl Job for BulkSendFanout {
 
     async fn run(self, ctx: JobContext<AppContext>) -> JobResult {
         let mut tx = ctx.app.pool.begin().await?;
-        // The recipients as text, decoded straight into their type: through a JSON value tree
-        // first, 50,000 recipients took several times the memory.
-        let row: Option<(String, String, i32, Option<String>)> =
-            sqlx::query_as(sql::LOCK_FOR_FANOUT)
-                .bind(&self.send_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((org_id, channel, batch_size, recipients)) = row else {
+        let row: Option<(String, i32, Option<i32>)> = sqlx::query_as(sql::LOCK_FOR_FANOUT)
+            .bind(&self.send_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((org_id, batch_size, count)) = row else {
             return Err(JobError::permanent(format!(
                 "bulk send {} does not exist",
                 self.send_id
             )));
         };
-        let Some(recipients) = recipients else {
+        let Some(count) = count else {
             return Ok(Outcome::Completed(Some(
                 json!({"already_fanned_out": true}),
             )));
         };
-        let channel: Channel = channel
-            .parse()
-            .map_err(|e| JobError::permanent(format!("the send's channel: {e}")))?;
-        let recipients: Vec<ValidRecipient> = serde_json::from_str(&recipients)
-            .map_err(|e| JobError::permanent(format!("stored recipients do not decode: {e}")))?;
-        // Ordinals are positions in the request. A recipient whose address no longer parses was
-        // erased (GDPR) after the send was created: it gets no delivery.
-        let rows: Vec<(i32, &ValidRecipient, String)> = recipients
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                let address = Address::parse(channel, &r.address).ok()?;
-                Some((i as i32, r, address.hash()))
-            })
-            .collect();
-        let erased = recipients.len() - rows.len();
-        let mut inserted = 0u64;
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let ordinals: Vec<i32> = chunk.iter().map(|(i, _, _)| *i).collect();
-            let addresses: Vec<&str> = chunk.iter().map(|(_, r, _)| r.address.as_str()).collect();
-            let hashes: Vec<&str> = chunk.iter().map(|(_, _, h)| h.as_str()).collect();
-            let variables: Vec<&serde_json::Value> =
-                chunk.iter().map(|(_, r, _)| &r.variables).collect();
-            inserted += sqlx::query(sql::INSERT_DELIVERIES)
-                .bind(&self.send_id)
-                .bind(ordinals)
-                .bind(addresses)
-                .bind(hashes)
-                .bind(variables)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        let count = recipients.len() as i32;
+        let inserted = sqlx::query(sql::INSERT_DELIVERIES)
+            .bind(&self.send_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        // Erased since the send was created, or there from an earlier run. Ordinals are
+        // positions in the request, so the batches cover every one.
+        let skipped = (count as u64).saturating_sub(inserted);
         let jobs: Vec<NewJob> = batch_ranges(count, batch_size)
             .map(|(first, last)| DeliverBatch::new_job(&self.send_id, &org_id, first, last))
             .collect();
@@ -123,7 +89,7 @@ impl Job for BulkSendFanout {
             send_id = %self.send_id,
             deliveries = inserted,
             batches,
-            erased,
+            skipped,
             "bulk send fanned out"
         );
         Ok(Outcome::Completed(Some(
