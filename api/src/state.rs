@@ -36,6 +36,9 @@ pub struct ApiState {
     /// Verifies the tokens of `/unsubscribe` links (the workers sign them with the same key);
     /// `None` answers those requests with a logged 500.
     pub signing_key: Option<SigningKey>,
+    /// `WEDSYNC_PUBLIC_URL` without its trailing `/`, as the workers build unsubscribe links
+    /// with it: validation measures a marketing SMS with a link of the real length.
+    pub public_url: String,
 }
 
 /// Photo upload settings of the API.
@@ -64,6 +67,7 @@ impl ApiState {
             timezone: chrono_tz::Tz::UTC,
             photos: None,
             signing_key: None,
+            public_url: wedsync_kinds::messages::DEFAULT_PUBLIC_URL.to_owned(),
         }
     }
 
@@ -95,6 +99,11 @@ impl ApiState {
 
     pub fn with_signing_key(mut self, key: SigningKey) -> Self {
         self.signing_key = Some(key);
+        self
+    }
+
+    pub fn with_public_url(mut self, url: &str) -> Self {
+        self.public_url = url.trim_end_matches('/').to_owned();
         self
     }
 

@@ -212,6 +212,9 @@ async fn serve_api(
         .with_timezone(settings.timezone)
         .with_photo_uploads(photos)
         .with_signing_key(crate::commands::signing::unsubscribe_key(settings, &pool).await?);
+    if let Some(url) = &settings.public_url {
+        state = state.with_public_url(url.as_str());
+    }
     let events = settings.metric_events.then(|| {
         let (sink, writer) = EventWriter::spawn(pool, EventWriterConfig::default());
         state = state.clone().with_events(sink);

@@ -30,6 +30,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
 use wedsync_kinds::messages::template::TemplateSource;
+use wedsync_kinds::messages::unsubscribe::SigningKey;
 use wedsync_kinds::messages::validate::{self, MAX_RECIPIENTS, Recipient, SendLayout};
 use wedsync_kinds::messages::{self, Category, NewSend, STATUSES, SendSummary, Sender};
 use wedsync_kinds::suppression::{Channel, normalise_email};
@@ -161,10 +162,12 @@ async fn create(
     let checked = {
         let template = template.clone();
         let sender = sender.clone();
+        let unsubscribe_url_len = SigningKey::link_len(&state.public_url, &principal.org_id);
         tokio::task::spawn_blocking(move || {
             let layout = SendLayout {
                 sender_name: &sender.name,
                 postal_address: &sender.postal_address,
+                unsubscribe_url_len,
                 category,
             };
             validate::validate_send(channel, &template, &layout, recipients)

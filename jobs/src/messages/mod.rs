@@ -28,6 +28,9 @@ use std::time::Duration;
 /// The queue every job of the family runs on.
 pub const QUEUE: &str = "messages";
 
+/// The public URL when `WEDSYNC_PUBLIC_URL` is unset (the embedded default's API).
+pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:8080";
+
 /// What the family needs at run time; part of `AppContext`. Built once per process: the
 /// providers (with their connection pools, breakers and rate limits) are shared by every job.
 #[derive(Clone, Debug)]
@@ -90,7 +93,7 @@ impl MessagesContext {
     pub fn new(providers: Providers) -> Self {
         MessagesContext {
             providers: Arc::new(providers),
-            public_url: "http://localhost:8080".to_owned(),
+            public_url: DEFAULT_PUBLIC_URL.to_owned(),
             sms_from: "WedSync".to_owned(),
             retry_base: Duration::from_secs(30),
             chunk_size: DEFAULT_CHUNK_SIZE,

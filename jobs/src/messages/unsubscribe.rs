@@ -29,6 +29,8 @@ const CONTEXT: &[u8] = b"wedsync.unsubscribe\0";
 const VERSION: u8 = 1;
 const HASH_BYTES: usize = 32;
 const TAG_BYTES: usize = 32;
+/// Between the public URL and the token in an unsubscribe link.
+pub const LINK_PATH: &str = "/unsubscribe?token=";
 /// Version, channel, delivery id and hash: the fixed part before the organisation.
 const HEADER_BYTES: usize = 1 + 1 + 8 + HASH_BYTES;
 /// Longer tokens are refused before decoding (organisation ids are far shorter).
@@ -102,6 +104,15 @@ impl SigningKey {
             }
         };
         SigningKey::new(&stored).map_err(|err| sqlx::Error::Decode(err.into()))
+    }
+
+    /// The length of the unsubscribe link of any delivery of `org_id`'s sends, as compose
+    /// builds it (`<public_url>/unsubscribe?token=<token>`): the token's length depends only on
+    /// the organisation id's.
+    pub fn link_len(public_url: &str, org_id: &str) -> usize {
+        let token = base64::encoded_len(HEADER_BYTES + org_id.len() + TAG_BYTES, false)
+            .unwrap_or(usize::MAX / 2);
+        public_url.len() + LINK_PATH.len() + token
     }
 
     /// The token of `claim`: URL-safe base64 without padding, 99 characters plus 4/3 of the
@@ -241,6 +252,23 @@ mod tests {
         for channel in [Channel::Email, Channel::Sms] {
             let claim = UnsubscribeClaim { channel, ..claim() };
             assert_eq!(key.verify(&key.sign(&claim)), Ok(claim));
+        }
+    }
+
+    #[test]
+    fn the_link_length_is_known_from_the_organisation_alone() {
+        let key = SigningKey::random();
+        let public = "https://jobs.wedsync.test";
+        for org_id in ["a", "acme-weddings", &"o".repeat(255)] {
+            for delivery_id in [1, i64::MAX] {
+                let claim = UnsubscribeClaim {
+                    delivery_id,
+                    org_id: org_id.to_owned(),
+                    ..claim()
+                };
+                let link = format!("{public}{LINK_PATH}{}", key.sign(&claim));
+                assert_eq!(SigningKey::link_len(public, org_id), link.len(), "{org_id}");
+            }
         }
     }
 

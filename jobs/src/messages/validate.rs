@@ -6,9 +6,11 @@
 //! SMS: addresses are E.164 numbers, the template is a text part only (a subject or HTML is a
 //! problem named `template.subject` / `template.html`), and a rendered message over
 //! [`MAX_SMS_CHARS`](super::template::MAX_SMS_CHARS) is a problem named
-//! `recipients[i].variables`. The unsubscribe link is not known yet (its token is made at the
-//! fan-out), so a marketing SMS is measured with a stand-in of [`UNSUBSCRIBE_URL_ALLOWANCE`]
-//! characters; the delivery job's render applies the limit again to the real one.
+//! `recipients[i].variables`. The unsubscribe link is not known yet (its token is made per
+//! delivery), but its length is (`SigningKey::link_len`: the public URL's and the organisation
+//! id's), so a marketing SMS is measured with a stand-in of exactly that length
+//! ([`SendLayout::unsubscribe_url_len`]); the delivery job's render applies the limit again to
+//! the real one.
 
 use super::Category;
 use super::template::{Footer, SmsFooter, TemplateError, TemplateSource, Templates};
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_RECIPIENTS: usize = 50_000;
 /// Problems reported at most; the rest are counted.
 pub const MAX_PROBLEMS: usize = 50;
-/// Characters a marketing message's unsubscribe link is assumed to take when validating.
+/// Characters [`validate`] assumes a marketing message's unsubscribe link takes.
 pub const UNSUBSCRIBE_URL_ALLOWANCE: usize = 160;
 
 /// What the layout of every message of a send shows besides its templates, so validation
@@ -28,6 +30,9 @@ pub const UNSUBSCRIBE_URL_ALLOWANCE: usize = 160;
 pub struct SendLayout<'a> {
     pub sender_name: &'a str,
     pub postal_address: &'a str,
+    /// The length of the send's unsubscribe links (`SigningKey::link_len`), used on marketing
+    /// messages.
+    pub unsubscribe_url_len: usize,
     pub category: Category,
 }
 
@@ -75,6 +80,7 @@ pub fn validate(
     let layout = SendLayout {
         sender_name: "sender",
         postal_address: "postal address",
+        unsubscribe_url_len: UNSUBSCRIBE_URL_ALLOWANCE,
         category: Category::Marketing,
     };
     validate_send(channel, source, &layout, recipients)
@@ -128,7 +134,7 @@ pub fn validate_send(
             return Err(found.into_invalid());
         }
     };
-    let unsubscribe_url = unsubscribe_stand_in();
+    let unsubscribe_url = unsubscribe_stand_in(layout.unsubscribe_url_len);
     let unsubscribe_url =
         (layout.category == Category::Marketing).then_some(unsubscribe_url.as_str());
     // A footer like the real one, so the layout is checked too.
@@ -220,13 +226,10 @@ fn holds_nul(value: &serde_json::Value) -> bool {
     }
 }
 
-/// An unsubscribe link of [`UNSUBSCRIBE_URL_ALLOWANCE`] characters.
-fn unsubscribe_stand_in() -> String {
+/// An unsubscribe link of `len` characters (at least the fixed part's).
+fn unsubscribe_stand_in(len: usize) -> String {
     let start = "https://example.invalid/unsubscribe?token=";
-    format!(
-        "{start}{}",
-        "x".repeat(UNSUBSCRIBE_URL_ALLOWANCE - start.len())
-    )
+    format!("{start}{}", "x".repeat(len.saturating_sub(start.len())))
 }
 
 #[derive(Default)]
@@ -384,6 +387,7 @@ mod tests {
         SendLayout {
             sender_name: "Ann and Bob",
             postal_address: "",
+            unsubscribe_url_len: UNSUBSCRIBE_URL_ALLOWANCE,
             category,
         }
     }
@@ -422,6 +426,32 @@ mod tests {
         let invalid = validate_send(Channel::Sms, &sms, &marketing, recipients).unwrap_err();
         assert_eq!(invalid.problems[0].field, "recipients[0].variables");
         assert!(invalid.problems[0].message.contains("1600"), "{invalid:?}");
+    }
+
+    #[test]
+    fn a_marketing_sms_is_measured_with_a_link_as_long_as_the_real_one() {
+        let sms = TemplateSource {
+            subject: String::new(),
+            text: "{{ note }}".into(),
+            html: None,
+        };
+        let short = sms_layout(Category::Marketing);
+        let long = SendLayout {
+            unsubscribe_url_len: UNSUBSCRIBE_URL_ALLOWANCE + 100,
+            ..short
+        };
+        // Fits with a 160-character link, not with a 260-character one.
+        let mut note = "x".repeat(MAX_SMS_CHARS);
+        let fits = |note: &str, layout: &SendLayout<'_>| {
+            let guests = vec![recipient("+447700900123", json!({ "note": note }))];
+            validate_send(Channel::Sms, &sms, layout, guests).is_ok()
+        };
+        while !fits(&note, &short) {
+            note.pop();
+        }
+        assert!(!fits(&note, &long));
+        note.truncate(note.len() - 100);
+        assert!(fits(&note, &long));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::messages::MessagesContext;
 use crate::messages::email::{self, Envelope};
 use crate::messages::providers::{Outgoing, SmsMessage};
 use crate::messages::template::{Footer, Rendered, SmsFooter, TemplateSource, Templates};
-use crate::messages::unsubscribe::UnsubscribeClaim;
+use crate::messages::unsubscribe::{LINK_PATH, UnsubscribeClaim};
 use crate::suppression::Channel;
 
 const NUL_IN_MESSAGE: &str = "the rendered message contains a NUL character";
@@ -97,7 +97,7 @@ impl<'a> Composer<'a> {
             });
             let public = &self.messages.public_url;
             (
-                format!("{public}/unsubscribe?token={token}"),
+                format!("{public}{LINK_PATH}{token}"),
                 unsubscribe_mailto(public, &token),
             )
         });
