@@ -45,16 +45,25 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// A route's own body limit, where it raised the default ([`BODY_LIMIT`]); a request extension,
+/// so a 413 states the limit that applied.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
 /// The whole request body within the configured limit (`DefaultBodyLimit`).
 pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(BODY_LIMIT, |l| l.0);
     Bytes::from_request(req, state)
         .await
-        .map_err(bytes_rejection)
+        .map_err(|rejection| bytes_rejection(rejection, limit))
 }
 
-fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+fn bytes_rejection(rejection: BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge { limit: BODY_LIMIT }
+        ApiError::PayloadTooLarge { limit }
     } else {
         ApiError::BadRequest(format!(
             "the request body could not be read: {}",

@@ -18,7 +18,7 @@
 use crate::ApiState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{Json, Path, Query};
+use crate::extract::{BodyLimit, Json, Path, Query};
 use crate::routes::Route;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode};
@@ -52,8 +52,9 @@ pub fn routes() -> Vec<Route> {
 
 /// Middleware: raise the body limit for `POST /v1/bulk-sends` only. It must run before the
 /// Idempotency-Key middleware reads the body, hence a router-level layer rather than a route's.
-pub async fn raise_body_limit(req: Request, next: Next) -> Response {
+pub async fn raise_body_limit(mut req: Request, next: Next) -> Response {
     if req.method() == Method::POST && req.uri().path() == "/v1/bulk-sends" {
+        req.extensions_mut().insert(BodyLimit(BODY_LIMIT));
         let service = DefaultBodyLimit::max(BODY_LIMIT).layer(next);
         return match service.oneshot(req).await {
             Ok(response) => response,

@@ -165,6 +165,25 @@ async fn more_than_fifty_thousand_recipients_are_refused_with_their_own_code() {
 }
 
 #[tokio::test]
+async fn a_body_over_the_bulk_send_limit_is_a_413_stating_that_limit() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let padding = "x".repeat(wedsync_api::routes::bulk_sends::BODY_LIMIT);
+    let mut send = body(json!([{"address": "ann@example.com", "variables": {"pad": padding}}]));
+    send["category"] = json!("transactional");
+    for with_key in [false, true] {
+        let mut request = app.post("/v1/bulk-sends", &planner).json(&send);
+        if with_key {
+            request = request.header("Idempotency-Key", "too-large-1");
+        }
+        let response = request.send().await.unwrap();
+        let body = problem(response, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("33554432"), "{detail}");
+    }
+}
+
+#[tokio::test]
 async fn another_organisations_send_is_not_found() {
     let app = TestApp::spawn().await;
     let acme = app.key("acme", Role::Planner).await;
