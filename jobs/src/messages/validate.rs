@@ -179,7 +179,7 @@ pub fn validate_send(
                 .map(|body| body.contains('\0')),
         };
         if let Ok(true) = rendered {
-            // A template can write one itself (`{{ "\x00" }}`).
+            // A template can write one itself (`{{ "\u0000" }}`).
             found.push(
                 &format!("recipients[{index}].message"),
                 format!("the rendered message {NUL_PROBLEM}"),
