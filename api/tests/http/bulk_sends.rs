@@ -404,6 +404,18 @@ async fn a_nul_character_is_a_422_where_it_stands_and_nothing_is_stored() {
 }
 
 #[tokio::test]
+async fn a_field_of_the_wrong_type_is_a_422_naming_it() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let recipients = json!([
+        {"address": "ann@example.com", "variables": {"name": "Ann", "table": 1}},
+        {"address": 5, "variables": {"name": "Bob", "table": 2}},
+    ]);
+    let response = create(&app, &planner, &body(recipients)).await;
+    assert_eq!(problem_fields(response).await, ["recipients[1].address"]);
+}
+
+#[tokio::test]
 async fn a_national_format_number_is_a_422_naming_the_recipient() {
     let app = TestApp::spawn().await;
     let planner = app.key("acme", Role::Planner).await;
