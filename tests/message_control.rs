@@ -11,7 +11,9 @@ use support::messages::{
 use support::smtp::SmtpServer;
 use support::{start_worker, test_config, wait_for};
 use wedsync_db::testing::TestDb;
-use wedsync_kinds::messages::providers::{BreakerConfig, ProviderRole, Providers};
+use wedsync_kinds::messages::providers::{
+    BreakerConfig, EmailTransport, Provider, ProviderRole, Providers,
+};
 use wedsync_kinds::messages::{Category, NewSend, control, get_send};
 use wedsync_kinds::register_all;
 use wedsync_queue::Queue;
@@ -52,6 +54,44 @@ async fn sending_400(db: &TestDb, smtp: &SmtpServer) -> (NewSend, support::Runni
     })
     .await;
     (send, worker)
+}
+
+#[tokio::test]
+async fn against_a_slow_server_a_pause_still_stops_new_messages_within_two_seconds() {
+    // One connection, each message answered after 100 ms: the messages a batch has started
+    // queue for it, up to the unrecorded limit (40, about 4 s of sending), and must stop too.
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    smtp.slow_down(Duration::from_millis(100));
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
+    let provider = Provider::email(ProviderRole::Primary, transport, BreakerConfig::default());
+    let send = new_send(Category::Transactional, recipients(200));
+    store(&db, &send).await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        context_with(&db, Providers::new().with(provider)),
+        test_config(&["messages"]),
+    );
+    wait_for("the first messages", Duration::from_secs(20), || async {
+        (smtp.count() >= 5).then_some(())
+    })
+    .await;
+
+    let paused_at = Instant::now();
+    control::pause(&db.pool, &send.id, Some(ORG)).await.unwrap();
+    wait_until_no_batch_runs(&db).await;
+    worker.stop().await;
+    let sent = smtp.count();
+    let last = smtp.messages().iter().map(|m| m.accepted_at).max().unwrap();
+    let stopped_after = last.saturating_duration_since(paused_at);
+    println!("slow server: last message {stopped_after:?} after the pause, {sent} of 200 sent");
+    assert!(
+        stopped_after < Duration::from_secs(2),
+        "still sending {stopped_after:?} after the pause"
+    );
+    let paused = get_send(&db.pool, &send.id, None).await.unwrap().unwrap();
+    assert_eq!((paused.sending, paused.queued as usize), (0, 200 - sent));
 }
 
 #[tokio::test]

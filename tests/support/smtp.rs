@@ -80,6 +80,8 @@ struct State {
     sender_rules: Vec<Rule<u16>>,
     /// Every MAIL seen, by sender, accepted or not.
     mail_attempts: Vec<String>,
+    /// How long the server takes to answer a message's final `.` (a slow server).
+    reply_delay: std::time::Duration,
     /// Every RCPT seen, accepted or not.
     rcpt_attempts: VecDeque<String>,
 }
@@ -174,6 +176,11 @@ impl SmtpServer {
             action: code,
             remaining: times,
         });
+    }
+
+    /// Take `delay` to answer each message's final `.`, as a busy server does.
+    pub fn slow_down(&self, delay: std::time::Duration) {
+        self.state.lock().unwrap().reply_delay = delay;
     }
 
     /// How many times MAIL was given (accepted or not).
@@ -384,13 +391,20 @@ where
                     to.clear();
                     format!("{code} 5.7.1 test rule: message refused\r\n")
                 } else {
-                    state.lock().unwrap().messages.push(Received {
-                        from: from.clone(),
-                        to: std::mem::take(&mut to),
-                        data,
-                        accepted_at: std::time::Instant::now(),
-                        encrypted,
-                    });
+                    let delay = {
+                        let mut state = state.lock().unwrap();
+                        state.messages.push(Received {
+                            from: from.clone(),
+                            to: std::mem::take(&mut to),
+                            data,
+                            accepted_at: std::time::Instant::now(),
+                            encrypted,
+                        });
+                        state.reply_delay
+                    };
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     match after_message.take() {
                         Some(Action::DropAfterContent) => return None,
                         Some(Action::CloseAfterMessage) => {

@@ -144,17 +144,40 @@ impl Provider {
         self.limit.as_ref().map(RateLimiter::per_second)
     }
 
-    /// Hand the message over; the provider's own id for it, when it gives one (an SMS `sid`).
-    async fn transmit(&self, outgoing: &Outgoing) -> Result<Option<String>, SendError> {
+    /// Hand the message over, unless `proceed` says no once the transport can take it.
+    async fn transmit(
+        &self,
+        outgoing: &Outgoing,
+        proceed: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Handed, SendError> {
         match (&self.transport, outgoing) {
-            (Transport::Email(t), Outgoing::Email(message)) => t.send(message).await.map(|()| None),
-            (Transport::Sms(t), Outgoing::Sms(message)) => t.send(message).await.map(Some),
+            (Transport::Email(t), Outgoing::Email(message)) => {
+                t.send_if(message, proceed).await.map(|sent| {
+                    if sent {
+                        Handed::Accepted(None)
+                    } else {
+                        Handed::Withdrawn
+                    }
+                })
+            }
+            // An SMS is one HTTP request, with no queue of its own to wait in.
+            (Transport::Sms(t), Outgoing::Sms(message)) => {
+                t.send(message).await.map(|sid| Handed::Accepted(Some(sid)))
+            }
             _ => Err(SendError::Unavailable(format!(
                 "{} cannot carry this kind of message",
                 self.name
             ))),
         }
     }
+}
+
+/// What a provider did with a message it was handed.
+enum Handed {
+    /// Taken, with the provider's own id for it when it gives one (an SMS `sid`).
+    Accepted(Option<String>),
+    /// `proceed` said no while it waited for the transport (a free SMTP connection).
+    Withdrawn,
 }
 
 /// How a message fared.
@@ -170,8 +193,8 @@ pub enum Dispatched {
     Failed { provider: String, error: SendError },
     /// Every provider of the channel is open; nothing was sent. Come back after `retry_after`.
     Waiting { retry_after: Duration },
-    /// `proceed` said no once the rate limit let the message go (the send was paused or
-    /// cancelled meanwhile); nothing was sent.
+    /// `proceed` said no once the rate limit let the message go, or once an SMTP connection was
+    /// free for it (the send was paused or cancelled meanwhile); nothing was sent.
     Withdrawn,
 }
 
@@ -245,8 +268,10 @@ impl Providers {
             if !proceed() {
                 return Dispatched::Withdrawn;
             }
-            match provider.transmit(&outgoing).await {
-                Ok(provider_id) => {
+            match provider.transmit(&outgoing, proceed).await {
+                // Nothing was sent: the breaker's call is dropped unjudged.
+                Ok(Handed::Withdrawn) => return Dispatched::Withdrawn,
+                Ok(Handed::Accepted(provider_id)) => {
                     call.succeeded();
                     return Dispatched::Sent {
                         provider: provider.name.clone(),

@@ -100,10 +100,20 @@ impl EmailTransport {
 
     /// Send `message`, which stays the caller's (to try another provider with).
     pub async fn send(&self, message: &Message) -> Result<(), SendError> {
+        self.send_if(message, &|| true).await.map(drop)
+    }
+
+    /// Send `message` unless `proceed` says no once a connection is free for it (`Ok(false)`:
+    /// nothing went out).
+    pub async fn send_if(
+        &self,
+        message: &Message,
+        proceed: &(dyn Fn() -> bool + Sync),
+    ) -> Result<bool, SendError> {
         match &self.0 {
             Kind::Smtp(pool) => {
                 let formatted = message.formatted();
-                pool.send(message.envelope(), &formatted)
+                pool.send(message.envelope(), &formatted, proceed)
                     .await
                     .map_err(|err| match err {
                         PoolError::Smtp { step, error } => classify(step, error),
@@ -117,7 +127,7 @@ impl EmailTransport {
                 transport
                     .send_raw(message.envelope(), &message.formatted())
                     .await
-                    .map(|_| ())
+                    .map(|_| true)
                     .map_err(|e| SendError::Unavailable(format!("outbox: {e}")))
             }
         }

@@ -105,17 +105,28 @@ impl SmtpPool {
         }
     }
 
-    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), PoolError> {
+    /// Send `message` once a connection is free, unless `proceed` then says no (`Ok(false)`:
+    /// nothing went out). Against a slow server messages queue here for a connection, and what
+    /// was true when one started waiting (the send active) may no longer be.
+    pub async fn send(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        proceed: &(dyn Fn() -> bool + Sync),
+    ) -> Result<bool, PoolError> {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| PoolError::Io("the SMTP pool was closed".into()))?;
+        if !proceed() {
+            return Ok(false);
+        }
         let (mut conn, reused) = self.checkout().await?;
         match self.transact(&mut conn, envelope, message).await {
             Ok(()) => {
                 self.checkin(conn);
-                Ok(())
+                Ok(true)
             }
             // The server answered with a refusal: the session is still good, but its transaction
             // is open (a sender given, perhaps recipients) and a server answers the next MAIL
@@ -142,7 +153,7 @@ impl SmtpPool {
                     .await
                     .map_err(|f| f.error)?;
                 self.checkin(conn);
-                Ok(())
+                Ok(true)
             }
             Err(failure) => Err(failure.error),
         }
