@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
 use support::messages::{
-    ORG, context, guest, guest_index, new_send, recipients, statuses, store, wait_until_finished,
+    ORG, context, guest, guest_index, new_send, recipients, send_with_worker, statuses, store,
+    wait_until_finished,
 };
 use support::smtp::{Action, SmtpServer};
 use support::start_worker;
@@ -301,14 +302,13 @@ async fn after_a_refused_recipient_the_same_connection_carries_the_next_guests_m
     let provider = Provider::email(ProviderRole::Primary, transport, BreakerConfig::default());
     let send = new_send(Category::Transactional, recipients(4));
     store(&db, &send).await;
-    let worker = start_worker(
+    let summary = send_with_worker(
         &db,
-        register_all(),
         support::messages::context_with(&db, Providers::new().with(provider)),
-        test_config(&["messages"]),
-    );
-    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
-    worker.stop().await;
+        &send.id,
+        Duration::from_secs(20),
+    )
+    .await;
 
     assert_eq!((summary.sent, summary.bounced, summary.failed), (3, 1, 0));
     assert_eq!(statuses(&db, &send.id).await[&guest(1)], "bounced");
@@ -324,14 +324,13 @@ async fn a_refused_sender_delays_the_send_and_bounces_nobody() {
     let send = new_send(Category::Transactional, recipients(3));
     smtp.on_mail(&send.sender.email, 550, Some(3));
     store(&db, &send).await;
-    let worker = start_worker(
+    let summary = send_with_worker(
         &db,
-        register_all(),
         support::messages::context(&db, &smtp.url()),
-        test_config(&["messages"]),
-    );
-    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(30)).await;
-    worker.stop().await;
+        &send.id,
+        Duration::from_secs(30),
+    )
+    .await;
 
     assert_eq!((summary.sent, summary.bounced, summary.failed), (3, 0, 0));
     assert!(
@@ -350,14 +349,13 @@ async fn a_message_refused_after_its_content_fails_without_suppressing_the_guest
     smtp.on_rcpt(&guest(1), Action::RefuseContent(554), None);
     let send = new_send(Category::Transactional, recipients(3));
     store(&db, &send).await;
-    let worker = start_worker(
+    let summary = send_with_worker(
         &db,
-        register_all(),
         support::messages::context(&db, &smtp.url()),
-        test_config(&["messages"]),
-    );
-    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
-    worker.stop().await;
+        &send.id,
+        Duration::from_secs(20),
+    )
+    .await;
 
     assert_eq!((summary.sent, summary.bounced, summary.failed), (2, 0, 1));
     assert_eq!(statuses(&db, &send.id).await[&guest(1)], "failed");
@@ -383,14 +381,13 @@ async fn temporary_failures_are_retried_and_each_guest_gets_one_message() {
     smtp.on_rcpt(&guest(2), Action::Drop, Some(1));
     let send = new_send(Category::Transactional, recipients(4));
     store(&db, &send).await;
-    let worker = start_worker(
+    let summary = send_with_worker(
         &db,
-        register_all(),
         support::messages::context(&db, &smtp.url()),
-        test_config(&["messages"]),
-    );
-    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(30)).await;
-    worker.stop().await;
+        &send.id,
+        Duration::from_secs(30),
+    )
+    .await;
 
     assert_eq!((summary.sent, summary.failed, summary.bounced), (4, 0, 0));
     let mut to: Vec<String> = smtp.messages().iter().map(|m| m.to[0].clone()).collect();
@@ -500,14 +497,13 @@ async fn an_erased_guest_gets_no_delivery_and_their_delivery_rows_go() {
     let counts = get_send(&db.pool, &send.id, None).await.unwrap().unwrap();
     assert_eq!((counts.total, counts.queued), (1, 1));
     let smtp = SmtpServer::start().await;
-    let worker = start_worker(
+    let summary = send_with_worker(
         &db,
-        register_all(),
         support::messages::context(&db, &smtp.url()),
-        test_config(&["messages"]),
-    );
-    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
-    worker.stop().await;
+        &send.id,
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!((summary.total, summary.sent, summary.queued), (1, 1, 0));
     assert_eq!(smtp.messages().len(), 1);
     // Deleting a send with its deliveries takes its counters with it (no counting out).

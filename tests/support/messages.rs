@@ -125,6 +125,24 @@ pub async fn wait_until_finished(db: &TestDb, id: &str, timeout: Duration) -> Se
     .await
 }
 
+/// Run a worker of the `messages` queue on `app` until the send `id` is done; its summary.
+pub async fn send_with_worker(
+    db: &TestDb,
+    app: AppContext,
+    id: &str,
+    timeout: Duration,
+) -> SendSummary {
+    let worker = super::start_worker(
+        db,
+        wedsync_kinds::register_all(),
+        app,
+        super::test_config(&["messages"]),
+    );
+    let summary = wait_until_finished(db, id, timeout).await;
+    worker.stop().await;
+    summary
+}
+
 /// Each delivery's status by address.
 pub async fn statuses(db: &TestDb, id: &str) -> HashMap<String, String> {
     let rows: Vec<(String, String)> =

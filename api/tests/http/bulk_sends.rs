@@ -19,6 +19,14 @@ fn body(recipients: Value) -> Value {
     })
 }
 
+/// Bulk sends in the database, of every organisation.
+async fn stored_sends(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM bulk_sends")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
 async fn create(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
     app.post("/v1/bulk-sends", key)
         .json(body)
@@ -100,11 +108,7 @@ async fn problems_name_the_recipient_and_the_variable() {
         fields,
         ["recipients[1].address", "recipients[2].variables.table"]
     );
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM bulk_sends")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(count, 0, "nothing is stored");
+    assert_eq!(stored_sends(&app).await, 0, "nothing is stored");
 }
 
 #[tokio::test]
@@ -396,11 +400,7 @@ async fn a_nul_character_is_a_422_where_it_stands_and_nothing_is_stored() {
         problem_fields(response).await,
         ["recipients[0].message", "recipients[1].message"]
     );
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM bulk_sends")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(count, 0, "nothing is stored");
+    assert_eq!(stored_sends(&app).await, 0, "nothing is stored");
 }
 
 #[tokio::test]
