@@ -210,6 +210,10 @@ pub struct BenchBulkSendArgs {
     /// Messages a worker may have sent but not recorded (`WEDSYNC_UNRECORDED_LIMIT`).
     #[arg(long, default_value_t = 40)]
     pub unrecorded: u32,
+    /// The sink waits this long before each reply it sends, as a server that far away would
+    /// seem (0: loopback as it is).
+    #[arg(long, default_value_t = 0)]
+    pub sink_delay_ms: u64,
 }
 
 #[derive(Debug, Args)]

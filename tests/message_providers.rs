@@ -248,3 +248,67 @@ async fn a_message_whose_answer_is_lost_after_its_content_is_not_sent_again_by_t
         .collect();
     assert_eq!(to, ["warm@example.com", "guest@example.com"]);
 }
+
+/// Send three messages through a pool of one connection; the addresses the server took.
+async fn send_three(smtp: &SmtpServer) -> Vec<String> {
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
+    for guest in ["ann@example.com", "bob@example.com", "cy@example.com"] {
+        transport.send(&mail_to(guest)).await.unwrap();
+    }
+    smtp.messages()
+        .into_iter()
+        .map(|m| m.to[0].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_server_offering_pipelining_gets_each_transaction_up_to_data_in_one_write() {
+    let smtp = SmtpServer::start().await;
+    let to = send_three(&smtp).await;
+    assert_eq!(to, ["ann@example.com", "bob@example.com", "cy@example.com"]);
+    assert_eq!(smtp.pipelined_mail_count(), 3);
+}
+
+#[tokio::test]
+async fn a_server_without_pipelining_gets_one_command_at_a_time() {
+    let smtp = SmtpServer::start().await;
+    smtp.without_pipelining();
+    let to = send_three(&smtp).await;
+    assert_eq!(to, ["ann@example.com", "bob@example.com", "cy@example.com"]);
+    assert_eq!(smtp.mail_count(), 3);
+    assert_eq!(smtp.pipelined_mail_count(), 0);
+}
+
+#[tokio::test]
+async fn pipelined_refusals_are_told_apart_and_the_connection_carries_the_next_message() {
+    let smtp = SmtpServer::start().await;
+    smtp.on_rcpt("gone@example.com", Action::Reply(550), None);
+    smtp.on_mail("hello@acme.test", 550, Some(1));
+    smtp.on_rcpt("later@example.com", Action::RefuseContent(554), None);
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
+    // The sender refused (once): about us, not the guest, whatever RCPT and DATA were told.
+    let err = transport
+        .send(&mail_to("ann@example.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::Unavailable(_)), "{err:?}");
+    // The recipient refused: about the guest, although DATA went out behind it.
+    let err = transport
+        .send(&mail_to("gone@example.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::Rejected(_)), "{err:?}");
+    let err = transport
+        .send(&mail_to("later@example.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::Refused(_)), "{err:?}");
+    transport.send(&mail_to("bob@example.com")).await.unwrap();
+    let to: Vec<String> = smtp
+        .messages()
+        .into_iter()
+        .map(|m| m.to[0].clone())
+        .collect();
+    assert_eq!(to, ["bob@example.com"]);
+    assert_eq!(smtp.pipelined_mail_count(), 4);
+}

@@ -1,5 +1,6 @@
 //! A real SMTP server on loopback for tests: speaks enough SMTP for lettre (EHLO/HELO, MAIL,
-//! RCPT, DATA, RSET, NOOP, QUIT, and STARTTLS or implicit TLS when started so), records every
+//! RCPT, DATA, RSET, NOOP, QUIT, and STARTTLS or implicit TLS when started so), offers
+//! PIPELINING unless told not to and notes which transactions came pipelined, records every
 //! accepted message, and can be told to answer a recipient with a given reply code (a number of
 //! times or always) or to drop the connection. Its TLS certificate is
 //! `tests/fixtures/smtp_tls/server.pem`, signed by `ca.pem` there.
@@ -84,6 +85,10 @@ struct State {
     reply_delay: std::time::Duration,
     /// Every RCPT seen, accepted or not.
     rcpt_attempts: VecDeque<String>,
+    /// PIPELINING is left out of the EHLO reply.
+    no_pipelining: bool,
+    /// MAIL commands that arrived with the next command already behind them (pipelined).
+    pipelined_mails: usize,
 }
 
 /// How the server offers TLS.
@@ -183,6 +188,16 @@ impl SmtpServer {
         self.state.lock().unwrap().reply_delay = delay;
     }
 
+    /// Stop offering PIPELINING (to connections opened from now on), as some servers never do.
+    pub fn without_pipelining(&self) {
+        self.state.lock().unwrap().no_pipelining = true;
+    }
+
+    /// How many MAIL commands came in one write with what followed them (RCPT, DATA).
+    pub fn pipelined_mail_count(&self) -> usize {
+        self.state.lock().unwrap().pipelined_mails
+    }
+
     /// How many times MAIL was given (accepted or not).
     pub fn mail_count(&self) -> usize {
         self.state.lock().unwrap().mail_attempts.len()
@@ -220,6 +235,16 @@ fn action_for(state: &Mutex<State>, address: &str) -> Option<Action> {
     let mut state = state.lock().unwrap();
     state.rcpt_attempts.push_back(address.to_owned());
     take_action(&mut state.rules, address)
+}
+
+/// A multi-line 250 reply, one keyword per line (`250-a`, …, `250 z`).
+fn ehlo_reply(lines: &[&str]) -> String {
+    let last = lines.len() - 1;
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| format!("250{}{line}\r\n", if i == last { ' ' } else { '-' }))
+        .collect()
 }
 
 fn path_address(arg: &str) -> String {
@@ -313,9 +338,13 @@ where
         }
         let command = line.trim_end();
         let upper = command.to_ascii_uppercase();
-        let reply: String = if upper.starts_with("EHLO") && starttls.is_some() {
-            "250-test-smtp\r\n250 STARTTLS\r\n".into()
-        } else if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+        let reply: String = if upper.starts_with("EHLO") {
+            let pipelining = !state.lock().unwrap().no_pipelining;
+            let mut keywords = vec!["test-smtp"];
+            keywords.extend(pipelining.then_some("PIPELINING"));
+            keywords.extend(starttls.is_some().then_some("STARTTLS"));
+            ehlo_reply(&keywords)
+        } else if upper.starts_with("HELO") {
             "250 test-smtp\r\n".into()
         } else if upper == "STARTTLS" && starttls.is_some() {
             write.write_all(b"220 go ahead\r\n").await.ok()?;
@@ -326,6 +355,9 @@ where
             let refusal = {
                 let mut state = state.lock().unwrap();
                 state.mail_attempts.push(sender.clone());
+                if lines.buffer().contains(&b'\n') {
+                    state.pipelined_mails += 1;
+                }
                 take_action(&mut state.sender_rules, &sender)
             };
             if in_transaction {

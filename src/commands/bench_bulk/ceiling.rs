@@ -1,5 +1,10 @@
-//! The ceiling: a bare lettre loop sending the same messages, rendered beforehand, to the same
-//! sink through the same pooled transport — no database, no queue, no suppression check.
+//! The ceilings: the same messages, rendered beforehand, sent to the same sink with no
+//! database, no queue and no suppression check —
+//! - [`run_lettre_loop`], the ceiling: a bare loop over lettre's own SMTP client, one
+//!   task per connection, given only the `TCP_NODELAY` its pool cannot set (`--stock-lettre`
+//!   shows what that costs);
+//! - [`run`]: a bare loop over our transport (`EmailTransport`, the worker's SMTP pool with its
+//!   pipelining), to tell the system's overhead from the transport's own speed.
 
 use super::sink::Sink;
 use anyhow::{Context, Result};
@@ -77,6 +82,40 @@ pub async fn run_stock_lettre(
     Ok(n as f64 / finish(sink, started).as_secs_f64())
 }
 
+/// lettre's `AsyncSmtpConnection::send` in a loop on `pool × workers` connections, each its own
+/// task taking the next message: MAIL, RCPT, DATA and the content each wait for their reply.
+pub async fn run_lettre_loop(
+    sink: &Sink,
+    messages: Vec<lettre::Message>,
+    pool: u32,
+    workers: usize,
+) -> Result<f64> {
+    use lettre::transport::smtp::client::AsyncSmtpConnection;
+    use lettre::transport::smtp::extension::ClientId;
+    let n = messages.len();
+    let queue = std::sync::Mutex::new(messages.into_iter());
+    let next = || queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+    let mut connections = Vec::new();
+    for _ in 0..pool as usize * workers {
+        let stream = tokio::net::TcpStream::connect(sink.addr).await?;
+        stream.set_nodelay(true)?;
+        let conn =
+            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &ClientId::default())
+                .await?;
+        connections.push(conn);
+    }
+    let started = Instant::now();
+    futures::future::join_all(connections.into_iter().map(|mut conn| async move {
+        while let Some(message) = next() {
+            if let Err(err) = conn.send(message.envelope(), &message.formatted()).await {
+                tracing::warn!(error = %err, "lettre loop send failed");
+            }
+        }
+    }))
+    .await;
+    Ok(n as f64 / finish(sink, started).as_secs_f64())
+}
+
 /// From `started` to the last message the sink accepted (forgetting them).
 fn finish(sink: &Sink, started: Instant) -> Duration {
     let last = sink
@@ -89,9 +128,9 @@ fn finish(sink: &Sink, started: Instant) -> Duration {
         .max(Duration::from_millis(1))
 }
 
-/// Send `messages` with `concurrency` sends in flight over a pool of `pool` connections per
-/// process (`workers` processes' worth); messages per second from the first send to the last
-/// accept.
+/// Send `messages` through our transport with `concurrency` sends in flight over a pool of
+/// `pool` connections per process (`workers` processes' worth); messages per second from the
+/// first send to the last accept.
 pub async fn run(
     sink: &Sink,
     messages: Vec<lettre::Message>,

@@ -78,7 +78,7 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
     seed_suppressions(&db, args.suppressed, args.recipients).await?;
     println!(
         "bench bulk-send: recipients={} suppression_list={} workers={} concurrency={} \
-         batch_size={} chunk={} pool={} (seeded in {:.1} s)",
+         batch_size={} chunk={} pool={} sink_delay_ms={} (seeded in {:.1} s)",
         args.recipients,
         args.suppressed.max((args.recipients / 20) as u64),
         args.workers,
@@ -86,12 +86,13 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
         args.batch_size,
         args.chunk,
         args.pool,
+        args.sink_delay_ms,
         seeded.elapsed().as_secs_f64()
     );
     let shape = shape();
     let all = recipients(args.recipients);
     let expected = (0..args.recipients).filter(|i| !is_suppressed(*i)).count();
-    let sink = Sink::start().await?;
+    let sink = Sink::start(Duration::from_millis(args.sink_delay_ms)).await?;
 
     let unsuppressed: Vec<ValidRecipient> = all
         .iter()
@@ -109,8 +110,11 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
         let stock = ceiling::run_stock_lettre(&sink, sample, args.pool, args.workers).await?;
         println!("stock lettre pooled transport (2,000 messages): messages_per_s={stock:.0}");
     }
-    let ceiling_rate = ceiling::run(&sink, messages, args.pool, args.workers).await?;
+    let ceiling_rate =
+        ceiling::run_lettre_loop(&sink, messages.clone(), args.pool, args.workers).await?;
     println!("ceiling (bare lettre loop, pre-rendered): messages_per_s={ceiling_rate:.0}");
+    let transport_rate = ceiling::run(&sink, messages, args.pool, args.workers).await?;
+    println!("bare loop over our SMTP transport, pre-rendered: messages_per_s={transport_rate:.0}");
 
     let dir = std::env::temp_dir().join(format!("wedsync-bench-bulk-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -215,8 +219,11 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
             .join(","),
     );
     println!(
-        "messages_per_s={rate:.0} ceiling_per_s={ceiling_rate:.0} ratio={:.2} dup={dup} missing={missing}",
-        rate / ceiling_rate
+        "messages_per_s={rate:.0} ceiling_per_s={ceiling_rate:.0} ratio={:.2} \
+         transport_loop_per_s={transport_rate:.0} ratio_to_transport_loop={:.2} dup={dup} \
+         missing={missing}",
+        rate / ceiling_rate,
+        rate / transport_rate
     );
     if missing > 0 {
         bail!("{missing} messages never arrived");

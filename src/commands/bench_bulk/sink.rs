@@ -1,10 +1,11 @@
 //! A minimal SMTP server for the benchmark: accepts everything, remembers when each message
 //! arrived and which delivery it was (from its `Message-ID`), and nothing else, so that it
-//! costs as little as possible of the two cores the system under test also needs.
+//! costs as little as possible of the two cores the system under test also needs. It offers
+//! PIPELINING, and can hold each reply back a while to stand for a server farther away.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -18,7 +19,8 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub async fn start() -> std::io::Result<Sink> {
+    /// A sink on a free loopback port; `delay` before each reply it writes.
+    pub async fn start(delay: Duration) -> std::io::Result<Sink> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let arrivals = Arc::new(Mutex::new(Vec::new()));
@@ -26,7 +28,7 @@ impl Sink {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(session(stream, shared.clone()));
+                tokio::spawn(session(stream, shared.clone(), delay));
             }
         });
         Ok(Sink {
@@ -60,24 +62,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn session(stream: TcpStream, arrivals: Arc<Mutex<Vec<Arrival>>>) {
+async fn session(stream: TcpStream, arrivals: Arc<Mutex<Vec<Arrival>>>, delay: Duration) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::with_capacity(64 * 1024, read);
-    if write.write_all(b"220 bench-sink ESMTP\r\n").await.is_err() {
-        return;
-    }
+    // Replies wait here until the client's pipelined commands are all answered (RFC 2920: a
+    // server flushes when it would otherwise wait for input), as real servers do.
+    let mut replies: Vec<u8> = b"220 bench-sink ESMTP\r\n".to_vec();
     let mut line = String::new();
     loop {
+        if !lines.buffer().contains(&b'\n') && !replies.is_empty() {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if write.write_all(&replies).await.is_err() {
+                return;
+            }
+            replies.clear();
+        }
         line.clear();
         if !matches!(lines.read_line(&mut line).await, Ok(n) if n > 0) {
             return;
         }
         let reply: &[u8] = match line.as_bytes().get(..4).map(|c| c.to_ascii_uppercase()) {
-            Some(c) if c == b"EHLO" || c == b"HELO" => b"250 bench-sink\r\n",
+            Some(c) if c == b"EHLO" => b"250-bench-sink\r\n250 PIPELINING\r\n",
+            Some(c) if c == b"HELO" => b"250 bench-sink\r\n",
             Some(c) if c == b"DATA" => {
-                if write.write_all(b"354 go ahead\r\n").await.is_err() {
+                replies.extend_from_slice(b"354 go ahead\r\n");
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                if write.write_all(&replies).await.is_err() {
                     return;
                 }
+                replies.clear();
                 let mut delivery = 0;
                 loop {
                     line.clear();
@@ -101,13 +118,12 @@ async fn session(stream: TcpStream, arrivals: Arc<Mutex<Vec<Arrival>>>) {
                 b"250 queued\r\n"
             }
             Some(c) if c == b"QUIT" => {
-                let _ = write.write_all(b"221 bye\r\n").await;
+                replies.extend_from_slice(b"221 bye\r\n");
+                let _ = write.write_all(&replies).await;
                 return;
             }
             _ => b"250 OK\r\n",
         };
-        if write.write_all(reply).await.is_err() {
-            return;
-        }
+        replies.extend_from_slice(reply);
     }
 }

@@ -18,6 +18,7 @@ mod sms;
 mod smtp;
 mod smtp_pool;
 mod smtp_tls;
+mod smtp_transaction;
 pub mod status;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, Call, Permission};
