@@ -4,6 +4,7 @@
 
 use super::claim::{Claimed, claim_chunk};
 use super::compose::Composer;
+use super::go_ahead::GoAhead;
 use super::watch::{SendStates, StateWatch};
 use super::writer::{StatusChange, StatusWriter};
 use crate::messages::providers::{Dispatched, Providers, SendError};
@@ -20,13 +21,15 @@ use tokio::time::Instant;
 use wedsync_queue::JobError;
 
 /// A send that came back: the delivery, its Message-ID and bodies, and how it fared.
-type Sent = (
-    Claimed,
-    Option<String>,
-    Rendered,
-    Dispatched,
-    Option<OwnedSemaphorePermit>,
-);
+struct Sent {
+    delivery: Claimed,
+    message_id: Option<String>,
+    rendered: Rendered,
+    dispatched: Dispatched,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Withdrawn because the guest was suppressed while the message waited (`go_ahead`).
+    suppressed_meanwhile: bool,
+}
 
 /// Why a batch stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,20 +183,30 @@ impl<'a> Batch<'a> {
         };
         let channel = self.composer.channel();
         let unrecorded = self.unrecorded.clone();
+        let claimed_at = Instant::now();
         Some(async move {
             let permit = unrecorded.acquire_owned().await.ok();
-            let proceed = || watch.stop().is_none();
+            let go_ahead = GoAhead::new(
+                watch,
+                self.pool,
+                self.org_id,
+                channel,
+                &delivery.address,
+                claimed_at,
+            );
             let dispatched = self
                 .providers
-                .send(channel, composed.outgoing, &proceed)
+                .send(channel, composed.outgoing, &go_ahead)
                 .await;
-            (
+            let suppressed_meanwhile = go_ahead.found_suppressed();
+            Sent {
                 delivery,
-                composed.message_id,
-                composed.rendered,
+                message_id: composed.message_id,
+                rendered: composed.rendered,
                 dispatched,
                 permit,
-            )
+                suppressed_meanwhile,
+            }
         })
     }
 
@@ -205,7 +218,15 @@ impl<'a> Batch<'a> {
         watch: &StateWatch,
         finished: &mut Finished,
     ) {
-        while let Some((delivery, message_id, rendered, dispatched, permit)) = sends.next().await {
+        while let Some(sent) = sends.next().await {
+            let Sent {
+                delivery,
+                message_id,
+                rendered,
+                dispatched,
+                permit,
+                suppressed_meanwhile,
+            } = sent;
             let id = delivery.id;
             let change = match dispatched {
                 Dispatched::Sent {
@@ -271,6 +292,10 @@ impl<'a> Batch<'a> {
                     };
                     finished.stop = Some(Stop::Waiting(wait));
                     StatusChange::new(id, "queued")
+                }
+                Dispatched::Withdrawn if suppressed_meanwhile => {
+                    finished.tally.suppressed += 1;
+                    StatusChange::new(id, "suppressed")
                 }
                 Dispatched::Withdrawn => {
                     finished.tally.withdrawn += 1;

@@ -5,10 +5,13 @@
 //! against the suppression list (organisation + global) at that moment, right before sending;
 //! the chunk's messages then go out concurrently through the providers (breakers, failover,
 //! rate limit), and each outcome is written as soon as it is known (`writer`). The next chunk is
-//! taken while the current one is sending.
+//! taken while the current one is sending. A message that then waits (for its rate-limit slot,
+//! for an SMTP connection) has the send's state and, after a quarter of a second, the
+//! suppression list looked at again right before it goes (`go_ahead`).
 //!
 //! What a delivery becomes:
 //! - accepted → `sent` (Message-ID, provider, rendered bodies);
+//! - suppressed at its claim, or while it waited to go → `suppressed`, unsent;
 //! - permanent refusal (SMTP 5xx, SMS 4xx about the number) → `bounced` and a `hard_bounce`
 //!   entry on the organisation's suppression list;
 //! - temporary failure (SMTP 4xx, 429, a failing provider) → back to `queued`, and the job
@@ -29,6 +32,7 @@
 mod batch;
 mod claim;
 mod compose;
+mod go_ahead;
 mod watch;
 mod writer;
 

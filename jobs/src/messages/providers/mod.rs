@@ -33,6 +33,7 @@ pub use status::{
 };
 
 use crate::suppression::Channel;
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use std::fmt;
 use std::sync::Arc;
@@ -149,7 +150,7 @@ impl Provider {
     async fn transmit(
         &self,
         outgoing: &Outgoing,
-        proceed: &(dyn Fn() -> bool + Sync),
+        proceed: &dyn Proceed,
     ) -> Result<Handed, SendError> {
         match (&self.transport, outgoing) {
             (Transport::Email(t), Outgoing::Email(message)) => {
@@ -170,6 +171,20 @@ impl Provider {
                 self.name
             ))),
         }
+    }
+}
+
+/// Asked right before a message goes, once the rate limit and then the transport (a free SMTP
+/// connection) can take it — either can keep a message waiting for seconds, and what was true
+/// when it started waiting (the send active, the guest not suppressed) may no longer be.
+/// `false` withdraws it unsent. A plain `Fn() -> bool` closure is one.
+pub trait Proceed: Sync {
+    fn proceed(&self) -> BoxFuture<'_, bool>;
+}
+
+impl<F: Fn() -> bool + Sync> Proceed for F {
+    fn proceed(&self) -> BoxFuture<'_, bool> {
+        futures::future::ready(self()).boxed()
     }
 }
 
@@ -244,7 +259,7 @@ impl Providers {
         &self,
         channel: Channel,
         outgoing: Outgoing,
-        proceed: &(dyn Fn() -> bool + Sync),
+        proceed: &dyn Proceed,
     ) -> Dispatched {
         let chain = self.of(channel);
         let mut retry_after: Option<Duration> = None;
@@ -266,7 +281,7 @@ impl Providers {
                     error,
                 };
             }
-            if !proceed() {
+            if !proceed.proceed().await {
                 return Dispatched::Withdrawn;
             }
             match provider.transmit(&outgoing, proceed).await {

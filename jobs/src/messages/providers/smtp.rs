@@ -1,9 +1,9 @@
 //! Email transports: pooled SMTP (`WEDSYNC_SMTP_URL`, `WEDSYNC_SMTP_SECONDARY_URL`, see
 //! `smtp_pool`) or, when none is configured, an outbox folder of `.eml` files.
 
-use super::SendError;
 use super::smtp_pool::{PoolError, SmtpPool, Step};
 use super::smtp_tls;
+use super::{Proceed, SendError};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use std::fmt;
@@ -108,7 +108,7 @@ impl EmailTransport {
     pub async fn send_if(
         &self,
         message: &Message,
-        proceed: &(dyn Fn() -> bool + Sync),
+        proceed: &dyn Proceed,
     ) -> Result<bool, SendError> {
         match &self.0 {
             Kind::Smtp(pool) => {

@@ -16,6 +16,7 @@
 //! At most `size` messages are in flight per pool (a semaphore); idle connections are kept up
 //! to `size`, and closed after [`MAX_IDLE`].
 
+use super::Proceed;
 use super::smtp_tls::{self, Security};
 pub(super) use super::smtp_transaction::Step;
 use super::smtp_transaction::{Connection, StepFailed, transact};
@@ -106,14 +107,14 @@ impl SmtpPool {
         &self,
         envelope: &Envelope,
         message: &[u8],
-        proceed: &(dyn Fn() -> bool + Sync),
+        proceed: &dyn Proceed,
     ) -> Result<bool, PoolError> {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| PoolError::Io("the SMTP pool was closed".into()))?;
-        if !proceed() {
+        if !proceed.proceed().await {
             return Ok(false);
         }
         let (mut conn, reused) = self.checkout().await?;
