@@ -26,8 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How stale the claim's suppression check may be when a message goes.
-pub(super) const RECHECK_AFTER: Duration = Duration::from_millis(250);
+/// How stale the claim's suppression check may be when a message goes: well above the wait of
+/// an unthrottled message for its turn (tens of milliseconds), so that only messages held up
+/// by a rate limit or a slow server pay the query.
+pub(super) const RECHECK_AFTER: Duration = Duration::from_millis(500);
 
 pub(super) struct GoAhead<'a> {
     watch: &'a StateWatch,

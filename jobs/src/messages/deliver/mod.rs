@@ -6,7 +6,7 @@
 //! the chunk's messages then go out concurrently through the providers (breakers, failover,
 //! rate limit), and each outcome is written as soon as it is known (`writer`). The next chunk is
 //! taken while the current one is sending. A message that then waits (for its rate-limit slot,
-//! for an SMTP connection) has the send's state and, after a quarter of a second, the
+//! for an SMTP connection) has the send's state and, after half a second, the
 //! suppression list looked at again right before it goes (`go_ahead`).
 //!
 //! What a delivery becomes:
