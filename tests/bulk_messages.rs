@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
 use support::messages::{
-    ORG, context, guest, guest_index, new_send, recipients, send_with_worker, statuses, store,
-    wait_until_finished,
+    ORG, context, guest, guest_index, new_send, recipients, run_fanout, send_with_worker, statuses,
+    store, wait_until_finished,
 };
 use support::smtp::{Action, SmtpServer};
 use support::start_worker;
@@ -23,25 +23,10 @@ use wedsync_kinds::messages::providers::{
 };
 use wedsync_kinds::messages::unsubscribe::UnsubscribeClaim;
 use wedsync_kinds::messages::validate::ValidRecipient;
-use wedsync_kinds::messages::{BulkSendFanout, Category, get_send};
+use wedsync_kinds::messages::{Category, get_send};
 use wedsync_kinds::suppression::{Address, Channel, Reason, SuppressionList};
 use wedsync_kinds::{AppContext, register_all};
-use wedsync_queue::{Job, JobContext, Outcome};
-
-/// One run of the send's fan-out job, as a worker would run it.
-async fn run_fanout(app: &AppContext, send_id: &str) -> wedsync_queue::JobResult {
-    BulkSendFanout {
-        send_id: send_id.to_owned(),
-    }
-    .run(JobContext {
-        app: app.clone(),
-        job_id: 0,
-        attempt: 1,
-        max_attempts: 10,
-        org_id: Some(ORG.to_owned()),
-    })
-    .await
-}
+use wedsync_queue::Outcome;
 
 #[tokio::test]
 async fn of_a_thousand_guests_the_fifty_suppressed_get_nothing_and_the_rest_exactly_one_message() {

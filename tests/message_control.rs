@@ -214,3 +214,48 @@ async fn a_batch_longer_than_one_run_is_finished_by_the_next_runs_without_using_
     // Each batch's last run sent only what its earlier run left: one chunk.
     assert!(runs.iter().all(|(_, sent)| *sent == 25), "{runs:?}");
 }
+
+#[tokio::test]
+async fn a_send_whose_batch_job_was_cancelled_shows_stalled_until_an_operator_retries_it() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let app = support::messages::context(&db, &smtp.url());
+    let send = new_send(Category::Transactional, recipients(3));
+    store(&db, &send).await;
+    support::messages::run_fanout(&app, &send.id).await.unwrap();
+    let stalled = || async {
+        get_send(&db.pool, &send.id, Some(ORG))
+            .await
+            .unwrap()
+            .unwrap()
+            .stalled
+    };
+    assert!(
+        !stalled().await,
+        "a fanned-out send with its batch job waiting"
+    );
+
+    // An operator cancels the only batch job (as the queue discards one out of attempts):
+    // nothing will send the three deliveries, and the send says so.
+    let queue = Queue::new(db.pool.clone());
+    let batch: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'deliver_batch'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    queue.cancel(batch, Some(ORG)).await.unwrap();
+    let summary = get_send(&db.pool, &send.id, Some(ORG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((summary.state.as_str(), summary.queued), ("active", 3));
+    assert!(summary.stalled);
+
+    queue.retry(batch, Some(ORG)).await.unwrap();
+    assert!(!stalled().await, "the retried batch job will send them");
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
+    worker.stop().await;
+    assert_eq!(summary.sent, 3);
+    assert_eq!(smtp.count(), 3);
+    assert!(!stalled().await);
+}

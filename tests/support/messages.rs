@@ -95,6 +95,22 @@ pub async fn store(db: &TestDb, send: &NewSend) {
     tx.commit().await.unwrap();
 }
 
+/// One run of the send's fan-out job, as a worker would run it.
+pub async fn run_fanout(app: &AppContext, send_id: &str) -> wedsync_queue::JobResult {
+    use wedsync_queue::{Job, JobContext};
+    wedsync_kinds::messages::BulkSendFanout {
+        send_id: send_id.to_owned(),
+    }
+    .run(JobContext {
+        app: app.clone(),
+        job_id: 0,
+        attempt: 1,
+        max_attempts: 10,
+        org_id: Some(ORG.to_owned()),
+    })
+    .await
+}
+
 /// A primary SMTP provider at `url` (a pool of 10), with `breaker`.
 pub fn smtp_provider(role: ProviderRole, url: &str, breaker: BreakerConfig) -> Provider {
     let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", url, 10, None).unwrap();

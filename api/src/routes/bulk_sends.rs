@@ -313,6 +313,7 @@ pub(crate) fn present(s: &SendSummary) -> Value {
         "channel": s.channel,
         "category": s.category,
         "state": s.state,
+        "stalled": s.stalled,
         "send_at": s.send_at,
         "fanned_out_at": s.fanned_out_at,
         "recipient_count": s.recipient_count,

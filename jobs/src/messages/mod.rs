@@ -242,6 +242,10 @@ pub struct SendSummary {
     pub state: String,
     pub send_at: Option<chrono::DateTime<chrono::Utc>>,
     pub fanned_out_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Deliveries are left to send but no batch job will send them: every unfinished one was
+    /// discarded (out of attempts) or cancelled. An operator retries those jobs
+    /// (`POST /v1/jobs/{id}/retry`) to carry on.
+    pub stalled: bool,
     pub recipient_count: i32,
     pub total: i32,
     pub queued: i32,
