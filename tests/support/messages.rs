@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::AppContext;
+use wedsync_kinds::messages::email::Email;
 use wedsync_kinds::messages::providers::{
     BreakerConfig, EmailTransport, Provider, ProviderRole, Providers,
 };
@@ -180,11 +181,12 @@ pub fn duplicates(message_ids: impl IntoIterator<Item = String>) -> usize {
 }
 
 /// A plain message to `to`, for tests of a transport alone.
-pub fn mail_to(to: &str) -> lettre::Message {
+pub fn mail_to(to: &str) -> Email {
     lettre::Message::builder()
         .from("Acme Weddings <hello@acme.test>".parse().unwrap())
         .to(to.parse().unwrap())
         .subject("The ceremony moved to 3 pm")
         .body("See you there.".to_owned())
         .unwrap()
+        .into()
 }

@@ -10,7 +10,7 @@ use super::sink::Sink;
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
-use wedsync_kinds::messages::email::{self, Envelope};
+use wedsync_kinds::messages::email::{self, Email, Recipient, Sender};
 use wedsync_kinds::messages::providers::EmailTransport;
 use wedsync_kinds::messages::template::{Footer, Templates};
 use wedsync_kinds::messages::validate::ValidRecipient;
@@ -18,10 +18,7 @@ use wedsync_kinds::messages::validate::ValidRecipient;
 use super::SendShape;
 
 /// Render every message of `recipients` as a delivery would, ready to hand to SMTP.
-pub fn render_all(
-    shape: &SendShape,
-    recipients: &[ValidRecipient],
-) -> Result<Vec<lettre::Message>> {
+pub fn render_all(shape: &SendShape, recipients: &[ValidRecipient]) -> Result<Vec<Email>> {
     let templates = Templates::compile(&shape.template).context("compiling the templates")?;
     let unsubscribe = format!(
         "{}/unsubscribe?token={}",
@@ -33,20 +30,22 @@ pub fn render_all(
         postal_address: &shape.sender.postal_address,
         unsubscribe_url: Some(&unsubscribe),
     };
+    let sender =
+        Sender::new(&shape.sender.name, &shape.sender.email).map_err(anyhow::Error::msg)?;
     recipients
         .iter()
         .enumerate()
         .map(|(i, r)| {
             let rendered = templates.render(&r.variables, &footer)?;
             let message_id = email::message_id(i as i64 + 1, "ceiling", &shape.sender.email);
-            let envelope = Envelope {
-                sender_name: &shape.sender.name,
-                sender_email: &shape.sender.email,
+            let recipient = Recipient {
                 to: &r.address,
                 message_id: &message_id,
                 unsubscribe: Some((&unsubscribe, "unsubscribe@localhost")),
             };
-            email::build(&rendered, &envelope).map_err(anyhow::Error::msg)
+            sender
+                .build(&rendered, &recipient)
+                .map_err(anyhow::Error::msg)
         })
         .collect()
 }
@@ -56,7 +55,7 @@ pub fn render_all(
 /// (see `providers::smtp_pool`). Sends `messages` like [`run`].
 pub async fn run_stock_lettre(
     sink: &Sink,
-    messages: Vec<lettre::Message>,
+    messages: Vec<Email>,
     pool: u32,
     workers: usize,
 ) -> Result<f64> {
@@ -73,7 +72,10 @@ pub async fn run_stock_lettre(
         .for_each_concurrent(pool as usize * workers, |message| {
             let transport = &transport;
             async move {
-                if let Err(err) = transport.send(message).await {
+                if let Err(err) = transport
+                    .send_raw(&message.envelope, &message.formatted)
+                    .await
+                {
                     tracing::warn!(error = %err, "stock lettre send failed");
                 }
             }
@@ -86,7 +88,7 @@ pub async fn run_stock_lettre(
 /// task taking the next message: MAIL, RCPT, DATA and the content each wait for their reply.
 pub async fn run_lettre_loop(
     sink: &Sink,
-    messages: Vec<lettre::Message>,
+    messages: Vec<Email>,
     pool: u32,
     workers: usize,
 ) -> Result<f64> {
@@ -107,7 +109,7 @@ pub async fn run_lettre_loop(
     let started = Instant::now();
     futures::future::join_all(connections.into_iter().map(|mut conn| async move {
         while let Some(message) = next() {
-            if let Err(err) = conn.send(message.envelope(), &message.formatted()).await {
+            if let Err(err) = conn.send(&message.envelope, &message.formatted).await {
                 tracing::warn!(error = %err, "lettre loop send failed");
             }
         }
@@ -131,12 +133,7 @@ fn finish(sink: &Sink, started: Instant) -> Duration {
 /// Send `messages` through our transport with `concurrency` sends in flight over a pool of
 /// `pool` connections per process (`workers` processes' worth); messages per second from the
 /// first send to the last accept.
-pub async fn run(
-    sink: &Sink,
-    messages: Vec<lettre::Message>,
-    pool: u32,
-    workers: usize,
-) -> Result<f64> {
+pub async fn run(sink: &Sink, messages: Vec<Email>, pool: u32, workers: usize) -> Result<f64> {
     let n = messages.len();
     let transports: Vec<EmailTransport> = (0..workers)
         .map(|_| EmailTransport::smtp("bench", &sink.url(), pool, None))

@@ -3,7 +3,7 @@
 
 use super::claim::Claimed;
 use crate::messages::MessagesContext;
-use crate::messages::email::{self, Envelope};
+use crate::messages::email::{self, Recipient, Sender};
 use crate::messages::providers::{Outgoing, SmsMessage};
 use crate::messages::template::{Footer, Rendered, SmsFooter, TemplateSource, Templates};
 use crate::messages::unsubscribe::{LINK_PATH, UnsubscribeClaim};
@@ -51,6 +51,9 @@ pub(super) struct Composer<'a> {
     send_id: &'a str,
     channel: Channel,
     templates: Templates,
+    /// Email only: the sender, parsed once for every message (an unusable one fails each
+    /// delivery with the reason, as a message that cannot be made does).
+    sender: Option<Result<Sender, String>>,
     messages: &'a MessagesContext,
 }
 
@@ -72,11 +75,16 @@ impl<'a> Composer<'a> {
             },
         )
         .map_err(|e| e.to_string())?;
+        let sender = match channel {
+            Channel::Email => Some(Sender::new(&send.sender_name, &send.sender_email)),
+            Channel::Sms => None,
+        };
         Ok(Composer {
             send,
             send_id,
             channel,
             templates,
+            sender,
             messages,
         })
     }
@@ -104,6 +112,12 @@ impl<'a> Composer<'a> {
         let unsubscribe = links.as_ref().map(|(url, _)| url.as_str());
         match self.channel {
             Channel::Email => {
+                let sender = self
+                    .sender
+                    .as_ref()
+                    .expect("an email send has a sender")
+                    .as_ref()
+                    .map_err(Clone::clone)?;
                 let footer = Footer {
                     sender_name: &self.send.sender_name,
                     postal_address: &self.send.postal_address,
@@ -120,16 +134,14 @@ impl<'a> Composer<'a> {
                 }
                 let message_id =
                     email::message_id(delivery.id, self.send_id, &self.send.sender_email);
-                let envelope = Envelope {
-                    sender_name: &self.send.sender_name,
-                    sender_email: &self.send.sender_email,
+                let recipient = Recipient {
                     to: &delivery.address,
                     message_id: &message_id,
                     unsubscribe: links
                         .as_ref()
                         .map(|(url, mailto)| (url.as_str(), mailto.as_str())),
                 };
-                let message = email::build(&rendered, &envelope)?;
+                let message = sender.build(&rendered, &recipient)?;
                 Ok(Composed {
                     outgoing: Outgoing::Email(Box::new(message)),
                     message_id: Some(message_id),

@@ -60,7 +60,7 @@ impl SmsTransport for SmsOutbox {
 /// A message ready for its channel's transport.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    Email(Box<lettre::Message>),
+    Email(Box<crate::messages::email::Email>),
     Sms(SmsMessage),
 }
 

@@ -4,8 +4,9 @@
 use super::smtp_pool::{PoolError, SmtpPool, Step};
 use super::smtp_tls;
 use super::{Proceed, SendError};
+use crate::messages::email::Email;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -99,33 +100,27 @@ impl EmailTransport {
     }
 
     /// Send `message`, which stays the caller's (to try another provider with).
-    pub async fn send(&self, message: &Message) -> Result<(), SendError> {
+    pub async fn send(&self, message: &Email) -> Result<(), SendError> {
         self.send_if(message, &|| true).await.map(drop)
     }
 
     /// Send `message` unless `proceed` says no once a connection is free for it (`Ok(false)`:
     /// nothing went out).
-    pub async fn send_if(
-        &self,
-        message: &Message,
-        proceed: &dyn Proceed,
-    ) -> Result<bool, SendError> {
+    pub async fn send_if(&self, message: &Email, proceed: &dyn Proceed) -> Result<bool, SendError> {
         match &self.0 {
-            Kind::Smtp(pool) => {
-                let formatted = message.formatted();
-                pool.send(message.envelope(), &formatted, proceed)
-                    .await
-                    .map_err(|err| match err {
-                        PoolError::Smtp { step, error } => classify(step, error),
-                        PoolError::Io(reason) => SendError::Unavailable(reason),
-                    })
-            }
+            Kind::Smtp(pool) => pool
+                .send(&message.envelope, &message.formatted, proceed)
+                .await
+                .map_err(|err| match err {
+                    PoolError::Smtp { step, error } => classify(step, error),
+                    PoolError::Io(reason) => SendError::Unavailable(reason),
+                }),
             Kind::Outbox { dir, transport } => {
                 tokio::fs::create_dir_all(dir)
                     .await
                     .map_err(|e| SendError::Unavailable(format!("outbox folder: {e}")))?;
                 transport
-                    .send_raw(message.envelope(), &message.formatted())
+                    .send_raw(&message.envelope, &message.formatted)
                     .await
                     .map(|_| true)
                     .map_err(|e| SendError::Unavailable(format!("outbox: {e}")))
@@ -258,13 +253,16 @@ mod tests {
     #[tokio::test]
     async fn without_smtp_messages_land_in_the_outbox_folder() {
         let dir = std::env::temp_dir().join(format!("wedsync-outbox-{}", uuid::Uuid::new_v4()));
-        let message = Message::builder()
+        let message = lettre::Message::builder()
             .from("Ann <ann@example.com>".parse().unwrap())
             .to("guest@example.com".parse().unwrap())
             .subject("Save the date")
             .body("Dear guest".to_owned())
             .unwrap();
-        EmailTransport::outbox(&dir).send(&message).await.unwrap();
+        EmailTransport::outbox(&dir)
+            .send(&Email::from(message))
+            .await
+            .unwrap();
         let files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
