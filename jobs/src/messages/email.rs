@@ -8,7 +8,7 @@
 //! every address header it was just given back out of its encoded text (to check the sender and
 //! derive the envelope) and builds a tree of parts to format and drop: about a sixth of a
 //! worker's CPU per message, measured (`docs/benchmarks.md`). The sender's header and address
-//! are parsed once per send.
+//! are parsed once per batch job.
 
 use super::template::Rendered;
 use lettre::Address;
