@@ -93,8 +93,8 @@ RETURNING d.id, d.ordinal, d.address, d.address_hash, d.variables, d.status";
 /// attempt), `$4` errors, `$5` Message-IDs, `$6` providers, `$7`–`$9` rendered bodies (of sent
 /// messages), which go to `delivery_bodies` for the rows updated (migration 0015). The update
 /// touches no indexed column, so it is made in place (HOT). The bodies come out of the update's
-/// own `RETURNING` (it may return columns of `t`), not from a join of `t` with the updated ids,
-/// which PostgreSQL planned as a nested loop over both: 1,000 outcomes compared a million pairs.
+/// own `RETURNING` (it may return columns of `t`): no second join of `t` with the updated ids,
+/// which with stale statistics PostgreSQL ran as a nested loop (1,000 outcomes, a million pairs).
 pub const WRITE_OUTCOMES: &str = "
 WITH t AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::text[], $5::text[],
