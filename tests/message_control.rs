@@ -58,8 +58,8 @@ async fn sending_400(db: &TestDb, smtp: &SmtpServer) -> (NewSend, support::Runni
 
 #[tokio::test]
 async fn against_a_slow_server_a_pause_still_stops_new_messages_within_two_seconds() {
-    // One connection, each message answered after 100 ms: the messages a batch has started
-    // queue for it, up to the unrecorded limit (40, about 4 s of sending), and must stop too.
+    // One connection, each message answered after 100 ms: every message the batches have
+    // claimed queues for it (seconds of sending), and those must stop too.
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;
     smtp.slow_down(Duration::from_millis(100));

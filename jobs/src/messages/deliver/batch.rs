@@ -182,10 +182,8 @@ impl<'a> Batch<'a> {
             }
         };
         let channel = self.composer.channel();
-        let unrecorded = self.unrecorded.clone();
         let claimed_at = Instant::now();
         Some(async move {
-            let permit = unrecorded.acquire_owned().await.ok();
             let go_ahead = GoAhead::new(
                 watch,
                 self.pool,
@@ -193,12 +191,14 @@ impl<'a> Batch<'a> {
                 channel,
                 &delivery.address,
                 claimed_at,
+                self.unrecorded,
             );
             let dispatched = self
                 .providers
                 .send(channel, composed.outgoing, &go_ahead)
                 .await;
             let suppressed_meanwhile = go_ahead.found_suppressed();
+            let permit = go_ahead.take_permit();
             Sent {
                 delivery,
                 message_id: composed.message_id,

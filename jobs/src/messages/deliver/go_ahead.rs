@@ -1,6 +1,10 @@
 //! The last look before a delivery's message goes ([`Proceed`]), asked once its rate-limit slot
-//! comes and again once an SMTP connection is free for it.
+//! has come and an SMTP connection is free for it.
 //!
+//! - The message takes its permit of the unrecorded limit here (`writer`): the permit covers
+//!   the message from right before its bytes go until its outcome is committed, and not its
+//!   wait for a connection, so the limit bounds what a crash can send twice without also
+//!   counting messages that are only queued.
 //! - The send must still be active: read from the process's state watch, no query.
 //! - The guest must still not be suppressed. The claim checked that, right before the send
 //!   began; but under a rate limit shared by many batch jobs, or against a slow server, a
@@ -21,9 +25,10 @@ use crate::sync::lock;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// How stale the claim's suppression check may be when a message goes: well above the wait of
@@ -41,6 +46,10 @@ pub(super) struct GoAhead<'a> {
     /// When the list was last found not to hold the address (the claim, at first).
     checked_at: Mutex<Instant>,
     suppressed: AtomicBool,
+    unrecorded: &'a Arc<Semaphore>,
+    /// Taken by the first `proceed` that lets the message go; kept if it is tried again at a
+    /// second provider.
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl<'a> GoAhead<'a> {
@@ -51,6 +60,7 @@ impl<'a> GoAhead<'a> {
         channel: Channel,
         address: &'a str,
         claimed_at: Instant,
+        unrecorded: &'a Arc<Semaphore>,
     ) -> Self {
         GoAhead {
             watch,
@@ -60,7 +70,15 @@ impl<'a> GoAhead<'a> {
             address,
             checked_at: Mutex::new(claimed_at),
             suppressed: AtomicBool::new(false),
+            unrecorded,
+            permit: Mutex::new(None),
         }
+    }
+
+    /// The unrecorded-limit permit of a message that went (or may have), to be given back once
+    /// its outcome is committed; `None` when it never got as far.
+    pub fn take_permit(&self) -> Option<OwnedSemaphorePermit> {
+        lock(&self.permit).take()
     }
 
     /// The message was withdrawn because the guest was suppressed while it waited.
@@ -98,6 +116,75 @@ impl<'a> GoAhead<'a> {
 
 impl Proceed for GoAhead<'_> {
     fn proceed(&self) -> BoxFuture<'_, bool> {
-        async move { self.watch.stop().is_none() && self.still_not_suppressed().await }.boxed()
+        async move {
+            if self.watch.stop().is_some() {
+                return false;
+            }
+            let held = lock(&self.permit).is_some();
+            if !held {
+                // The semaphore is never closed; if it were, the message would go unbounded
+                // rather than never.
+                let permit = self.unrecorded.clone().acquire_owned().await.ok();
+                *lock(&self.permit) = permit;
+            }
+            // The wait for a permit can be long (a slow database): look again after it.
+            let go = self.watch.stop().is_none() && self.still_not_suppressed().await;
+            if !go {
+                self.take_permit();
+            }
+            go
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::deliver::watch::SendStates;
+    use wedsync_db::testing::TestDb;
+
+    #[tokio::test]
+    async fn the_unrecorded_permit_is_taken_when_the_message_may_go_and_kept_across_providers() {
+        let db = TestDb::new().await.unwrap();
+        let states = SendStates::spawn(db.pool.clone());
+        // A send that is not there reads as active.
+        let watch = states.watch(&uuid::Uuid::new_v4().to_string());
+        let unrecorded = Arc::new(Semaphore::new(1));
+        let go = |address| {
+            GoAhead::new(
+                &watch,
+                &db.pool,
+                "org",
+                Channel::Email,
+                address,
+                Instant::now(),
+                &unrecorded,
+            )
+        };
+        let first = go("a@example.com");
+        let second = go("b@example.com");
+        assert_eq!(unrecorded.available_permits(), 1, "waiting takes no permit");
+
+        assert!(first.proceed().await);
+        assert_eq!(unrecorded.available_permits(), 0);
+        // Tried again at a secondary provider: the same permit, none more.
+        assert!(first.proceed().await);
+        assert_eq!(unrecorded.available_permits(), 0);
+
+        // The limit holds: the other message cannot go until the first one's permit is back.
+        let mut waiting = second.proceed();
+        assert!(futures::poll!(&mut waiting).is_pending());
+        let permit = first
+            .take_permit()
+            .expect("the message that went holds a permit");
+        assert!(first.take_permit().is_none());
+        assert!(
+            futures::poll!(&mut waiting).is_pending(),
+            "still unrecorded"
+        );
+        drop(permit);
+        assert!(waiting.await);
+        assert!(second.take_permit().is_some());
     }
 }

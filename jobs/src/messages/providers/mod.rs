@@ -162,8 +162,11 @@ impl Provider {
                     }
                 })
             }
-            // An SMS is one HTTP request, with no queue of its own to wait in.
+            // An SMS is one HTTP request, with no queue of its own to wait in: asked here.
             (Transport::Sms(t), Outgoing::Sms(message)) => {
+                if !proceed.proceed().await {
+                    return Ok(Handed::Withdrawn);
+                }
                 t.send(message).await.map(|sid| Handed::Accepted(Some(sid)))
             }
             _ => Err(SendError::Unavailable(format!(
@@ -174,10 +177,13 @@ impl Provider {
     }
 }
 
-/// Asked right before a message goes, once the rate limit and then the transport (a free SMTP
+/// Asked right before a message goes, once the rate limit and the transport (a free SMTP
 /// connection) can take it — either can keep a message waiting for seconds, and what was true
 /// when it started waiting (the send active, the guest not suppressed) may no longer be.
-/// `false` withdraws it unsent. A plain `Fn() -> bool` closure is one.
+/// `false` withdraws it unsent. Asked once per provider tried, by the transport itself, as late
+/// as it can be: what it answers (and may wait for, such as a permit of the unrecorded limit)
+/// then holds only for the message's own transmission, not for its wait in the queue of the
+/// SMTP pool. A plain `Fn() -> bool` closure is one.
 pub trait Proceed: Sync {
     fn proceed(&self) -> BoxFuture<'_, bool>;
 }
@@ -209,8 +215,8 @@ pub enum Dispatched {
     Failed { provider: String, error: SendError },
     /// Every provider of the channel is open; nothing was sent. Come back after `retry_after`.
     Waiting { retry_after: Duration },
-    /// `proceed` said no once the rate limit let the message go, or once an SMTP connection was
-    /// free for it (the send was paused or cancelled meanwhile); nothing was sent.
+    /// `proceed` said no once the rate limit and the transport let the message go (the send was
+    /// paused or cancelled meanwhile, or the guest suppressed); nothing was sent.
     Withdrawn,
 }
 
@@ -280,9 +286,6 @@ impl Providers {
                     provider: provider.name.clone(),
                     error,
                 };
-            }
-            if !proceed.proceed().await {
-                return Dispatched::Withdrawn;
             }
             match provider.transmit(&outgoing, proceed).await {
                 // Nothing was sent: the breaker's call is dropped unjudged.

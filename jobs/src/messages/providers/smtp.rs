@@ -104,8 +104,8 @@ impl EmailTransport {
         self.send_if(message, &|| true).await.map(drop)
     }
 
-    /// Send `message` unless `proceed` says no once a connection is free for it (`Ok(false)`:
-    /// nothing went out).
+    /// Send `message` unless `proceed` says no once a connection is free for it (the outbox:
+    /// right before it is written; `Ok(false)`: nothing went out).
     pub async fn send_if(&self, message: &Email, proceed: &dyn Proceed) -> Result<bool, SendError> {
         match &self.0 {
             Kind::Smtp(pool) => pool
@@ -116,6 +116,9 @@ impl EmailTransport {
                     PoolError::Io(reason) => SendError::Unavailable(reason),
                 }),
             Kind::Outbox { dir, transport } => {
+                if !proceed.proceed().await {
+                    return Ok(false);
+                }
                 tokio::fs::create_dir_all(dir)
                     .await
                     .map_err(|e| SendError::Unavailable(format!("outbox folder: {e}")))?;
