@@ -129,7 +129,9 @@ impl Proceed for GoAhead<'_> {
             }
             // The wait for a permit can be long (a slow database): look again after it.
             let go = self.watch.stop().is_none() && self.still_not_suppressed().await;
-            if !go {
+            // A permit taken for an earlier provider stays: that provider may have taken the
+            // message before it failed, and it is unrecorded until its outcome is written.
+            if !go && !held {
                 self.take_permit();
             }
             go
