@@ -23,7 +23,7 @@ use wedsync_kinds::messages::providers::{
 };
 use wedsync_kinds::messages::unsubscribe::UnsubscribeClaim;
 use wedsync_kinds::messages::validate::ValidRecipient;
-use wedsync_kinds::messages::{Category, get_send};
+use wedsync_kinds::messages::{Category, DeliverBatch, batch_ranges, get_send};
 use wedsync_kinds::suppression::{Address, Channel, Reason, SuppressionList};
 use wedsync_kinds::{AppContext, register_all};
 use wedsync_queue::Outcome;
@@ -425,9 +425,9 @@ async fn rerunning_the_fanout_creates_nothing_twice() {
     }
     // A second run after a finished fan-out finds nothing to do.
     run().await.unwrap();
-    // Even with the recipients put back (as if the first run's clean-up had been lost), the
-    // deliveries and batch jobs are not duplicated.
-    sqlx::query("UPDATE bulk_sends SET recipients = $2 WHERE id = $1::uuid")
+    // Even with the recipients put back and the fan-out's progress reset (as if the first run's
+    // clean-up had been lost), the deliveries and batch jobs are not duplicated.
+    sqlx::query("UPDATE bulk_sends SET recipients = $2, fanout_next = 0 WHERE id = $1::uuid")
         .bind(&send.id)
         .bind(&stored)
         .execute(&db.pool)
@@ -562,7 +562,7 @@ async fn batch_jobs_enqueued_under_their_old_kind_are_sent_after_the_upgrade() {
     let send = new_send(Category::Transactional, recipients(120));
     store(&db, &send).await;
     let app = context(&db, &smtp.url());
-    run_fanout(&app, &send.id).await.unwrap();
+    fan_out_as_before_0017(&db, &send.id).await;
     let renamed = sqlx::query(
         "UPDATE jobs SET kind = 'deliver_email_batch',
                 unique_key = replace(unique_key, 'deliver_batch:', 'deliver_email_batch:')
@@ -592,6 +592,42 @@ async fn batch_jobs_enqueued_under_their_old_kind_are_sent_after_the_upgrade() {
     worker.stop().await;
     assert_eq!((summary.sent, summary.failed), (120, 0));
     assert_eq!(smtp.count(), 120);
+}
+
+/// The fan-out as releases before migration 0017 ran it (all recipients in one statement, no
+/// `fanout_next`), with its batch jobs, in one transaction.
+async fn fan_out_as_before_0017(db: &TestDb, send_id: &str) {
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO deliveries (send_id, ordinal, address, address_hash, variables)
+         SELECT b.id, (e.n - 1)::int, e.r->>'address',
+                encode(sha256(convert_to(b.channel || ':' || (e.r->>'address'), 'UTF8')), 'hex'),
+                coalesce(e.r->'variables', '{}'::jsonb)
+           FROM bulk_sends b, jsonb_array_elements(b.recipients) WITH ORDINALITY AS e(r, n)
+          WHERE b.id = $1::uuid ORDER BY e.n",
+    )
+    .bind(send_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let (count, batch_size): (i32, i32) =
+        sqlx::query_as("SELECT recipient_count, batch_size FROM bulk_sends WHERE id = $1::uuid")
+            .bind(send_id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    let jobs: Vec<_> = batch_ranges(count, batch_size)
+        .map(|(first, last)| DeliverBatch::new_job(send_id, ORG, first, last))
+        .collect();
+    wedsync_queue::enqueue_many(&mut tx, &jobs).await.unwrap();
+    sqlx::query(
+        "UPDATE bulk_sends SET recipients = NULL, fanned_out_at = now() WHERE id = $1::uuid",
+    )
+    .bind(send_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
 }
 
 /// `WRITE_OUTCOMES` as the release before migration 0015 ran it: its workers may still be

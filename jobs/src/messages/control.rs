@@ -7,8 +7,8 @@
 //! - resume wakes the send's batch jobs at once (they snoozed while it was paused), found by
 //!   the unique keys the fan-out gave them;
 //! - cancel marks every `queued` delivery `cancelled` in the same transaction, drops the inline
-//!   recipients of a send not fanned out yet, and wakes the batch jobs (and a fan-out waiting
-//!   for its `send_at`) so they end now rather than when their wait runs out.
+//!   recipients of a send not fanned out yet (or only partly), and wakes the batch jobs (and a
+//!   fan-out waiting for its `send_at`) so they end now rather than when their wait runs out.
 //!
 //! Wake-ups follow the commit: a job woken earlier would still read the old state.
 
@@ -90,8 +90,9 @@ pub async fn resume(
 }
 
 /// Stop `id` for good: state `cancelled`, every `queued` delivery `cancelled` (sent ones stay
-/// as they are), a send not fanned out yet loses its recipients; then its waiting jobs are woken
-/// to end. Cancelling a cancelled send only wakes them again; a `done` one is a conflict.
+/// as they are), a send not fanned out yet (or only partly) loses its recipients; then its
+/// waiting jobs are woken to end. Cancelling a cancelled send only wakes them again; a `done`
+/// one is a conflict.
 pub async fn cancel(
     queue: &Queue,
     id: &str,

@@ -254,7 +254,8 @@ pub struct SendSummary {
     pub suppressed: i32,
     pub failed: i32,
     pub bounced: i32,
-    /// Deliveries a cancel stopped, and recipients of a send cancelled before its fan-out.
+    /// Deliveries a cancel stopped, and recipients of a send cancelled before its fan-out
+    /// reached them.
     pub cancelled: i32,
     /// When the current pause began (cleared by a resume).
     pub paused_at: Option<chrono::DateTime<chrono::Utc>>,

@@ -207,10 +207,12 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
     let (written, hot_share) = rows_written(&db).await?;
     let rows = written as f64 / expected as f64;
     println!(
-        "system: created_in_ms={:.0} messages_per_s={rate:.0} time_to_send_ms p50={:.0} p99={:.0} \
+        "system: created_in_ms={:.0} messages_per_s={rate:.0} time_to_send_ms first={:.0} \
+         p50={:.0} p99={:.0} \
          worker_peak_rss_mib={} db_rows_written_per_message={rows:.2} \
          delivery_updates_in_place={hot_share:.2}",
         created_in.as_secs_f64() * 1000.0,
+        pct(0.0),
         pct(0.5),
         pct(0.99),
         rss.iter()

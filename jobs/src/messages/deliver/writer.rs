@@ -161,3 +161,104 @@ async fn write(pool: &PgPool, batch: &[StatusChange]) -> Result<(), sqlx::Error>
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use wedsync_db::testing::TestDb;
+
+    const DELIVERIES: i32 = 20_000;
+    const OUTCOMES: i32 = 1_000;
+
+    /// Every node of a JSON plan.
+    fn nodes<'a>(node: &'a Value, out: &mut Vec<&'a Value>) {
+        out.push(node);
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            nodes(child, out);
+        }
+    }
+
+    #[tokio::test]
+    async fn outcomes_are_joined_by_id_even_when_the_statistics_say_nothing_is_sending() {
+        let db = TestDb::new().await.unwrap();
+        sqlx::query(
+            "WITH sender AS (
+                 INSERT INTO senders (org_id, name, email, postal_address)
+                 VALUES ('org', 'Ann', 'hello@ann.example', '1 Chapel Lane') RETURNING id)
+             INSERT INTO bulk_sends (id, org_id, channel, category, sender_id, subject_template,
+                                     text_template, recipient_count)
+             SELECT '00000000-0000-0000-0000-000000000001', 'org', 'email', 'transactional',
+                    id, 's', 't', $1 FROM sender",
+        )
+        .bind(DELIVERIES)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO deliveries (send_id, ordinal, address, address_hash)
+             SELECT '00000000-0000-0000-0000-000000000001', i, 'guest' || i || '@example.com',
+                    md5(i::text)
+               FROM generate_series(0, $1 - 1) AS i",
+        )
+        .bind(DELIVERIES)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        // Statistics taken while nothing was `sending`, as they nearly always are; then a claim.
+        sqlx::query("ANALYZE deliveries")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE deliveries SET status = 'sending' WHERE ordinal < $1 RETURNING id",
+        )
+        .bind(OUTCOMES)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+
+        let none = vec![None::<&str>; ids.len()];
+        let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (FORMAT JSON) {}",
+            sql::WRITE_OUTCOMES
+        )))
+        .bind(&ids)
+        .bind(vec!["sent"; ids.len()])
+        .bind(vec![true; ids.len()])
+        .bind(&none)
+        .bind(&none)
+        .bind(&none)
+        .bind(&none)
+        .bind(vec![Some("body"); ids.len()])
+        .bind(&none)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        let mut all = Vec::new();
+        nodes(&plan[0]["Plan"], &mut all);
+        assert!(
+            all.iter().any(|n| n["Relation Name"] == "deliveries"),
+            "the plan reads deliveries: {plan}"
+        );
+        // The bad plan compared every outcome with every row its scan found (a nested loop
+        // whose join filter is `d.id = t.id`); a join by key hashes, merges or looks up ids.
+        let filters: Vec<&Value> = all.iter().filter_map(|n| n.get("Join Filter")).collect();
+        assert!(
+            filters.is_empty(),
+            "outcomes are joined with their deliveries by id, not pair by pair: {plan}"
+        );
+
+        // And the write itself records them.
+        let batch: Vec<StatusChange> = ids
+            .iter()
+            .map(|&id| StatusChange::new(id, "sent").tried())
+            .collect();
+        write(&db.pool, &batch).await.unwrap();
+        let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'sent'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(sent, i64::from(OUTCOMES));
+    }
+}
