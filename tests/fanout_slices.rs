@@ -6,7 +6,9 @@
 mod support;
 
 use serde_json::json;
-use support::messages::{ORG, TEST_BATCH_SIZE, guest, new_send, recipients, run_fanout, store};
+use support::messages::{
+    ORG, TEST_BATCH_SIZE, guest, is_stalled, new_send, only_job, recipients, run_fanout, store,
+};
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::AppContext;
 use wedsync_kinds::messages::fanout::{Slice, Step, fan_out_next_slice};
@@ -149,5 +151,36 @@ async fn a_cancel_between_two_slices_counts_every_recipient_without_a_delivery_c
     assert_eq!(
         (summary.total, summary.queued, summary.cancelled),
         (1_000, 0, RECIPIENTS as i32)
+    );
+}
+
+#[tokio::test]
+async fn a_fanout_discarded_between_two_slices_shows_the_send_stalled_until_it_is_retried() {
+    let db = TestDb::new().await.unwrap();
+    let send = first_slice_fanned_out(&db).await;
+    let stalled = || is_stalled(&db, &send.id);
+    assert!(!stalled().await, "its fan-out job will carry on");
+
+    // The fan-out job ends for good between two slices (cancelled here, as the queue discards
+    // one out of attempts): 1,500 recipients will never get a delivery, and the send says so
+    // although its first 1,000 have batch jobs.
+    let queue = Queue::new(db.pool.clone());
+    let fanout = only_job(&db, "bulk_send_fanout").await;
+    queue.cancel(fanout, Some(ORG)).await.unwrap();
+    let summary = get_send(&db.pool, &send.id, Some(ORG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((summary.state.as_str(), summary.total), ("active", 1_000));
+    assert!(summary.stalled);
+
+    queue.retry(fanout, Some(ORG)).await.unwrap();
+    assert!(!stalled().await, "the retried fan-out will carry on");
+    let app = AppContext::new(db.pool.clone());
+    run_fanout(&app, &send.id).await.unwrap();
+    assert_eq!(deliveries(&db, &send.id).await.len(), RECIPIENTS);
+    assert!(
+        !stalled().await,
+        "fanned out, with a batch job for every batch"
     );
 }

@@ -6,7 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 use support::messages::{
-    ORG, context_with, new_send, recipients, smtp_provider, store, wait_until_finished,
+    ORG, context_with, is_stalled, new_send, only_job, recipients, smtp_provider, store,
+    wait_until_finished,
 };
 use support::smtp::SmtpServer;
 use support::{start_worker, test_config, wait_for};
@@ -223,13 +224,7 @@ async fn a_send_whose_batch_job_was_cancelled_shows_stalled_until_an_operator_re
     let send = new_send(Category::Transactional, recipients(3));
     store(&db, &send).await;
     support::messages::run_fanout(&app, &send.id).await.unwrap();
-    let stalled = || async {
-        get_send(&db.pool, &send.id, Some(ORG))
-            .await
-            .unwrap()
-            .unwrap()
-            .stalled
-    };
+    let stalled = || is_stalled(&db, &send.id);
     assert!(
         !stalled().await,
         "a fanned-out send with its batch job waiting"
@@ -238,10 +233,7 @@ async fn a_send_whose_batch_job_was_cancelled_shows_stalled_until_an_operator_re
     // An operator cancels the only batch job (as the queue discards one out of attempts):
     // nothing will send the three deliveries, and the send says so.
     let queue = Queue::new(db.pool.clone());
-    let batch: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'deliver_batch'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let batch = only_job(&db, "deliver_batch").await;
     queue.cancel(batch, Some(ORG)).await.unwrap();
     let summary = get_send(&db.pool, &send.id, Some(ORG))
         .await

@@ -68,6 +68,24 @@ pub fn recipients(n: usize) -> Vec<ValidRecipient> {
         .collect()
 }
 
+/// Whether the send reads as `stalled` (`GET /v1/bulk-sends/{id}`).
+pub async fn is_stalled(db: &TestDb, send_id: &str) -> bool {
+    get_send(&db.pool, send_id, Some(ORG))
+        .await
+        .unwrap()
+        .expect("the send exists")
+        .stalled
+}
+
+/// The id of the one job of `kind`.
+pub async fn only_job(db: &TestDb, kind: &str) -> i64 {
+    sqlx::query_scalar("SELECT id FROM jobs WHERE kind = $1")
+        .bind(kind)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
 /// The id of the send [`insert_bare_send`] makes.
 pub const BARE_SEND_ID: &str = "00000000-0000-0000-0000-000000000001";
 

@@ -120,7 +120,7 @@ impl MessagesContext {
     /// The process's outcome writer on `pool` (started by the first caller).
     pub(crate) fn writer(&self, pool: &sqlx::PgPool) -> &deliver::StatusWriter {
         self.writer
-            .get_or_init(|| deliver::StatusWriter::spawn(pool.clone()))
+            .get_or_init(|| deliver::StatusWriter::spawn(pool))
     }
 
     /// The process's watcher of send states on `pool` (started by the first caller).
@@ -242,9 +242,10 @@ pub struct SendSummary {
     pub state: String,
     pub send_at: Option<chrono::DateTime<chrono::Utc>>,
     pub fanned_out_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Deliveries are left to send but no batch job will send them: every unfinished one was
-    /// discarded (out of attempts) or cancelled. An operator retries those jobs
-    /// (`POST /v1/jobs/{id}/retry`) to carry on.
+    /// Nothing will finish the send: deliveries are left to send but no batch job will send
+    /// them (every unfinished one was discarded, out of attempts, or cancelled), or its fan-out
+    /// stopped part-way (or before it began) and its job was discarded or cancelled. An operator
+    /// retries those jobs (`POST /v1/jobs/{id}/retry`) to carry on.
     pub stalled: bool,
     pub recipient_count: i32,
     pub total: i32,

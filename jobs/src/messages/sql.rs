@@ -161,20 +161,25 @@ UPDATE bulk_sends SET state = 'done', updated_at = now()
    AND NOT EXISTS (SELECT 1 FROM bulk_send_totals
                     WHERE send_id = $1::uuid AND (queued > 0 OR sending > 0))";
 
-/// One send with its counters, within an organisation (`$2` NULL: any). `stalled`: an active,
-/// fanned-out send with deliveries left to send and no unfinished batch job to send them (each
-/// was discarded or cancelled) — looked up by the batches' unique keys (`batch_unique_key`), one index probe per
-/// batch, never by scanning deliveries.
+/// One send with its counters, within an organisation (`$2` NULL: any). `stalled`: an active
+/// send that nothing will finish — either fanned out, with deliveries left to send and no
+/// unfinished batch job to send them (each was discarded or cancelled), looked up by the
+/// batches' unique keys (`batch_unique_key`), one index probe per batch, never by scanning
+/// deliveries; or not fully fanned out and with no unfinished fan-out job (discarded between two
+/// slices, or cancelled), looked up by its unique key (`BulkSendFanout::new_job`). The fan-out
+/// sets `fanned_out_at` in its last slice's transaction, before its job finishes.
 pub const GET_SEND: &str = "
 SELECT b.id::text AS id, b.org_id, b.channel, b.category, b.state, b.send_at, b.fanned_out_at,
-       (b.state = 'active' AND b.fanned_out_at IS NOT NULL
-        AND coalesce(t.queued, 0) + coalesce(t.sending, 0) > 0
-        AND NOT EXISTS (
-            SELECT 1 FROM jobs j
-             WHERE j.unique_key = ANY (
-                   SELECT 'deliver_batch:' || b.id::text || ':' || first
-                     FROM generate_series(0, b.recipient_count - 1, b.batch_size) AS first))
-       ) AS stalled,
+       (b.state = 'active' AND CASE
+            WHEN b.fanned_out_at IS NULL THEN NOT EXISTS (
+                SELECT 1 FROM jobs j WHERE j.unique_key = 'bulk_send_fanout:' || b.id::text)
+            ELSE coalesce(t.queued, 0) + coalesce(t.sending, 0) > 0
+             AND NOT EXISTS (
+                 SELECT 1 FROM jobs j
+                  WHERE j.unique_key = ANY (
+                        SELECT 'deliver_batch:' || b.id::text || ':' || first
+                          FROM generate_series(0, b.recipient_count - 1, b.batch_size) AS first))
+        END) AS stalled,
        b.recipient_count, coalesce(t.total, 0) AS total, coalesce(t.queued, 0) AS queued,
        coalesce(t.sending, 0) AS sending, coalesce(t.sent, 0) AS sent,
        coalesce(t.suppressed, 0) AS suppressed, coalesce(t.failed, 0) AS failed,

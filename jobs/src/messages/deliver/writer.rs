@@ -11,10 +11,19 @@
 //! only goes out with a permit of [`MessagesContext::unrecorded`](crate::messages::MessagesContext)
 //! that its write gives back: however slow the database, a process never has more messages
 //! sent-but-unrecorded than it has permits.
+//!
+//! The writer runs on a thread of its own, with a single-threaded runtime and a connection of
+//! its own (not the pool's). Its write is what every permit waits for, so its latency is the
+//! duplicate window: on the process's runtime, busy rendering and sending for many batch jobs,
+//! the task woke late for each reply, and taking a pooled connection cost a check of it (a round
+//! trip) before every write. Measured in `docs/benchmarks.md` ("The outcome writer on a thread of
+//! its own"). A failed write drops the connection and is tried again on a new one; the write is
+//! safe to repeat (it changes only rows still `sending`, and a body already stored stays).
 
 use crate::messages::sql;
 use crate::messages::template::Rendered;
-use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgConnection, PgPool};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
@@ -25,6 +34,9 @@ const MAX_BATCH: usize = 1_000;
 /// while it is retried no new message goes out (the permits stay taken), which is what a process
 /// that cannot record what it sends should do.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// How the writer's connection is named in `pg_stat_activity`.
+pub(crate) const APPLICATION_NAME: &str = "wedsync-outcome-writer";
 
 /// A delivery's new status, from `sending`.
 #[derive(Debug)]
@@ -85,9 +97,25 @@ pub(crate) struct StatusWriter {
 }
 
 impl StatusWriter {
-    pub fn spawn(pool: PgPool) -> StatusWriter {
+    /// Start the writer's thread; it connects with `pool`'s options and ends once every
+    /// `StatusWriter` is dropped.
+    pub fn spawn(pool: &PgPool) -> StatusWriter {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, rx));
+        let options = pool
+            .connect_options()
+            .as_ref()
+            .clone()
+            .application_name(APPLICATION_NAME);
+        std::thread::Builder::new()
+            .name("outcome-writer".to_owned())
+            .spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("starting the outcome writer's runtime")
+                    .block_on(run(options, rx))
+            })
+            .expect("starting the outcome writer's thread");
         StatusWriter { tx }
     }
 
@@ -104,7 +132,8 @@ impl StatusWriter {
     }
 }
 
-async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Item>) {
+async fn run(options: PgConnectOptions, mut rx: mpsc::UnboundedReceiver<Item>) {
+    let mut connection = None;
     let mut items = Vec::new();
     while rx.recv_many(&mut items, MAX_BATCH).await > 0 {
         let mut changes = Vec::with_capacity(items.len());
@@ -116,7 +145,7 @@ async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Item>) {
             }
         }
         if !changes.is_empty() {
-            write_retrying(&pool, &changes).await;
+            write_retrying(&options, &mut connection, &changes).await;
         }
         // The permits go back with the changes, now that they are recorded.
         drop(changes);
@@ -126,16 +155,40 @@ async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Item>) {
     }
 }
 
-async fn write_retrying(pool: &PgPool, batch: &[StatusChange]) {
+/// Write `batch` on the writer's connection, connecting first when it has none; on failure drop
+/// the connection and try again, until the write succeeds. A connection that had been working
+/// (the server or a proxy may have closed it while idle) is replaced at once; a new one that
+/// fails too is retried after a growing pause.
+async fn write_retrying(
+    options: &PgConnectOptions,
+    connection: &mut Option<PgConnection>,
+    batch: &[StatusChange],
+) {
     let mut delay = Duration::from_millis(50);
-    while let Err(err) = write(pool, batch).await {
+    loop {
+        let reused = connection.is_some();
+        let result = match connection {
+            Some(conn) => write(conn, batch).await,
+            None => match options.connect().await {
+                Ok(conn) => write(connection.insert(conn), batch).await,
+                Err(err) => Err(err),
+            },
+        };
+        let Err(err) = result else {
+            return;
+        };
+        *connection = None;
+        if reused {
+            tracing::info!(error = %err, "the outcome writer's connection failed; reconnecting");
+            continue;
+        }
         tracing::warn!(error = %err, rows = batch.len(), "writing delivery outcomes failed; retrying");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(MAX_RETRY_DELAY);
     }
 }
 
-async fn write(pool: &PgPool, batch: &[StatusChange]) -> Result<(), sqlx::Error> {
+async fn write(conn: &mut PgConnection, batch: &[StatusChange]) -> Result<(), sqlx::Error> {
     let column = |f: fn(&StatusChange) -> Option<&str>| -> Vec<Option<&str>> {
         batch.iter().map(f).collect()
     };
@@ -157,7 +210,7 @@ async fn write(pool: &PgPool, batch: &[StatusChange]) -> Result<(), sqlx::Error>
         }))
         .bind(rendered(|r| Some(r.text.as_str())))
         .bind(rendered(|r| r.html.as_deref()))
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
 }
@@ -179,9 +232,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn outcomes_are_joined_by_id_even_when_the_statistics_say_nothing_is_sending() {
-        let db = TestDb::new().await.unwrap();
+    /// A transactional email send of `count` recipients (tests/support/messages.rs has the same
+    /// for the integration tests, which this module cannot reach).
+    async fn insert_bare_send(db: &TestDb, count: i32) {
         sqlx::query(
             "WITH sender AS (
                  INSERT INTO senders (org_id, name, email, postal_address)
@@ -191,10 +244,88 @@ mod tests {
              SELECT '00000000-0000-0000-0000-000000000001', 'org', 'email', 'transactional',
                     id, 's', 't', $1 FROM sender",
         )
-        .bind(DELIVERIES)
+        .bind(count)
         .execute(&db.pool)
         .await
         .unwrap();
+    }
+
+    /// `count` deliveries of a bare send, all `sending` (as a claim leaves them); their ids.
+    async fn sending_deliveries(db: &TestDb, count: i32) -> Vec<i64> {
+        insert_bare_send(db, count).await;
+        sqlx::query_scalar(
+            "INSERT INTO deliveries (send_id, ordinal, address, address_hash, status)
+             SELECT '00000000-0000-0000-0000-000000000001', i, 'guest' || i || '@example.com',
+                    md5(i::text), 'sending'
+               FROM generate_series(0, $1 - 1) AS i
+             RETURNING id",
+        )
+        .bind(count)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    }
+
+    async fn status_of(db: &TestDb, id: i64) -> String {
+        sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_writer_records_outcomes_on_a_new_connection_after_losing_its_own() {
+        let db = TestDb::new().await.unwrap();
+        let ids = sending_deliveries(&db, 2).await;
+        let writer = StatusWriter::spawn(&db.pool);
+        writer.push(StatusChange::new(ids[0], "sent").tried());
+        writer.flush().await.unwrap();
+        assert_eq!(status_of(&db, ids[0]).await, "sent");
+
+        // The server ends the writer's connection (a restart, a failover, an operator).
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE application_name = $1 AND datname = current_database()",
+        )
+        .bind(APPLICATION_NAME)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(ended, [true], "the writer has one connection of its own");
+        while writer_connections(&db).await > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        writer.push(StatusChange::new(ids[1], "bounced").tried().error("550"));
+        tokio::time::timeout(Duration::from_secs(30), writer.flush())
+            .await
+            .expect("the outcome is written within 30 s")
+            .unwrap();
+        assert_eq!(status_of(&db, ids[1]).await, "bounced");
+        assert_eq!(status_of(&db, ids[0]).await, "sent");
+        assert_eq!(
+            writer_connections(&db).await,
+            1,
+            "on a connection of its own again"
+        );
+    }
+
+    async fn writer_connections(db: &TestDb) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE application_name = $1 AND datname = current_database()",
+        )
+        .bind(APPLICATION_NAME)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn outcomes_are_joined_by_id_even_when_the_statistics_say_nothing_is_sending() {
+        let db = TestDb::new().await.unwrap();
+        insert_bare_send(&db, DELIVERIES).await;
         sqlx::query(
             "INSERT INTO deliveries (send_id, ordinal, address, address_hash)
              SELECT '00000000-0000-0000-0000-000000000001', i, 'guest' || i || '@example.com',
@@ -254,7 +385,9 @@ mod tests {
             .iter()
             .map(|&id| StatusChange::new(id, "sent").tried())
             .collect();
-        write(&db.pool, &batch).await.unwrap();
+        write(&mut db.pool.acquire().await.unwrap(), &batch)
+            .await
+            .unwrap();
         let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'sent'")
             .fetch_one(&db.pool)
             .await
