@@ -214,8 +214,13 @@ async fn a_kept_connection_the_server_closed_is_replaced_and_the_message_goes_on
     smtp.on_rcpt("first@example.com", Action::CloseAfterMessage, None);
     let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
     transport.send(&mail_to("first@example.com")).await.unwrap();
-    // The pool's one connection is kept, and closed by the server: the next send finds out at
-    // its first command, before any of the message went, and sends it on a new connection.
+    wait_for("the server to close", Duration::from_secs(10), || async {
+        (smtp.ended_session_count() == 1).then_some(())
+    })
+    .await;
+    // The pool's one connection is kept, and closed by the server: the next send sees that on
+    // the socket before it writes anything (the whole transaction, content included, would go
+    // in one write) and sends the message on a new connection.
     transport
         .send(&mail_to("second@example.com"))
         .await
@@ -230,7 +235,16 @@ async fn a_kept_connection_the_server_closed_is_replaced_and_the_message_goes_on
 
 #[tokio::test]
 async fn a_message_whose_answer_is_lost_after_its_content_is_not_sent_again_by_the_pool() {
+    for chunking in [true, false] {
+        lost_answer_after_content(chunking).await;
+    }
+}
+
+async fn lost_answer_after_content(chunking: bool) {
     let smtp = SmtpServer::start().await;
+    if !chunking {
+        smtp.without_chunking();
+    }
     smtp.on_rcpt("guest@example.com", Action::DropAfterContent, None);
     let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
     transport.send(&mail_to("warm@example.com")).await.unwrap();
@@ -240,20 +254,29 @@ async fn a_message_whose_answer_is_lost_after_its_content_is_not_sent_again_by_t
         .send(&mail_to("guest@example.com"))
         .await
         .unwrap_err();
-    assert!(matches!(err, SendError::Unavailable(_)), "{err:?}");
+    assert!(
+        matches!(err, SendError::Unavailable(_)),
+        "{chunking}: {err:?}"
+    );
     let to: Vec<String> = smtp
         .messages()
         .into_iter()
         .map(|m| m.to[0].clone())
         .collect();
-    assert_eq!(to, ["warm@example.com", "guest@example.com"]);
+    assert_eq!(to, ["warm@example.com", "guest@example.com"], "{chunking}");
 }
 
 /// Send three messages through a pool of one connection; the addresses the server took.
 async fn send_three(smtp: &SmtpServer) -> Vec<String> {
     let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
     for guest in ["ann@example.com", "bob@example.com", "cy@example.com"] {
-        transport.send(&mail_to(guest)).await.unwrap();
+        let message = lettre::Message::builder()
+            .from("Acme Weddings <hello@acme.test>".parse().unwrap())
+            .to(guest.parse().unwrap())
+            .subject("The ceremony moved to 3 pm")
+            .body("See you there.\r\n.dot\r\n".to_owned())
+            .unwrap();
+        transport.send(&message.into()).await.unwrap();
     }
     smtp.messages()
         .into_iter()
@@ -262,11 +285,27 @@ async fn send_three(smtp: &SmtpServer) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_server_offering_pipelining_gets_each_transaction_up_to_data_in_one_write() {
+async fn a_server_offering_pipelining_and_chunking_gets_each_whole_transaction_in_one_write() {
     let smtp = SmtpServer::start().await;
     let to = send_three(&smtp).await;
     assert_eq!(to, ["ann@example.com", "bob@example.com", "cy@example.com"]);
     assert_eq!(smtp.pipelined_mail_count(), 3);
+    assert_eq!(smtp.whole_transaction_count(), 3);
+    // The content came as it is: a line starting with a dot keeps its one dot.
+    let data = &smtp.messages()[0].data;
+    assert!(data.contains("\r\n.dot\r\n"), "{data}");
+}
+
+#[tokio::test]
+async fn a_server_offering_pipelining_alone_gets_each_transaction_up_to_data_in_one_write() {
+    let smtp = SmtpServer::start().await;
+    smtp.without_chunking();
+    let to = send_three(&smtp).await;
+    assert_eq!(to, ["ann@example.com", "bob@example.com", "cy@example.com"]);
+    assert_eq!(smtp.pipelined_mail_count(), 3);
+    assert_eq!(smtp.whole_transaction_count(), 0);
+    let data = &smtp.messages()[0].data;
+    assert!(data.contains("\r\n.dot\r\n"), "{data}");
 }
 
 #[tokio::test]
@@ -277,11 +316,21 @@ async fn a_server_without_pipelining_gets_one_command_at_a_time() {
     assert_eq!(to, ["ann@example.com", "bob@example.com", "cy@example.com"]);
     assert_eq!(smtp.mail_count(), 3);
     assert_eq!(smtp.pipelined_mail_count(), 0);
+    assert_eq!(smtp.whole_transaction_count(), 0);
 }
 
 #[tokio::test]
 async fn pipelined_refusals_are_told_apart_and_the_connection_carries_the_next_message() {
+    for chunking in [true, false] {
+        pipelined_refusals(chunking).await;
+    }
+}
+
+async fn pipelined_refusals(chunking: bool) {
     let smtp = SmtpServer::start().await;
+    if !chunking {
+        smtp.without_chunking();
+    }
     smtp.on_rcpt("gone@example.com", Action::Reply(550), None);
     smtp.on_mail("hello@acme.test", 550, Some(1));
     smtp.on_rcpt("later@example.com", Action::RefuseContent(554), None);

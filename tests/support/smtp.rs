@@ -1,6 +1,7 @@
 //! A real SMTP server on loopback for tests: speaks enough SMTP for lettre (EHLO/HELO, MAIL,
-//! RCPT, DATA, RSET, NOOP, QUIT, and STARTTLS or implicit TLS when started so), offers
-//! PIPELINING unless told not to and notes which transactions came pipelined, records every
+//! RCPT, DATA, BDAT, RSET, NOOP, QUIT, and STARTTLS or implicit TLS when started so), offers
+//! PIPELINING and CHUNKING unless told not to and notes which transactions came pipelined
+//! (and which whole, content included, in one write), records every
 //! accepted message, and can be told to answer a recipient with a given reply code (a number of
 //! times or always) or to drop the connection. Its TLS certificate is
 //! `tests/fixtures/smtp_tls/server.pem`, signed by `ca.pem` there.
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -23,7 +24,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub struct Received {
     pub from: String,
     pub to: Vec<String>,
-    /// Headers and body as sent (dot-unstuffed, CRLF line ends).
+    /// Headers and body as sent (dot-unstuffed after DATA, as they came in BDAT chunks).
     pub data: String,
     /// When the server answered `250` to the message.
     pub accepted_at: std::time::Instant,
@@ -87,8 +88,15 @@ struct State {
     rcpt_attempts: VecDeque<String>,
     /// PIPELINING is left out of the EHLO reply.
     no_pipelining: bool,
+    /// CHUNKING is left out of the EHLO reply.
+    no_chunking: bool,
     /// MAIL commands that arrived with the next command already behind them (pipelined).
     pipelined_mails: usize,
+    /// MAIL commands that arrived with a BDAT behind them in the same read: the whole
+    /// transaction in one write.
+    whole_transactions: usize,
+    /// Sessions that ended, their connection closed.
+    ended_sessions: usize,
 }
 
 /// How the server offers TLS.
@@ -137,13 +145,15 @@ impl SmtpServer {
                     match (tls, acceptor) {
                         (Encryption::Implicit, Some(acceptor)) => {
                             if let Ok(stream) = acceptor.accept(stream).await {
-                                session(Box::new(stream), state, None, true, true).await;
+                                session(Box::new(stream), state.clone(), None, true, true).await;
                             }
                         }
                         (_, acceptor) => {
-                            session(Box::new(stream), state, acceptor, false, true).await
+                            session(Box::new(stream), state.clone(), acceptor, false, true).await
                         }
                     }
+                    // The session's stream is dropped by now: its connection is closed.
+                    state.lock().unwrap().ended_sessions += 1;
                 });
             }
         });
@@ -193,9 +203,24 @@ impl SmtpServer {
         self.state.lock().unwrap().no_pipelining = true;
     }
 
+    /// Stop offering CHUNKING (to connections opened from now on): messages come after DATA.
+    pub fn without_chunking(&self) {
+        self.state.lock().unwrap().no_chunking = true;
+    }
+
     /// How many MAIL commands came in one write with what followed them (RCPT, DATA).
     pub fn pipelined_mail_count(&self) -> usize {
         self.state.lock().unwrap().pipelined_mails
+    }
+
+    /// How many transactions came whole (MAIL to BDAT, with the content) in one write.
+    pub fn whole_transaction_count(&self) -> usize {
+        self.state.lock().unwrap().whole_transactions
+    }
+
+    /// How many sessions have ended with their connection closed.
+    pub fn ended_session_count(&self) -> usize {
+        self.state.lock().unwrap().ended_sessions
     }
 
     /// How many times MAIL was given (accepted or not).
@@ -329,6 +354,7 @@ where
     let mut to: Vec<String> = Vec::new();
     let mut after_message: Option<Action> = None;
     let mut in_transaction = false;
+    let mut chunks: Vec<u8> = Vec::new();
     let mut line = String::new();
     loop {
         line.clear();
@@ -339,9 +365,13 @@ where
         let command = line.trim_end();
         let upper = command.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
-            let pipelining = !state.lock().unwrap().no_pipelining;
+            let (pipelining, chunking) = {
+                let state = state.lock().unwrap();
+                (!state.no_pipelining, !state.no_chunking)
+            };
             let mut keywords = vec!["test-smtp"];
             keywords.extend(pipelining.then_some("PIPELINING"));
+            keywords.extend(chunking.then_some("CHUNKING"));
             keywords.extend(starttls.is_some().then_some("STARTTLS"));
             ehlo_reply(&keywords)
         } else if upper.starts_with("HELO") {
@@ -357,6 +387,9 @@ where
                 state.mail_attempts.push(sender.clone());
                 if lines.buffer().contains(&b'\n') {
                     state.pipelined_mails += 1;
+                }
+                if lines.buffer().windows(5).any(|w| w == b"BDAT ") {
+                    state.whole_transactions += 1;
                 }
                 take_action(&mut state.sender_rules, &sender)
             };
@@ -418,39 +451,44 @@ where
                     data.push_str(unstuffed);
                 }
                 in_transaction = false;
-                if let Some(Action::RefuseContent(code)) = after_message {
-                    after_message = None;
-                    to.clear();
-                    format!("{code} 5.7.1 test rule: message refused\r\n")
-                } else {
-                    let delay = {
-                        let mut state = state.lock().unwrap();
-                        state.messages.push(Received {
-                            from: from.clone(),
-                            to: std::mem::take(&mut to),
-                            data,
-                            accepted_at: std::time::Instant::now(),
-                            encrypted,
-                        });
-                        state.reply_delay
-                    };
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    match after_message.take() {
-                        Some(Action::DropAfterContent) => return None,
-                        Some(Action::CloseAfterMessage) => {
-                            let _ = write.write_all(b"250 queued\r\n").await;
-                            return None;
-                        }
-                        _ => {}
-                    }
-                    "250 queued\r\n".into()
-                }
+                let message = Message {
+                    from: &from,
+                    to: std::mem::take(&mut to),
+                    data,
+                    encrypted,
+                };
+                take_message(state, message, after_message.take(), write).await?
+            }
+        } else if let Some(arguments) = upper.strip_prefix("BDAT ") {
+            // RFC 3030: the chunk is read whatever the state, then answered.
+            let mut words = arguments.split_ascii_whitespace();
+            let size = words.next().and_then(|n| n.parse::<usize>().ok())?;
+            let last = words.next() == Some("LAST");
+            let mut chunk = vec![0; size];
+            lines.read_exact(&mut chunk).await.ok()?;
+            chunks.extend_from_slice(&chunk);
+            if !in_transaction {
+                chunks.clear();
+                "503 5.5.1 need MAIL first\r\n".into()
+            } else if to.is_empty() {
+                chunks.clear();
+                "554 5.5.1 no valid recipients\r\n".into()
+            } else if !last {
+                format!("250 {size} octets taken\r\n")
+            } else {
+                in_transaction = false;
+                let message = Message {
+                    from: &from,
+                    to: std::mem::take(&mut to),
+                    data: String::from_utf8_lossy(&std::mem::take(&mut chunks)).into_owned(),
+                    encrypted,
+                };
+                take_message(state, message, after_message.take(), write).await?
             }
         } else if upper == "RSET" {
             in_transaction = false;
             to.clear();
+            chunks.clear();
             "250 OK\r\n".into()
         } else if upper == "NOOP" {
             "250 OK\r\n".into()
@@ -463,6 +501,49 @@ where
         if write.write_all(reply.as_bytes()).await.is_err() {
             return None;
         }
+    }
+}
+
+/// A message's whole content has come (after DATA, or in the last BDAT chunk).
+struct Message<'a> {
+    from: &'a str,
+    to: Vec<String>,
+    data: String,
+    encrypted: bool,
+}
+
+/// Record `message` unless a rule refuses it, and the reply to its end; `None`: the rule drops
+/// the connection instead (after recording it, or after answering).
+async fn take_message<W: AsyncWrite + Unpin>(
+    state: &Mutex<State>,
+    message: Message<'_>,
+    rule: Option<Action>,
+    write: &mut W,
+) -> Option<String> {
+    if let Some(Action::RefuseContent(code)) = rule {
+        return Some(format!("{code} 5.7.1 test rule: message refused\r\n"));
+    }
+    let delay = {
+        let mut state = state.lock().unwrap();
+        state.messages.push(Received {
+            from: message.from.to_owned(),
+            to: message.to,
+            data: message.data,
+            accepted_at: std::time::Instant::now(),
+            encrypted: message.encrypted,
+        });
+        state.reply_delay
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match rule {
+        Some(Action::DropAfterContent) => None,
+        Some(Action::CloseAfterMessage) => {
+            let _ = write.write_all(b"250 queued\r\n").await;
+            None
+        }
+        _ => Some("250 queued\r\n".into()),
     }
 }
 

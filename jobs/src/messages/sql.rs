@@ -18,10 +18,14 @@ RETURNING id";
 
 /// Lock the send for its next fan-out slice: its organisation, batch size and recipient count,
 /// whether recipients are left to fan out (none once fanned out or cancelled), and the ordinal
-/// the fan-out carries on from.
+/// the fan-out carries on from. `FOR NO KEY UPDATE`, not `FOR UPDATE`: it still waits for (and
+/// holds off) a cancel, a pause or another fan-out of the send, but not the foreign-key checks
+/// of rows that reference the send — a claim or an outcome write that starts one of the send's
+/// counter rows (`bulk_send_counts`) checks the send with `FOR KEY SHARE`, which `FOR UPDATE`
+/// made wait for the slice's commit, up to a quarter of a second for a large slice.
 pub const LOCK_FOR_FANOUT: &str = "
 SELECT org_id, batch_size, recipient_count, recipients IS NOT NULL, fanout_next FROM bulk_sends
- WHERE id = $1::uuid FOR UPDATE";
+ WHERE id = $1::uuid FOR NO KEY UPDATE";
 
 /// The recipients of the send at ordinals `$2`..=`$3` as deliveries, in the database: the
 /// recipients never travel to the worker and back (50,000 of them held ~40 MB of its memory

@@ -1,12 +1,14 @@
 //! A minimal SMTP server for the benchmark: accepts everything, remembers when each message
 //! arrived and which delivery it was (from its `Message-ID`), and nothing else, so that it
 //! costs as little as possible of the two cores the system under test also needs. It offers
-//! PIPELINING, and can hold each reply back a while to stand for a server farther away.
+//! PIPELINING and CHUNKING (BDAT), as Postfix and Exim do, and can hold each reply back a while
+//! to stand for a server farther away. The ceiling's lettre client uses neither: it sends after
+//! DATA, which the sink reads line by line.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// One accepted message: when, and the delivery id of `<delivery-<id>.…>` (0 if none).
@@ -69,6 +71,7 @@ async fn session(stream: TcpStream, arrivals: Arc<Mutex<Vec<Arrival>>>, delay: D
     // server flushes when it would otherwise wait for input), as real servers do.
     let mut replies: Vec<u8> = b"220 bench-sink ESMTP\r\n".to_vec();
     let mut line = String::new();
+    let mut chunk = Vec::new();
     loop {
         if !lines.buffer().contains(&b'\n') && !replies.is_empty() {
             if !delay.is_zero() {
@@ -84,7 +87,7 @@ async fn session(stream: TcpStream, arrivals: Arc<Mutex<Vec<Arrival>>>, delay: D
             return;
         }
         let reply: &[u8] = match line.as_bytes().get(..4).map(|c| c.to_ascii_uppercase()) {
-            Some(c) if c == b"EHLO" => b"250-bench-sink\r\n250 PIPELINING\r\n",
+            Some(c) if c == b"EHLO" => b"250-bench-sink\r\n250-PIPELINING\r\n250 CHUNKING\r\n",
             Some(c) if c == b"HELO" => b"250 bench-sink\r\n",
             Some(c) if c == b"DATA" => {
                 replies.extend_from_slice(b"354 go ahead\r\n");
@@ -117,6 +120,25 @@ async fn session(stream: TcpStream, arrivals: Arc<Mutex<Vec<Arrival>>>, delay: D
                 lock(&arrivals).push((Instant::now(), delivery));
                 b"250 queued\r\n"
             }
+            Some(c) if c == b"BDAT" => {
+                let Some(size) = line[4..]
+                    .split_ascii_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                else {
+                    return;
+                };
+                chunk.resize(size, 0);
+                if lines.read_exact(&mut chunk).await.is_err() {
+                    return;
+                }
+                if !line.to_ascii_uppercase().contains("LAST") {
+                    b"250 chunk taken\r\n"
+                } else {
+                    lock(&arrivals).push((Instant::now(), delivery_of(&chunk)));
+                    b"250 queued\r\n"
+                }
+            }
             Some(c) if c == b"QUIT" => {
                 replies.extend_from_slice(b"221 bye\r\n");
                 let _ = write.write_all(&replies).await;
@@ -126,4 +148,19 @@ async fn session(stream: TcpStream, arrivals: Arc<Mutex<Vec<Arrival>>>, delay: D
         };
         replies.extend_from_slice(reply);
     }
+}
+
+/// The delivery id of a message's `Message-ID: <delivery-<id>.…>` header (0 if none).
+fn delivery_of(message: &[u8]) -> i64 {
+    const HEADER: &[u8] = b"Message-ID: <delivery-";
+    message
+        .windows(HEADER.len())
+        .enumerate()
+        .position(|(at, w)| w == HEADER && (at == 0 || message[at - 1] == b'\n'))
+        .and_then(|at| {
+            let rest = &message[at + HEADER.len()..];
+            let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+            std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+        })
+        .unwrap_or(0)
 }

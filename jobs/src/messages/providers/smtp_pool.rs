@@ -8,10 +8,12 @@
 //!   itself and offers no way to set the option; here we open them and hand them to lettre's
 //!   connection (`AsyncSmtpConnection::connect_with_transport`).
 //! - **No NOOP per message.** lettre's pool checks every connection with a NOOP round trip
-//!   before reusing it; here a connection idle for less than [`FRESH`] is reused as it is, and
-//!   one that turns out to be closed is replaced once (below).
-//! - **Fewer round trips per message.** A transaction is pipelined when the server offers it, and
-//!   a message's content goes out in one write (`smtp_transaction`).
+//!   before reusing it; here a kept connection is first looked at without one — a peek at its
+//!   socket says whether the server closed it or wrote to it since its last reply — and one
+//!   idle for less than [`FRESH`] with nothing there is reused as it is. One that still turns out
+//!   to be closed before any of the message went is replaced once (below).
+//! - **Fewer round trips per message.** A transaction is pipelined when the server offers it,
+//!   whole in one write with the content when it also offers CHUNKING (`smtp_transaction`).
 //!
 //! At most `size` messages are in flight per pool (a semaphore); idle connections are kept up
 //! to `size`, and closed after [`MAX_IDLE`].
@@ -19,7 +21,7 @@
 use super::Proceed;
 use super::smtp_tls::{self, Security};
 pub(super) use super::smtp_transaction::Step;
-use super::smtp_transaction::{Connection, StepFailed, transact};
+use super::smtp_transaction::{Connection, Peer, StepFailed, transact};
 use crate::sync::lock;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -178,11 +180,17 @@ impl SmtpPool {
             let idle = lock(&self.idle).pop();
             let Some((mut conn, since)) = idle else { break };
             let idle_for = since.elapsed();
-            if idle_for < FRESH {
-                return Ok((conn, true));
+            if idle_for >= MAX_IDLE {
+                continue;
             }
-            if idle_for < MAX_IDLE && conn.smtp.test_connected().await {
-                return Ok((conn, true));
+            match conn.peer() {
+                Peer::Closed => continue,
+                Peer::Quiet if idle_for < FRESH => return Ok((conn, true)),
+                Peer::Quiet | Peer::Unsure => {
+                    if conn.smtp.test_connected().await {
+                        return Ok((conn, true));
+                    }
+                }
             }
         }
         Ok((self.connect().await?, false))
@@ -206,6 +214,8 @@ impl SmtpPool {
             stream
                 .set_nodelay(true)
                 .map_err(|e| PoolError::Io(format!("setting TCP_NODELAY: {e}")))?;
+            let (stream, probe) = with_probe(stream)
+                .map_err(|e| PoolError::Io(format!("opening the SMTP socket: {e}")))?;
             // Whatever fails before a message is the provider's trouble (a refused greeting, a
             // certificate not trusted, bad credentials), never a recipient's: an I/O error, so
             // nobody bounces for it.
@@ -228,7 +238,7 @@ impl SmtpPool {
                     .await
                     .map_err(|e| PoolError::Io(format!("SMTP authentication: {e}")))?;
             }
-            Connection::new(conn, &self.hello)
+            Connection::new(conn, Some(probe), &self.hello)
                 .await
                 .map_err(|e| PoolError::Io(format!("asking the SMTP server what it offers: {e}")))
         };
@@ -240,6 +250,14 @@ impl SmtpPool {
                 )))
             })
     }
+}
+
+/// The socket and a second handle on it for `Connection::peer` (a duplicated descriptor: it
+/// shares the socket's non-blocking mode, and closes with the connection that holds both).
+fn with_probe(stream: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
+    let stream = stream.into_std()?;
+    let probe = stream.try_clone()?;
+    Ok((TcpStream::from_std(stream)?, probe))
 }
 
 /// No answer from the server rather than an answer: an I/O error, or a connection closed
