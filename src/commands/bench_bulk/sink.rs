@@ -71,7 +71,8 @@ async fn session(stream: TcpStream, arrivals: Arc<Mutex<Vec<Arrival>>>, delay: D
     // server flushes when it would otherwise wait for input), as real servers do.
     let mut replies: Vec<u8> = b"220 bench-sink ESMTP\r\n".to_vec();
     let mut line = String::new();
-    let mut chunk = Vec::new();
+    // The chunks of the message coming in BDAT commands.
+    let mut message = Vec::new();
     loop {
         if !lines.buffer().contains(&b'\n') && !replies.is_empty() {
             if !delay.is_zero() {
@@ -128,14 +129,16 @@ async fn session(stream: TcpStream, arrivals: Arc<Mutex<Vec<Arrival>>>, delay: D
                 else {
                     return;
                 };
-                chunk.resize(size, 0);
-                if lines.read_exact(&mut chunk).await.is_err() {
+                let from = message.len();
+                message.resize(from + size, 0);
+                if lines.read_exact(&mut message[from..]).await.is_err() {
                     return;
                 }
                 if !line.to_ascii_uppercase().contains("LAST") {
                     b"250 chunk taken\r\n"
                 } else {
-                    lock(&arrivals).push((Instant::now(), delivery_of(&chunk)));
+                    lock(&arrivals).push((Instant::now(), delivery_of(&message)));
+                    message.clear();
                     b"250 queued\r\n"
                 }
             }

@@ -238,7 +238,7 @@ impl SmtpPool {
                     .await
                     .map_err(|e| PoolError::Io(format!("SMTP authentication: {e}")))?;
             }
-            Connection::new(conn, Some(probe), &self.hello)
+            Connection::new(conn, probe, &self.hello)
                 .await
                 .map_err(|e| PoolError::Io(format!("asking the SMTP server what it offers: {e}")))
         };

@@ -35,7 +35,7 @@ pub(super) struct Connection {
     /// CHUNKING (RFC 3030): the content may go as `BDAT <size> LAST`, with no `354` to wait for.
     pub chunking: bool,
     /// The same socket, for [`Connection::peer`] (a duplicate of its descriptor, closed with it).
-    probe: Option<std::net::TcpStream>,
+    probe: std::net::TcpStream,
 }
 
 /// What a kept connection's socket holds while nothing is expected from the server.
@@ -55,7 +55,7 @@ impl Connection {
     /// trip per connection.
     pub async fn new(
         mut smtp: AsyncSmtpConnection,
-        probe: Option<std::net::TcpStream>,
+        probe: std::net::TcpStream,
         hello: &ClientId,
     ) -> Result<Self, lettre::transport::smtp::Error> {
         let reply = smtp
@@ -76,10 +76,7 @@ impl Connection {
     /// non-blocking). A whole transaction goes out in one write when the server offers CHUNKING,
     /// so a closed connection has to be found before it, not by its first reply.
     pub fn peer(&self) -> Peer {
-        let Some(probe) = &self.probe else {
-            return Peer::Unsure;
-        };
-        match probe.peek(&mut [0u8; 1]) {
+        match self.probe.peek(&mut [0u8; 1]) {
             Ok(0) => Peer::Closed,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Peer::Quiet,
             Ok(_) | Err(_) => Peer::Unsure,
