@@ -491,12 +491,22 @@ async fn an_erased_guest_gets_no_delivery_and_their_delivery_rows_go() {
     .await;
     assert_eq!((summary.total, summary.sent, summary.queued), (1, 1, 0));
     assert_eq!(smtp.messages().len(), 1);
-    // Deleting a send with its deliveries takes its counters with it (no counting out).
+    // Deleting a send takes its deliveries and its counters with it (migration 0019: by
+    // trigger, not by foreign key).
     sqlx::query("DELETE FROM bulk_sends WHERE id = $1::uuid")
         .bind(&send.id)
         .execute(&db.pool)
         .await
         .unwrap();
+    let (deliveries, counters): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM deliveries WHERE send_id = $1::uuid),
+                (SELECT count(*) FROM bulk_send_counts WHERE send_id = $1::uuid)",
+    )
+    .bind(&send.id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((deliveries, counters), (0, 0));
 }
 
 #[tokio::test]

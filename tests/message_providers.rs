@@ -63,7 +63,11 @@ fn primary_and_secondary(primary: &str, secondary: &SmtpServer) -> Providers {
 async fn while_the_only_provider_is_down_the_send_waits_and_after_recovery_all_arrive_once() {
     let db = TestDb::new().await.unwrap();
     let down = refusing_address();
-    let primary = smtp_provider(ProviderRole::Primary, &format!("smtp://{down}"), BREAKER);
+    let primary = smtp_provider(
+        ProviderRole::Primary,
+        &format!("smtp://{}", down.addr),
+        BREAKER,
+    );
     let app = context_with(&db, Providers::new().with(primary));
     let providers = app.messages.providers.clone();
     // What the binary starts in every worker process: operators see the breaker.
@@ -103,7 +107,7 @@ async fn while_the_only_provider_is_down_the_send_waits_and_after_recovery_all_a
     })
     .await;
 
-    let smtp = SmtpServer::start_on(down).await;
+    let smtp = SmtpServer::start_on(down.release()).await;
     let summary = wait_until_finished(&db, &send.id, Duration::from_secs(60)).await;
     worker.stop().await;
     wait_for(
@@ -115,11 +119,7 @@ async fn while_the_only_provider_is_down_the_send_waits_and_after_recovery_all_a
     publisher.abort();
 
     assert_eq!((summary.sent, summary.failed, summary.bounced), (300, 0, 0));
-    let mut to: Vec<String> = smtp
-        .messages()
-        .into_iter()
-        .map(|m| m.to[0].clone())
-        .collect();
+    let mut to = smtp.first_recipients();
     to.sort();
     to.dedup();
     assert_eq!(smtp.count(), 300, "someone got two messages");
@@ -143,7 +143,7 @@ async fn while_the_primary_is_down_mail_goes_through_the_secondary() {
     let db = TestDb::new().await.unwrap();
     let down = refusing_address();
     let secondary = SmtpServer::start().await;
-    let providers = primary_and_secondary(&format!("smtp://{down}"), &secondary);
+    let providers = primary_and_secondary(&format!("smtp://{}", down.addr), &secondary);
     let app = context_with(&db, providers);
     let providers = app.messages.providers.clone();
     let send = new_send(Category::Marketing, recipients(200));
@@ -166,7 +166,7 @@ async fn a_provider_back_from_an_outage_takes_over_from_the_secondary_again() {
     let db = TestDb::new().await.unwrap();
     let primary_addr = refusing_address();
     let secondary = SmtpServer::start().await;
-    let providers = primary_and_secondary(&format!("smtp://{primary_addr}"), &secondary);
+    let providers = primary_and_secondary(&format!("smtp://{}", primary_addr.addr), &secondary);
     let app = context_with(&db, providers);
     let breaker = app.messages.providers.of(Channel::Email)[0]
         .breaker()
@@ -177,7 +177,7 @@ async fn a_provider_back_from_an_outage_takes_over_from_the_secondary_again() {
     wait_until_finished(&db, &during.id, Duration::from_secs(30)).await;
     assert_eq!(secondary.count(), 50);
 
-    let primary = SmtpServer::start_on(primary_addr).await;
+    let primary = SmtpServer::start_on(primary_addr.release()).await;
     wait_for(
         "the primary's open time to pass",
         Duration::from_secs(10),
@@ -225,12 +225,54 @@ async fn a_kept_connection_the_server_closed_is_replaced_and_the_message_goes_on
         .send(&mail_to("second@example.com"))
         .await
         .unwrap();
-    let to: Vec<String> = smtp
-        .messages()
-        .into_iter()
-        .map(|m| m.to[0].clone())
-        .collect();
+    let to = smtp.first_recipients();
     assert_eq!(to, ["first@example.com", "second@example.com"]);
+}
+
+/// A server (offering CHUNKING or not) and a pool of one connection to it that has sent one
+/// message, so that the next send reuses the kept connection.
+async fn warm_pool_of_one(chunking: bool) -> (SmtpServer, EmailTransport) {
+    let smtp = SmtpServer::start().await;
+    if !chunking {
+        smtp.without_chunking();
+    }
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
+    transport.send(&mail_to("warm@example.com")).await.unwrap();
+    (smtp, transport)
+}
+
+#[tokio::test]
+async fn a_kept_connection_lost_at_mail_is_replaced_at_once_only_while_no_content_had_gone() {
+    for chunking in [false, true] {
+        lost_at_mail(chunking).await;
+    }
+}
+
+/// The server goes away at the MAIL of a message on a kept connection, after the peek found
+/// the connection quiet. Without CHUNKING the content waits for `354`, so the server cannot
+/// have the message and the pool sends it at once on a new connection; with CHUNKING the
+/// content went in the same write and the lost answer is ambiguous: not sent again here.
+async fn lost_at_mail(chunking: bool) {
+    let (smtp, transport) = warm_pool_of_one(chunking).await;
+    smtp.drop_at_mail("hello@acme.test", Some(1));
+    let second = transport.send(&mail_to("guest@example.com")).await;
+    let to = smtp.first_recipients();
+    if chunking {
+        assert!(
+            matches!(second, Err(SendError::Unavailable(_))),
+            "{second:?}"
+        );
+        assert_eq!(to, ["warm@example.com"]);
+        assert_eq!(smtp.mail_count(), 2, "not tried again by the pool");
+    } else {
+        second.unwrap();
+        assert_eq!(to, ["warm@example.com", "guest@example.com"]);
+        assert_eq!(
+            smtp.mail_count(),
+            3,
+            "the lost MAIL, then again on a new connection"
+        );
+    }
 }
 
 #[tokio::test]
@@ -241,13 +283,8 @@ async fn a_message_whose_answer_is_lost_after_its_content_is_not_sent_again_by_t
 }
 
 async fn lost_answer_after_content(chunking: bool) {
-    let smtp = SmtpServer::start().await;
-    if !chunking {
-        smtp.without_chunking();
-    }
+    let (smtp, transport) = warm_pool_of_one(chunking).await;
     smtp.on_rcpt("guest@example.com", Action::DropAfterContent, None);
-    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
-    transport.send(&mail_to("warm@example.com")).await.unwrap();
     // On the kept connection the server takes the message and goes away without answering:
     // it may have it, so the pool must not try again on a new connection.
     let err = transport
@@ -258,11 +295,7 @@ async fn lost_answer_after_content(chunking: bool) {
         matches!(err, SendError::Unavailable(_)),
         "{chunking}: {err:?}"
     );
-    let to: Vec<String> = smtp
-        .messages()
-        .into_iter()
-        .map(|m| m.to[0].clone())
-        .collect();
+    let to = smtp.first_recipients();
     assert_eq!(to, ["warm@example.com", "guest@example.com"], "{chunking}");
 }
 
@@ -278,10 +311,7 @@ async fn send_three(smtp: &SmtpServer) -> Vec<String> {
             .unwrap();
         transport.send(&message.into()).await.unwrap();
     }
-    smtp.messages()
-        .into_iter()
-        .map(|m| m.to[0].clone())
-        .collect()
+    smtp.first_recipients()
 }
 
 #[tokio::test]
@@ -353,11 +383,7 @@ async fn pipelined_refusals(chunking: bool) {
         .unwrap_err();
     assert!(matches!(err, SendError::Refused(_)), "{err:?}");
     transport.send(&mail_to("bob@example.com")).await.unwrap();
-    let to: Vec<String> = smtp
-        .messages()
-        .into_iter()
-        .map(|m| m.to[0].clone())
-        .collect();
+    let to = smtp.first_recipients();
     assert_eq!(to, ["bob@example.com"]);
     assert_eq!(smtp.pipelined_mail_count(), 4);
 }

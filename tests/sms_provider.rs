@@ -122,7 +122,8 @@ async fn a_provider_slower_than_the_timeout_is_unavailable() {
 
 #[tokio::test]
 async fn a_refused_connection_is_unavailable() {
-    let url = sms::base_url(support::refusing_address());
+    let down = support::refusing_address();
+    let url = sms::base_url(down.addr);
     let err = client(&url).send(&message(GUEST)).await.unwrap_err();
     assert!(
         matches!(&err, SendError::Unavailable(r) if r.contains("could not connect")),
@@ -132,10 +133,10 @@ async fn a_refused_connection_is_unavailable() {
 
 #[tokio::test]
 async fn a_provider_back_on_a_port_that_refused_is_reached() {
-    let addr = support::refusing_address();
-    let client = client(&sms::base_url(addr));
+    let down = support::refusing_address();
+    let client = client(&sms::base_url(down.addr));
     assert!(client.send(&message(GUEST)).await.is_err());
-    let server = SmsServer::start_on(addr).await;
+    let server = SmsServer::start_on(down.release()).await;
     client.send(&message(GUEST)).await.unwrap();
     assert_eq!(server.messages().len(), 1);
 }
@@ -156,7 +157,8 @@ async fn credentials_appear_in_no_error_and_not_in_debug() {
         assert!(err.to_string().contains("<account>"), "{err}");
         shown.push(format!("{err} {err:?}"));
     }
-    let refused = sms::base_url(support::refusing_address());
+    let down = support::refusing_address();
+    let refused = sms::base_url(down.addr);
     let err = self::client(&refused)
         .send(&message(GUEST))
         .await

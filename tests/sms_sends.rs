@@ -169,11 +169,9 @@ async fn a_marketing_text_carries_an_opt_out_link_signed_for_its_delivery() {
 async fn while_the_primary_sms_provider_is_down_texts_go_through_the_secondary() {
     let db = TestDb::new().await.unwrap();
     let secondary = SmsServer::start().await;
+    let down = refusing_address();
     let providers = Providers::new()
-        .with(sms_provider(
-            ProviderRole::Primary,
-            &base_url(refusing_address()),
-        ))
+        .with(sms_provider(ProviderRole::Primary, &base_url(down.addr)))
         .with(sms_provider(ProviderRole::Secondary, &secondary.url()));
     let app = context_with(&db, providers);
     let send = sms_send(Category::Transactional, 40);

@@ -16,11 +16,31 @@ use wedsync_db::testing::TestDb;
 use wedsync_queue::{Queue, Registry};
 use wedsync_worker::{Worker, WorkerConfig, WorkerError, WorkerReport};
 
-/// A loopback address nothing listens on (something did a moment ago): connections to it are
-/// refused — a provider that is down, until a test starts one there.
-pub fn refusing_address() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
-    listener.local_addr().unwrap()
+/// A loopback port held bound but not listening: connections to it are refused — a provider
+/// that is down — and, while it is held, no other test (nor anything else binding port 0) can be
+/// given the port. A port merely bound and let go a moment ago could be, and a test then found a
+/// server of another test where its provider was meant to be down.
+pub struct RefusingAddress {
+    pub addr: std::net::SocketAddr,
+    _held: tokio::net::TcpSocket,
+}
+
+impl RefusingAddress {
+    /// Give the port up, for a test that starts its provider there now (the provider is back).
+    pub fn release(self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+pub fn refusing_address() -> RefusingAddress {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a probe socket");
+    socket
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind a probe port");
+    RefusingAddress {
+        addr: socket.local_addr().unwrap(),
+        _held: socket,
+    }
 }
 
 /// Poll `check` every 10 ms until it returns `Some`, or panic after `timeout` naming `what`.

@@ -80,6 +80,8 @@ struct State {
     rules: Vec<Rule<Action>>,
     /// Codes to answer MAIL with, by sender.
     sender_rules: Vec<Rule<u16>>,
+    /// Senders whose MAIL is met by closing the connection without an answer.
+    mail_drops: Vec<Rule<()>>,
     /// Every MAIL seen, by sender, accepted or not.
     mail_attempts: Vec<String>,
     /// How long the server takes to answer a message's final `.` (a slow server).
@@ -193,6 +195,16 @@ impl SmtpServer {
         });
     }
 
+    /// Close the connection without answering MAIL from `sender`, `times` times (`None`:
+    /// always): a server going away between two messages of a kept connection.
+    pub fn drop_at_mail(&self, sender: &str, times: Option<usize>) {
+        self.state.lock().unwrap().mail_drops.push(Rule {
+            recipient: sender.to_lowercase(),
+            action: (),
+            remaining: times,
+        });
+    }
+
     /// Take `delay` to answer each message's final `.`, as a busy server does.
     pub fn slow_down(&self, delay: std::time::Duration) {
         self.state.lock().unwrap().reply_delay = delay;
@@ -226,6 +238,14 @@ impl SmtpServer {
     /// How many times MAIL was given (accepted or not).
     pub fn mail_count(&self) -> usize {
         self.state.lock().unwrap().mail_attempts.len()
+    }
+
+    /// The first recipient of each message received, in order.
+    pub fn first_recipients(&self) -> Vec<String> {
+        self.messages()
+            .into_iter()
+            .map(|m| m.to[0].clone())
+            .collect()
     }
 
     pub fn messages(&self) -> Vec<Received> {
@@ -390,6 +410,9 @@ where
                 }
                 if lines.buffer().windows(5).any(|w| w == b"BDAT ") {
                     state.whole_transactions += 1;
+                }
+                if take_action(&mut state.mail_drops, &sender).is_some() {
+                    return None;
                 }
                 take_action(&mut state.sender_rules, &sender)
             };
