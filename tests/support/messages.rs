@@ -1,7 +1,6 @@
 //! Bulk sends for tests: a sender and templates, recipients `guest<i>@example.com` with their
 //! own variables, contexts on real SMTP servers, and waiting for a send to finish.
 
-use super::wait_for;
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -152,12 +151,60 @@ pub fn context(db: &TestDb, url: &str) -> AppContext {
 
 /// Wait until the send is done (fanned out, no delivery queued or sending, marked by the last
 /// batch job), and return its summary.
+/// On timeout it panics with what the send was stuck on: its summary, its deliveries by status
+/// and the messages queue's jobs, unfinished and finished.
 pub async fn wait_until_finished(db: &TestDb, id: &str, timeout: Duration) -> SendSummary {
-    wait_for("the send to finish", timeout, || async {
-        let send = get_send(&db.pool, id, Some(ORG)).await.unwrap()?;
-        (send.state == "done").then_some(send)
-    })
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(send) = get_send(&db.pool, id, Some(ORG)).await.unwrap()
+            && send.state == "done"
+        {
+            return send;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for the send to finish; {}",
+                stuck_on(db, id).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The state of a send that did not finish, for a test's failure message.
+async fn stuck_on(db: &TestDb, id: &str) -> String {
+    let send = get_send(&db.pool, id, Some(ORG)).await.unwrap();
+    let by_status: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM deliveries WHERE send_id = $1::uuid GROUP BY status",
+    )
+    .bind(id)
+    .fetch_all(&db.pool)
     .await
+    .unwrap();
+    let jobs: Vec<(i64, String, String, i32, String, String)> = sqlx::query_as(
+        "SELECT id, kind, state, attempt, (scheduled_at - now())::text, errors::text
+           FROM jobs WHERE queue = 'messages' ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let finished: Vec<(String, String, i64, Option<i32>)> = sqlx::query_as(
+        "SELECT kind, state, count(*), max(attempt) FROM jobs_finished
+          WHERE queue = 'messages' GROUP BY kind, state",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let breakers: Vec<String> =
+        sqlx::query_scalar("SELECT row_to_json(b)::text FROM provider_breakers b")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    format!(
+        "send: {send:?}; deliveries by status: {by_status:?}; unfinished jobs (id, kind, state, \
+         attempt, due in, errors): {jobs:?}; finished jobs (kind, state, count, highest attempt): \
+         {finished:?}; published breakers: {breakers:?}"
+    )
 }
 
 /// Run a worker of the `messages` queue on `app` until the send `id` is done; its summary.

@@ -18,8 +18,8 @@ use wedsync_worker::{Worker, WorkerConfig, WorkerError, WorkerReport};
 
 /// A loopback port held bound but not listening: connections to it are refused — a provider
 /// that is down — and, while it is held, no other test (nor anything else binding port 0) can be
-/// given the port. A port merely bound and let go a moment ago could be, and a test then found a
-/// server of another test where its provider was meant to be down.
+/// given the port. A port merely bound and let go a moment ago could be given to another test's
+/// server, and the provider meant to be down would then answer.
 pub struct RefusingAddress {
     pub addr: std::net::SocketAddr,
     _held: tokio::net::TcpSocket,
