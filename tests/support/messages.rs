@@ -1,6 +1,7 @@
 //! Bulk sends for tests: a sender and templates, recipients `guest<i>@example.com` with their
 //! own variables, contexts on real SMTP servers, and waiting for a send to finish.
 
+use super::wait_for_explained;
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -151,24 +152,20 @@ pub fn context(db: &TestDb, url: &str) -> AppContext {
 
 /// Wait until the send is done (fanned out, no delivery queued or sending, marked by the last
 /// batch job), and return its summary.
+///
 /// On timeout it panics with what the send was stuck on: its summary, its deliveries by status
 /// and the messages queue's jobs, unfinished and finished.
 pub async fn wait_until_finished(db: &TestDb, id: &str, timeout: Duration) -> SendSummary {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(send) = get_send(&db.pool, id, Some(ORG)).await.unwrap()
-            && send.state == "done"
-        {
-            return send;
-        }
-        if std::time::Instant::now() >= deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for the send to finish; {}",
-                stuck_on(db, id).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_explained(
+        "the send to finish",
+        timeout,
+        || async {
+            let send = get_send(&db.pool, id, Some(ORG)).await.unwrap()?;
+            (send.state == "done").then_some(send)
+        },
+        || stuck_on(db, id),
+    )
+    .await
 }
 
 /// The state of a send that did not finish, for a test's failure message.

@@ -44,20 +44,38 @@ pub fn refusing_address() -> RefusingAddress {
 }
 
 /// Poll `check` every 10 ms until it returns `Some`, or panic after `timeout` naming `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
+{
+    wait_for_explained(what, timeout, check, || async { String::new() }).await
+}
+
+/// [`wait_for`], and on timeout the panic adds what `explain` reports (the state that was
+/// waited on, read at that moment).
+pub async fn wait_for_explained<T, F, Fut, E, EFut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+    explain: E,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+    E: FnOnce() -> EFut,
+    EFut: Future<Output = String>,
 {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            let state = explain().await;
+            let sep = if state.is_empty() { "" } else { "; " };
+            panic!("timed out after {timeout:?} waiting for {what}{sep}{state}");
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
