@@ -6,12 +6,14 @@ mod support;
 
 use std::time::Duration;
 use support::messages::{
-    context_with, mail_to, new_send, recipients, smtp_provider, store, wait_until_finished,
+    context_with, mail_to, messages_context, new_send, recipients, smtp_provider,
+    smtp_provider_pooled, store, wait_until_finished,
 };
 use support::refusing_address;
 use support::smtp::{Action, SmtpServer};
 use support::{start_worker, test_config, wait_for};
 use wedsync_db::testing::TestDb;
+use wedsync_kinds::AppContext;
 use wedsync_kinds::messages::Category;
 use wedsync_kinds::messages::providers::status::{ProviderStatus, REPORT_FRESHNESS};
 use wedsync_kinds::messages::providers::{
@@ -159,6 +161,45 @@ async fn while_the_primary_is_down_mail_goes_through_the_secondary() {
     let email = providers.of(Channel::Email);
     assert_eq!(email[0].breaker().state(), BreakerState::Open);
     assert_eq!(email[1].breaker().state(), BreakerState::Closed);
+}
+
+/// A message the primary refused keeps its unrecorded permit (the primary may have taken it)
+/// while it waits for a connection of the secondary, and a message sent straight to the
+/// secondary (the primary's breaker open) may hold that connection first. Had the latter waited
+/// for a permit while holding the connection, the two would wait for each other for good once
+/// the permits ran out: here two permits and one secondary connection, with several batch jobs
+/// sending at once, stalled the send.
+#[tokio::test]
+async fn failing_over_with_the_unrecorded_permits_all_taken_does_not_stall_the_send() {
+    let db = TestDb::new().await.unwrap();
+    let down = refusing_address();
+    let secondary = SmtpServer::start().await;
+    let opens_at_once = BreakerConfig {
+        failure_threshold: 1,
+        open_for: Duration::from_secs(60),
+    };
+    let providers = Providers::new()
+        .with(smtp_provider(
+            ProviderRole::Primary,
+            &format!("smtp://{}", down.addr),
+            opens_at_once,
+        ))
+        .with(smtp_provider_pooled(
+            ProviderRole::Secondary,
+            &secondary.url(),
+            BREAKER,
+            1,
+        ));
+    let messages = messages_context(providers).with_unrecorded_limit(2);
+    let app = AppContext::new(db.pool.clone()).with_messages(messages);
+    let send = new_send(Category::Transactional, recipients(300));
+    store(&db, &send).await;
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(60)).await;
+    worker.stop().await;
+
+    assert_eq!((summary.sent, summary.failed), (300, 0));
+    assert_eq!(secondary.count(), 300);
 }
 
 #[tokio::test]

@@ -132,16 +132,31 @@ pub async fn run_fanout(app: &AppContext, send_id: &str) -> wedsync_queue::JobRe
 
 /// A primary SMTP provider at `url` (a pool of 10), with `breaker`.
 pub fn smtp_provider(role: ProviderRole, url: &str, breaker: BreakerConfig) -> Provider {
-    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", url, 10, None).unwrap();
+    smtp_provider_pooled(role, url, breaker, 10)
+}
+
+/// [`smtp_provider`] with `connections` SMTP connections.
+pub fn smtp_provider_pooled(
+    role: ProviderRole,
+    url: &str,
+    breaker: BreakerConfig,
+    connections: u32,
+) -> Provider {
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", url, connections, None).unwrap();
     Provider::email(role, transport, breaker)
+}
+
+/// The messages context for sending through `providers`, with quick retries.
+pub fn messages_context(providers: Providers) -> MessagesContext {
+    let mut messages = MessagesContext::new(providers);
+    messages.public_url = PUBLIC_URL.to_owned();
+    messages.retry_base = Duration::from_millis(50);
+    messages
 }
 
 /// The job context for sending through `providers`, with quick retries.
 pub fn context_with(db: &TestDb, providers: Providers) -> AppContext {
-    let mut messages = MessagesContext::new(providers);
-    messages.public_url = PUBLIC_URL.to_owned();
-    messages.retry_base = Duration::from_millis(50);
-    AppContext::new(db.pool.clone()).with_messages(messages)
+    AppContext::new(db.pool.clone()).with_messages(messages_context(providers))
 }
 
 /// The job context for sending through the SMTP server at `url` alone.

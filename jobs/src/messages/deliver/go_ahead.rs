@@ -4,7 +4,9 @@
 //! - The message takes its permit of the unrecorded limit here (`writer`): the permit covers
 //!   the message from right before its bytes go until its outcome is committed, and not its
 //!   wait for a connection, so the limit bounds what a crash can send twice without also
-//!   counting messages that are only queued.
+//!   counting messages that are only queued. At a fallback provider the permit is taken
+//!   before the wait for its connection instead ([`Proceed::reserve`]): a message failed over
+//!   from the first provider waits there with its permit, so none may wait for one there.
 //! - The send must still be active: read from the process's state watch, no query.
 //! - The guest must still not be suppressed. The claim checked that, right before the send
 //!   began; but under a rate limit shared by many batch jobs, or against a slow server, a
@@ -86,6 +88,13 @@ impl<'a> GoAhead<'a> {
         self.suppressed.load(Ordering::Relaxed)
     }
 
+    /// Wait for a permit of the unrecorded limit. The semaphore is never closed; if it were, the
+    /// message would go unbounded rather than never.
+    async fn acquire_permit(&self) {
+        let permit = self.unrecorded.clone().acquire_owned().await.ok();
+        *lock(&self.permit) = permit;
+    }
+
     async fn still_not_suppressed(&self) -> bool {
         if lock(&self.checked_at).elapsed() < RECHECK_AFTER {
             return true;
@@ -122,10 +131,7 @@ impl Proceed for GoAhead<'_> {
             }
             let held = lock(&self.permit).is_some();
             if !held {
-                // The semaphore is never closed; if it were, the message would go unbounded
-                // rather than never.
-                let permit = self.unrecorded.clone().acquire_owned().await.ok();
-                *lock(&self.permit) = permit;
+                self.acquire_permit().await;
             }
             // The wait for a permit can be long (a slow database): look again after it.
             let go = self.watch.stop().is_none() && self.still_not_suppressed().await;
@@ -135,6 +141,18 @@ impl Proceed for GoAhead<'_> {
                 self.take_permit();
             }
             go
+        }
+        .boxed()
+    }
+
+    /// A fallback provider's connection is only queued for with the permit in hand (see
+    /// [`Proceed`]); kept from the provider before, or taken now. Kept if `proceed` then
+    /// withdraws the message, and given back with its outcome like any other.
+    fn reserve(&self) -> BoxFuture<'_, ()> {
+        async move {
+            if lock(&self.permit).is_none() {
+                self.acquire_permit().await;
+            }
         }
         .boxed()
     }

@@ -184,8 +184,23 @@ impl Provider {
 /// as it can be: what it answers (and may wait for, such as a permit of the unrecorded limit)
 /// then holds only for the message's own transmission, not for its wait in the queue of the
 /// SMTP pool. A plain `Fn() -> bool` closure is one.
+///
+/// One exception to "as late as it can be": before a message queues for the transport of a
+/// provider that is not the channel's first, [`Proceed::reserve`] takes now whatever
+/// `proceed` would wait for. A message the first provider failed keeps what it took there
+/// (a permit of the unrecorded limit: that provider may have taken the message) while it
+/// queues for the next provider's connection, so a message holding such a connection must
+/// never wait for one of those permits: with the permits all held by messages queued behind
+/// it, the two would wait for each other for good (`tests/message_providers.rs`,
+/// `failing_over_with_the_unrecorded_permits_all_taken_does_not_stall_the_send`).
 pub trait Proceed: Sync {
     fn proceed(&self) -> BoxFuture<'_, bool>;
+
+    /// Take what [`Proceed::proceed`] would wait for, before queueing for a fallback
+    /// provider's transport; nothing by default.
+    fn reserve(&self) -> BoxFuture<'_, ()> {
+        futures::future::ready(()).boxed()
+    }
 }
 
 impl<F: Fn() -> bool + Sync> Proceed for F {
@@ -270,7 +285,7 @@ impl Providers {
         let chain = self.of(channel);
         let mut retry_after: Option<Duration> = None;
         let mut failure: Option<(String, SendError)> = None;
-        for provider in chain {
+        for (position, provider) in chain.iter().enumerate() {
             let call = match provider.breaker.permit() {
                 Permission::Granted(call) => call,
                 Permission::Denied { retry_after: d } => {
@@ -286,6 +301,9 @@ impl Providers {
                     provider: provider.name.clone(),
                     error,
                 };
+            }
+            if position > 0 {
+                proceed.reserve().await;
             }
             match provider.transmit(&outgoing, proceed).await {
                 // Nothing was sent: the breaker's call is dropped unjudged.
