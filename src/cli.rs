@@ -214,6 +214,10 @@ pub struct BenchBulkSendArgs {
     /// seem (0: loopback as it is).
     #[arg(long, default_value_t = 0)]
     pub sink_delay_ms: u64,
+    /// Also print the messages the sink accepted in each 100 ms from the sends' creation: the
+    /// creation and fan-out phases show as slower first seconds.
+    #[arg(long)]
+    pub timeline: bool,
 }
 
 #[derive(Debug, Args)]

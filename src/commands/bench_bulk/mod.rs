@@ -4,7 +4,8 @@
 //!
 //! Prints messages per second from the sends' creation to the last message accepted, the time
 //! from creation to acceptance per delivery (p50, p99), the workers' peak RSS, the database rows
-//! written per message, duplicates and messages missing, then the ratio to the ceiling.
+//! written per message, duplicates and messages missing, then the ratio to the ceiling;
+//! `--timeline` adds the messages accepted per 100 ms.
 
 mod ceiling;
 mod sink;
@@ -194,6 +195,9 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
     std::fs::remove_dir_all(&dir).ok();
 
     let last = arrivals.iter().map(|(at, _)| *at).max().unwrap_or(started);
+    if args.timeline {
+        println!("accepted per 100 ms: {:?}", per_100ms(&arrivals, started));
+    }
     let rate = expected as f64 / last.duration_since(started).as_secs_f64();
     let mut latencies: Vec<f64> = arrivals
         .iter()
@@ -231,6 +235,23 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
         bail!("{missing} messages never arrived");
     }
     Ok(())
+}
+
+/// How many of `arrivals` fell in each 100 ms from `started`.
+fn per_100ms(arrivals: &[(Instant, i64)], started: Instant) -> Vec<usize> {
+    let bucket = |at: Instant| (at.saturating_duration_since(started).as_millis() / 100) as usize;
+    let mut counts = vec![
+        0;
+        arrivals
+            .iter()
+            .map(|(at, _)| bucket(*at) + 1)
+            .max()
+            .unwrap_or(0)
+    ];
+    for (at, _) in arrivals {
+        counts[bucket(*at)] += 1;
+    }
+    counts
 }
 
 /// `suppressed` entries (half the organisation's, half global), among them every 20th
