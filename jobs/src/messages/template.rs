@@ -178,18 +178,15 @@ impl Templates {
         })
     }
 
-    /// The first variable a part uses that `variables` (a JSON object) lacks.
-    pub fn missing_variable(&self, variables: &serde_json::Value) -> Option<TemplateError> {
+    /// The first top-level variable `part` mentions that `variables` (a JSON object) lacks.
+    fn missing_in(&self, part: &str, variables: &serde_json::Value) -> Option<String> {
         let object = variables.as_object();
-        self.used.iter().find_map(|(part, names)| {
-            names
-                .iter()
-                .find(|name| !object.is_some_and(|o| o.contains_key(name.as_str())))
-                .map(|name| TemplateError::Undefined {
-                    part,
-                    variable: name.clone(),
-                })
-        })
+        self.used
+            .iter()
+            .filter(|(used_in, _)| *used_in == part)
+            .flat_map(|(_, names)| names)
+            .find(|name| !object.is_some_and(|o| o.contains_key(name.as_str())))
+            .cloned()
     }
 
     /// Render every part of an email for one recipient and wrap it in the layout.
@@ -199,11 +196,8 @@ impl Templates {
         footer: &Footer<'_>,
     ) -> Result<Rendered, TemplateError> {
         self.expect_channel(Channel::Email)?;
-        if let Some(missing) = self.missing_variable(variables) {
-            return Err(missing);
-        }
         let vars = Value::from_serialize(variables);
-        let subject = self.part("subject", "subject.txt", &vars)?;
+        let subject = self.part("subject", "subject.txt", &vars, variables)?;
         let subject = one_line(&subject);
         let layout = |body: Value| {
             context! {
@@ -215,10 +209,10 @@ impl Templates {
                 unsubscribe_url => footer.unsubscribe_url.unwrap_or_default(),
             }
         };
-        let text_body = self.part("text", "body.txt", &vars)?;
+        let text_body = self.part("text", "body.txt", &vars, variables)?;
         let text = self.layout("text", "base.txt", layout(Value::from(text_body)))?;
         let html = if self.has_html {
-            let body = self.part("html", "body.html", &vars)?;
+            let body = self.part("html", "body.html", &vars, variables)?;
             Some(self.layout("html", "base.html", layout(Value::from_safe_string(body)))?)
         } else {
             None
@@ -240,9 +234,24 @@ impl Templates {
         })
     }
 
-    fn part(&self, part: &'static str, name: &str, vars: &Value) -> Result<String, TemplateError> {
+    /// Render one part for the recipient whose `variables` `vars` holds. A variable the part
+    /// mentions may be missing as long as the render does not need it (`{% if plus_one is
+    /// defined %}`); one it needs is an error naming it — minijinja's own error names none.
+    fn part(
+        &self,
+        part: &'static str,
+        name: &str,
+        vars: &Value,
+        variables: &serde_json::Value,
+    ) -> Result<String, TemplateError> {
         let template = self.env.get_template(name).expect("compiled");
-        render_capped(&template, vars, part)
+        render_capped(&template, vars, part).map_err(|error| match error {
+            TemplateError::Undefined { part, variable } => TemplateError::Undefined {
+                part,
+                variable: self.missing_in(part, variables).unwrap_or(variable),
+            },
+            other => other,
+        })
     }
 
     fn layout(&self, part: &'static str, name: &str, ctx: Value) -> Result<String, TemplateError> {
@@ -301,7 +310,8 @@ impl std::io::Write for Capped {
 
 fn render_error(part: &'static str, err: &minijinja::Error) -> TemplateError {
     if err.kind() == ErrorKind::UndefinedError {
-        // A nested or computed name (`guest.name`, `items[3]`): the top-level check passed.
+        // Named by `Templates::part` when a top-level variable is missing; else a nested or
+        // computed name (`guest.name`, `items[3]`).
         return TemplateError::Undefined {
             part,
             variable: err.detail().unwrap_or("a nested value").to_owned(),
@@ -383,6 +393,43 @@ mod tests {
             TemplateError::Undefined {
                 part: "html",
                 variable: "dress_code".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_variable_the_render_does_not_need_may_be_missing() {
+        let t = Templates::compile(&source(
+            "<p>{{ name }}{% if plus_one is defined %} and {{ plus_one }}{% endif %}</p>",
+        ))
+        .unwrap();
+        let alone = t
+            .render(&json!({"name": "Ann", "table": 1}), &FOOTER)
+            .unwrap();
+        assert!(alone.html.unwrap().contains("<p>Ann</p>"));
+        let with = t
+            .render(
+                &json!({"name": "Ann", "table": 1, "plus_one": "Bob"}),
+                &FOOTER,
+            )
+            .unwrap();
+        assert!(with.html.unwrap().contains("<p>Ann and Bob</p>"));
+        let t = Templates::compile(&source("<p>{{ plus_one | default(\"-\") }}</p>")).unwrap();
+        let defaulted = t
+            .render(&json!({"name": "Ann", "table": 1}), &FOOTER)
+            .unwrap();
+        assert!(defaulted.html.unwrap().contains("<p>-</p>"));
+        // Unguarded, the same missing variable is named.
+        let t = Templates::compile(&source("<p>{% if plus_one %}{{ plus_one }}{% endif %}</p>"))
+            .unwrap();
+        let err = t
+            .render(&json!({"name": "Ann", "table": 1}), &FOOTER)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            TemplateError::Undefined {
+                part: "html",
+                variable: "plus_one".into()
             }
         );
     }

@@ -517,6 +517,34 @@ mod tests {
     }
 
     #[test]
+    fn a_variable_guarded_by_is_defined_may_be_left_out() {
+        let template = TemplateSource {
+            subject: "Hello {{ name }}".into(),
+            text: "Dear {{ name }}{% if plus_one is defined %} and {{ plus_one }}{% endif %}."
+                .into(),
+            html: None,
+        };
+        let valid = validate(
+            Channel::Email,
+            &template,
+            vec![
+                recipient("ann@example.com", json!({"name": "Ann", "plus_one": "Bob"})),
+                recipient("cy@example.com", json!({"name": "Cy"})),
+            ],
+        )
+        .unwrap();
+        assert_eq!(valid.len(), 2);
+        let invalid = validate(
+            Channel::Email,
+            &template,
+            vec![recipient("di@example.com", json!({"plus_one": "Ed"}))],
+        )
+        .unwrap_err();
+        let fields: Vec<_> = invalid.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["recipients[0].variables.name"]);
+    }
+
+    #[test]
     fn problems_are_capped_and_the_rest_counted() {
         let recipients = (0..MAX_PROBLEMS + 7)
             .map(|i| recipient(&format!("bad{i}"), json!({"name": "x", "table": 1})))

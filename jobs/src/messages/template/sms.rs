@@ -45,10 +45,12 @@ impl Templates {
         footer: &SmsFooter<'_>,
     ) -> Result<String, TemplateError> {
         self.expect_channel(Channel::Sms)?;
-        if let Some(missing) = self.missing_variable(variables) {
-            return Err(missing);
-        }
-        let body = self.part("text", "body.txt", &Value::from_serialize(variables))?;
+        let body = self.part(
+            "text",
+            "body.txt",
+            &Value::from_serialize(variables),
+            variables,
+        )?;
         let ctx = context! {
             body => body,
             sender_name => footer.sender_name,
