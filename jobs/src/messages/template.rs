@@ -382,56 +382,49 @@ mod tests {
         assert!(r.text.contains("1 Chapel Lane, York"));
     }
 
+    /// The HTML part `html` rendered for a guest with `variables`.
+    fn html_of(html: &str, variables: serde_json::Value) -> Result<String, TemplateError> {
+        let t = Templates::compile(&source(html)).unwrap();
+        t.render(&variables, &FOOTER).map(|r| r.html.unwrap())
+    }
+
+    fn undefined_in_html(variable: &str) -> TemplateError {
+        TemplateError::Undefined {
+            part: "html",
+            variable: variable.into(),
+        }
+    }
+
     #[test]
     fn a_missing_variable_is_named() {
-        let t = Templates::compile(&source("<p>{{ name }} {{ dress_code }}</p>")).unwrap();
-        let err = t
-            .render(&json!({"name": "Ann", "table": 1}), &FOOTER)
-            .unwrap_err();
-        assert_eq!(
-            err,
-            TemplateError::Undefined {
-                part: "html",
-                variable: "dress_code".into()
-            }
+        let err = html_of(
+            "<p>{{ name }} {{ dress_code }}</p>",
+            json!({"name": "Ann", "table": 1}),
         );
+        assert_eq!(err, Err(undefined_in_html("dress_code")));
     }
 
     #[test]
     fn a_variable_the_render_does_not_need_may_be_missing() {
-        let t = Templates::compile(&source(
-            "<p>{{ name }}{% if plus_one is defined %} and {{ plus_one }}{% endif %}</p>",
-        ))
-        .unwrap();
-        let alone = t
-            .render(&json!({"name": "Ann", "table": 1}), &FOOTER)
-            .unwrap();
-        assert!(alone.html.unwrap().contains("<p>Ann</p>"));
-        let with = t
-            .render(
-                &json!({"name": "Ann", "table": 1, "plus_one": "Bob"}),
-                &FOOTER,
-            )
-            .unwrap();
-        assert!(with.html.unwrap().contains("<p>Ann and Bob</p>"));
-        let t = Templates::compile(&source("<p>{{ plus_one | default(\"-\") }}</p>")).unwrap();
-        let defaulted = t
-            .render(&json!({"name": "Ann", "table": 1}), &FOOTER)
-            .unwrap();
-        assert!(defaulted.html.unwrap().contains("<p>-</p>"));
-        // Unguarded, the same missing variable is named.
-        let t = Templates::compile(&source("<p>{% if plus_one %}{{ plus_one }}{% endif %}</p>"))
-            .unwrap();
-        let err = t
-            .render(&json!({"name": "Ann", "table": 1}), &FOOTER)
-            .unwrap_err();
-        assert_eq!(
-            err,
-            TemplateError::Undefined {
-                part: "html",
-                variable: "plus_one".into()
-            }
+        let guarded = "<p>{{ name }}{% if plus_one is defined %} and {{ plus_one }}{% endif %}</p>";
+        let alone = html_of(guarded, json!({"name": "Ann", "table": 1})).unwrap();
+        assert!(alone.contains("<p>Ann</p>"), "{alone}");
+        let with = html_of(
+            guarded,
+            json!({"name": "Ann", "table": 1, "plus_one": "Bob"}),
         );
+        assert!(with.unwrap().contains("<p>Ann and Bob</p>"));
+        let defaulted = html_of(
+            "<p>{{ plus_one | default(\"-\") }}</p>",
+            json!({"name": "Ann", "table": 1}),
+        );
+        assert!(defaulted.unwrap().contains("<p>-</p>"));
+        // Unguarded, the same missing variable is named.
+        let unguarded = html_of(
+            "<p>{% if plus_one %}{{ plus_one }}{% endif %}</p>",
+            json!({"name": "Ann", "table": 1}),
+        );
+        assert_eq!(unguarded, Err(undefined_in_html("plus_one")));
     }
 
     #[test]
