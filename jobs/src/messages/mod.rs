@@ -207,7 +207,6 @@ pub async fn create_send(
         .bind(&send.sender.postal_address)
         .fetch_one(&mut *conn)
         .await?;
-    let recipients = serde_json::to_value(&send.recipients).expect("recipients serialise");
     let subject = match send.channel {
         crate::suppression::Channel::Email => Some(send.template.subject.as_str()),
         crate::suppression::Channel::Sms => None,
@@ -222,7 +221,9 @@ pub async fn create_send(
         .bind(&send.template.text)
         .bind(send.template.html.as_deref())
         .bind(send.send_at)
-        .bind(recipients)
+        // Serialised straight into the statement's buffer: a `serde_json::Value` of 50,000
+        // recipients first would allocate every one of them again.
+        .bind(sqlx::types::Json(&send.recipients))
         .bind(send.recipients.len() as i32)
         .bind(send.batch_size)
         .execute(&mut *conn)
