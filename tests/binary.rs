@@ -3,9 +3,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
+use support::all::AllProcess;
 use support::wait_for;
 use wedsync_db::testing::TestDb;
 
@@ -30,25 +30,8 @@ fn json_of(output: &Output) -> serde_json::Value {
 #[tokio::test]
 async fn all_serves_the_api_runs_jobs_and_stops_cleanly_on_sigterm() {
     let db = TestDb::new().await.unwrap();
-    let data_dir = std::env::temp_dir().join(format!("wedsync-all-{}", db.name));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wedsync-jobs"))
-        .arg("all")
-        .env("DATABASE_URL", &db.url)
-        .env("WEDSYNC_LISTEN", "127.0.0.1:0")
-        .env("WEDSYNC_DATA_DIR", &data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start all");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut field = |name: &str| loop {
-        let line = lines.next().expect("a line from `all`").unwrap();
-        if let Some(value) = line.trim().strip_prefix(name) {
-            return value.trim().to_owned();
-        }
-    };
-    let base = field("API:");
-    let key = field("admin key:");
+    let mut all = AllProcess::start(&db, &[]);
+    let (base, key) = (all.base.clone(), all.admin_key.clone());
 
     let http = reqwest::Client::new();
     let created: serde_json::Value = http
@@ -63,15 +46,7 @@ async fn all_serves_the_api_runs_jobs_and_stops_cleanly_on_sigterm() {
         .unwrap();
     let id = created["id"].as_i64().expect("job id");
     wait_for("the job to complete", Duration::from_secs(20), || async {
-        let job: serde_json::Value = http
-            .get(format!("{base}/v1/jobs/{id}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let job = all.get_json(&format!("/v1/jobs/{id}")).await?;
         (job["state"] == "completed").then_some(())
     })
     .await;
@@ -94,12 +69,7 @@ async fn all_serves_the_api_runs_jobs_and_stops_cleanly_on_sigterm() {
         "built in: {schedules}"
     );
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "`all` exited with {status}");
+    assert!(all.stop(), "`all` did not exit cleanly");
     assert_eq!(support::count_in_state(&db, "running").await, 0);
     // The stop wrote the raw metric events still buffered: the job's and the requests'.
     let events: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
@@ -123,7 +93,6 @@ async fn all_serves_the_api_runs_jobs_and_stops_cleanly_on_sigterm() {
         events.contains(&event("api", None, Some("/v1/jobs/{id}"))),
         "{events:?}"
     );
-    std::fs::remove_dir_all(&data_dir).ok();
 }
 
 #[tokio::test]
@@ -280,24 +249,8 @@ async fn all_verifies_unsubscribe_links_with_the_key_kept_in_the_database() {
     use wedsync_kinds::suppression::{Address, Channel, SuppressionList};
 
     let db = TestDb::new().await.unwrap();
-    let data_dir = std::env::temp_dir().join(format!("wedsync-unsub-{}", db.name));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wedsync-jobs"))
-        .arg("all")
-        .env("DATABASE_URL", &db.url)
-        .env("WEDSYNC_LISTEN", "127.0.0.1:0")
-        .env("WEDSYNC_DATA_DIR", &data_dir)
-        .env_remove("WEDSYNC_SIGNING_KEY")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start all");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("a line from `all`").unwrap();
-        if let Some(value) = line.trim().strip_prefix("API:") {
-            break value.trim().to_owned();
-        }
-    };
+    let mut all = AllProcess::start(&db, &[("WEDSYNC_SIGNING_KEY", None)]);
+    let base = all.base.clone();
 
     // Whichever of the test and the process created the key first, both now use that one.
     let key = SigningKey::load_or_create(&db.pool).await.unwrap();
@@ -319,10 +272,5 @@ async fn all_verifies_unsubscribe_links_with_the_key_kept_in_the_database() {
     let list = SuppressionList::new(db.pool.clone());
     assert!(list.contains_address("acme", &address).await.unwrap());
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    std::fs::remove_dir_all(&data_dir).ok();
+    assert!(all.stop(), "`all` did not exit cleanly");
 }

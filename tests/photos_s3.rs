@@ -10,11 +10,10 @@ mod support;
 use hyper_util::rt::TokioIo;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::all::AllProcess;
 use support::wait_for;
 use wedsync_db::testing::TestDb;
 
@@ -44,57 +43,27 @@ async fn start_s3(root: &Path) -> SocketAddr {
     addr
 }
 
-/// A `wedsync-jobs all` process, killed if the test ends before stopping it.
-struct All(Child);
-
-impl All {
-    /// SIGTERM, and whether it then exited cleanly.
-    fn stop(&mut self) -> bool {
-        Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        self.0.wait().unwrap().success()
-    }
+/// `wedsync-jobs all` storing photos at `s3://BUCKET/PREFIX` on the server at `s3`, configured
+/// as an operator would: the URL, and the S3 settings in `AWS_*` variables.
+fn start_all(db: &TestDb, s3: SocketAddr) -> AllProcess {
+    let url = format!("s3://{BUCKET}/{PREFIX}");
+    let endpoint = format!("http://{s3}");
+    AllProcess::start(
+        db,
+        &[
+            ("WEDSYNC_STORAGE_URL", Some(&url)),
+            ("AWS_ENDPOINT", Some(&endpoint)),
+            ("AWS_ALLOW_HTTP", Some("true")),
+            ("AWS_REGION", Some("us-east-1")),
+            ("AWS_ACCESS_KEY_ID", Some(ACCESS_KEY)),
+            ("AWS_SECRET_ACCESS_KEY", Some(SECRET_KEY)),
+        ],
+    )
 }
 
-impl Drop for All {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `wedsync-jobs all` storing photos at `s3://BUCKET/PREFIX` on the server at `s3`; its API's
-/// base URL and admin key.
-fn start_all(db: &TestDb, data_dir: &Path, s3: SocketAddr) -> (All, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wedsync-jobs"))
-        .arg("all")
-        .env("DATABASE_URL", &db.url)
-        .env("WEDSYNC_LISTEN", "127.0.0.1:0")
-        .env("WEDSYNC_DATA_DIR", data_dir)
-        .env("WEDSYNC_STORAGE_URL", format!("s3://{BUCKET}/{PREFIX}"))
-        .env("AWS_ENDPOINT", format!("http://{s3}"))
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start all");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut field = |name: &str| loop {
-        let line = lines.next().expect("a line from `all`").unwrap();
-        if let Some(value) = line.trim().strip_prefix(name) {
-            return value.trim().to_owned();
-        }
-    };
-    let base = field("API:");
-    let key = field("admin key:");
-    // Whatever else it prints is read too: a closed pipe would fail its next line.
-    std::thread::spawn(move || lines.for_each(drop));
-    (All(child), base, key)
+/// The JSON body of the response to `request`.
+async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 /// Where s3s-fs keeps the object `key` of the photo store.
@@ -105,38 +74,27 @@ fn object_path(root: &Path, key: &str) -> PathBuf {
 #[tokio::test]
 async fn photos_are_stored_in_s3_and_the_storage_is_ready() {
     let db = TestDb::new().await.unwrap();
-    let scratch = std::env::temp_dir().join(format!("wedsync-s3-{}", db.name));
-    let root = scratch.join("s3");
+    let root = std::env::temp_dir().join(format!("wedsync-s3-{}", db.name));
     let s3 = start_s3(&root).await;
-    let (mut all, base, key) = start_all(&db, &scratch.join("data"), s3);
+    let mut all = start_all(&db, s3);
+    let (base, key) = (&all.base, &all.admin_key);
     let http = reqwest::Client::new();
 
-    let ready: serde_json::Value = http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = json_of(http.get(format!("{base}/readyz"))).await;
     assert_eq!(
         (&ready["status"], &ready["checks"]["storage"]),
         (&serde_json::json!("ready"), &serde_json::json!("ok")),
         "the storage answers signed requests: {ready}"
     );
 
-    let wedding: serde_json::Value = http
-        .post(format!("{base}/v1/weddings"))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({
-            "date": "2027-06-19", "start_time": "14:00", "timezone": "Europe/London"
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let wedding = json_of(
+        http.post(format!("{base}/v1/weddings"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({
+                "date": "2027-06-19", "start_time": "14:00", "timezone": "Europe/London"
+            })),
+    )
+    .await;
     let wedding_id = wedding["id"].as_str().expect("wedding id").to_owned();
     let original = photo_fixtures::plain_jpeg(1600, 1200, 7);
     let form = reqwest::multipart::Form::new()
@@ -150,7 +108,7 @@ async fn photos_are_stored_in_s3_and_the_storage_is_ready() {
         );
     let uploaded = http
         .post(format!("{base}/v1/photos"))
-        .bearer_auth(&key)
+        .bearer_auth(key)
         .multipart(form)
         .send()
         .await
@@ -160,15 +118,7 @@ async fn photos_are_stored_in_s3_and_the_storage_is_ready() {
     let id = uploaded["id"].as_str().expect("photo id").to_owned();
 
     let photo = wait_for("the photo to be ready", Duration::from_secs(30), || async {
-        let photo: serde_json::Value = http
-            .get(format!("{base}/v1/photos/{id}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let photo = all.get_json(&format!("/v1/photos/{id}")).await?;
         (photo["status"] == "ready").then_some(photo)
     })
     .await;
@@ -197,5 +147,5 @@ async fn photos_are_stored_in_s3_and_the_storage_is_ready() {
     }
 
     assert!(all.stop(), "`all` did not stop cleanly");
-    std::fs::remove_dir_all(&scratch).ok();
+    std::fs::remove_dir_all(&root).ok();
 }

@@ -1,6 +1,7 @@
 //! Shared test harness: a fresh database per test, in-process workers, waiting on conditions.
 #![allow(dead_code)]
 
+pub mod all;
 pub mod kinds;
 pub mod messages;
 pub mod rules;
