@@ -7,8 +7,9 @@
 //! 2. Run the handler in its own task: a client that disconnects mid-request does not cancel the
 //!    work half-way, and the outcome is always recorded for its retry.
 //! 3. Store the response status and JSON body. A 5xx is not stored: the claim is released so the
-//!    client may retry with the same key — unless the handler says the work may have been done
-//!    (`ApiError::OutcomeUnknown`, a commit sent but not confirmed): then it stays in flight.
+//!    client may retry with the same key — unless the work may have been done: the handler says
+//!    so (`ApiError::OutcomeUnknown`, a commit sent but not confirmed), or it panicked, perhaps
+//!    after its commit. Then the claim stays in flight.
 //!
 //! A repeat with the same key and the same request replays the stored response (with
 //! `idempotent-replayed: true`); with a different request it is 422 `IDEMPOTENCY_KEY_REUSED`;
@@ -91,11 +92,11 @@ async fn once(state: ApiState, req: Request, next: Next) -> Result<Response, Api
     });
     match task.await {
         Ok(response) => Ok(response),
-        Err(panicked) => {
-            // The handler panicked before anything was recorded: free the key for a retry.
-            log_failure(release(&pool, &org, &key).await);
-            Err(ApiError::internal(panicked))
-        }
+        // Whether the handler committed its work before it panicked is unknown: the key stays
+        // claimed, as for `OutcomeUnknown`, so a retry is a 409 and never a second run.
+        Err(panicked) => Err(ApiError::OutcomeUnknown(
+            format!("the handler failed: {panicked}").into(),
+        )),
     }
 }
 
@@ -288,6 +289,69 @@ mod tests {
         assert_eq!(unknown.status(), StatusCode::INTERNAL_SERVER_ERROR);
         record(&db.pool, "acme", "unknown", unknown).await;
         assert!(matches!(first_try("unknown").await, Claim::InFlight));
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_keeps_its_key_claimed_and_never_runs_twice() {
+        use axum::Router;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tower::ServiceExt;
+
+        let db = wedsync_db::testing::TestDb::new().await.unwrap();
+        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        let state = ApiState::new(db.pool.clone(), Vec::new(), prometheus);
+        let key = crate::keys::create_key(&db.pool, "acme", crate::auth::Role::Operator)
+            .await
+            .unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let app = Router::new()
+            .route(
+                "/v1/commit-then-panic",
+                axum::routing::post({
+                    let runs = runs.clone();
+                    move || {
+                        let runs = runs.clone();
+                        async move {
+                            // The work is done (counted), then a bug.
+                            if runs.fetch_add(1, Ordering::SeqCst) < usize::MAX {
+                                panic!("a bug after the commit");
+                            }
+                            StatusCode::CREATED
+                        }
+                    }
+                }),
+            )
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                middleware,
+            ))
+            .with_state(state);
+        let request = || {
+            Request::post("/v1/commit-then-panic")
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .header(IDEMPOTENCY_KEY, "once")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{}"))
+                .unwrap()
+        };
+
+        let first = app.clone().oneshot(request()).await.unwrap();
+        assert_eq!(first.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(first.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let problem: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["code"], "OUTCOME_UNKNOWN");
+        let retry = app.oneshot(request()).await.unwrap();
+        assert_eq!(retry.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "the retry ran the handler again"
+        );
     }
 
     #[test]
