@@ -8,7 +8,8 @@
 //! costs few statements: each reads the stored recipients once more.
 //!
 //! Re-running creates nothing twice: a retried fan-out carries on from `fanout_next`,
-//! deliveries are keyed by (send, ordinal) and inserted with `ON CONFLICT DO NOTHING`, batch
+//! deliveries are keyed by (send, ordinal) and a range already holding some is inserted with
+//! `ON CONFLICT DO NOTHING` (the others plainly, which is cheaper: `sql::INSERT_DELIVERIES`), batch
 //! jobs carry a unique key, and a finished fan-out clears the send's inline recipients, so a
 //! second run finds nothing to do. A cancel between two slices clears them too: the fan-out
 //! stops there, and the cancel counted the rest (`recipient_count - fanout_next`) cancelled.
@@ -143,7 +144,19 @@ pub async fn fan_out_next_slice(pool: &PgPool, send_id: &str) -> Result<Step, Jo
     }
     let end = slice_end(next, count, batch_size);
     let deliveries = if end > next {
-        sqlx::query(sql::INSERT_DELIVERIES)
+        // Under the row lock nothing else inserts the send's deliveries, so the answer holds.
+        let some_exist: bool = sqlx::query_scalar(sql::ANY_DELIVERY_IN_RANGE)
+            .bind(send_id)
+            .bind(next)
+            .bind(end - 1)
+            .fetch_one(&mut *tx)
+            .await?;
+        let insert = if some_exist {
+            sql::INSERT_DELIVERIES_SKIPPING
+        } else {
+            sql::INSERT_DELIVERIES
+        };
+        sqlx::query(insert)
             .bind(send_id)
             .bind(next)
             .bind(end - 1)

@@ -29,14 +29,21 @@ SELECT org_id, batch_size, recipient_count, recipients IS NOT NULL, fanout_next 
 
 /// The recipients of the send at ordinals `$2`..=`$3` as deliveries, in the database: the
 /// recipients never travel to the worker and back (50,000 of them held ~40 MB of its memory
-/// while they did). The ordinal is the position in the request; a recipient already there (same
-/// ordinal) is skipped; one whose address was erased after the send was created (replaced by
-/// `[erased]`) gets none. The hash is `suppression::Address::hash` (SHA-256 hex of
-/// `<channel>:<normalised address>`; the stored addresses are normalised). The slice is read with
-/// one jsonpath range, which reads the stored array once; indexing it per ordinal (`->`) would
-/// read all of it again for every recipient. `strict`: a range past the array's end is an error,
-/// not a silently shorter slice.
-pub const INSERT_DELIVERIES: &str = "
+/// while they did). The ordinal is the position in the request; a recipient whose address was
+/// erased after the send was created (replaced by `[erased]`) gets none. The hash is
+/// `suppression::Address::hash` (SHA-256 hex of `<channel>:<normalised address>`; the stored
+/// addresses are normalised). The slice is read with one jsonpath range, which reads the stored
+/// array once; indexing it per ordinal (`->`) would read all of it again for every recipient.
+/// `strict`: a range past the array's end is an error, not a silently shorter slice.
+///
+/// A plain insert: the fan-out runs it only for a range that holds no delivery yet
+/// ([`ANY_DELIVERY_IN_RANGE`], under the send's row lock), and [`INSERT_DELIVERIES_SKIPPING`]
+/// otherwise. `ON CONFLICT` on every slice cost a speculative insertion per row (a probe of the
+/// unique index and one more WAL record): ~20 % of the insert (`docs/benchmarks.md`, "Fan-out
+/// without the B-tree of hashes").
+macro_rules! insert_deliveries {
+    () => {
+        "
 INSERT INTO deliveries (send_id, ordinal, address, address_hash, variables)
 SELECT b.id, ($2::int + e.n - 1)::int, e.r->>'address',
        encode(sha256(convert_to(b.channel || ':' || (e.r->>'address'), 'UTF8')), 'hex'),
@@ -46,8 +53,22 @@ SELECT b.id, ($2::int + e.n - 1)::int, e.r->>'address',
                         jsonb_build_object('first', $2::int, 'last', $3::int))
        WITH ORDINALITY AS e(r, n)
  WHERE b.id = $1::uuid AND strpos(e.r->>'address', '[erased]') = 0
- ORDER BY e.n
-ON CONFLICT ON CONSTRAINT deliveries_send_ordinal_key DO NOTHING";
+ ORDER BY e.n"
+    };
+}
+pub const INSERT_DELIVERIES: &str = insert_deliveries!();
+
+/// [`INSERT_DELIVERIES`] for a range some of whose deliveries exist already (same ordinal): those
+/// are skipped. The fan-out's cursor (`fanout_next`) commits with the slice's deliveries, so only
+/// a cursor set back by hand leads here; it still creates nothing twice.
+pub const INSERT_DELIVERIES_SKIPPING: &str = concat!(
+    insert_deliveries!(),
+    "\nON CONFLICT ON CONSTRAINT deliveries_send_ordinal_key DO NOTHING"
+);
+
+/// Whether the send has a delivery at an ordinal in `$2`..=`$3` (one probe of the unique index).
+pub const ANY_DELIVERY_IN_RANGE: &str = "
+SELECT EXISTS (SELECT 1 FROM deliveries WHERE send_id = $1::uuid AND ordinal BETWEEN $2 AND $3)";
 
 /// A slice is fanned out: the next one starts at ordinal `$2`.
 pub const ADVANCE_FANOUT: &str = "
