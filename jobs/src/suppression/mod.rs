@@ -45,7 +45,9 @@ pub struct Added {
 /// Which entries a listing shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
-    /// A planner's organisation: only its entries and the global ones. `None`: all.
+    /// A planner's organisation: only its entries and the global ones, the global ones without
+    /// their readable address (they may be any organisation's guests; the hash still matches a
+    /// candidate address). `None`: all, readable.
     pub visible_to: Option<String>,
     /// Only this organisation's entries.
     pub org_id: Option<String>,

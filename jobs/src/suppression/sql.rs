@@ -34,7 +34,9 @@ RETURNING id, org_id, channel, address, address_hash, reason, created_at";
 
 /// Filters are NULL (or false) when unused; see `ListFilter`.
 pub const LIST: &str = "
-SELECT id, org_id, channel, address, address_hash, reason, created_at
+SELECT id, org_id, channel,
+       CASE WHEN $1::text IS NOT NULL AND org_id IS NULL THEN NULL ELSE address END AS address,
+       address_hash, reason, created_at
   FROM suppressions
  WHERE ($1::text IS NULL OR org_id = $1 OR org_id IS NULL)
    AND ($2::text IS NULL OR org_id = $2)
