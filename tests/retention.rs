@@ -160,6 +160,16 @@ async fn each_policy_removes_exactly_its_old_rows_and_reports_counts() {
     .execute(&db.pool)
     .await
     .unwrap();
+    // Pool history older than 90 days goes; the pools themselves stay.
+    sqlx::query(
+        "INSERT INTO pool_changes (queue, at, from_size, to_size, from_replicas, to_replicas,
+                                   reasons, source)
+         SELECT 'photos', now() - make_interval(days => d), 1, 2, 1, 1, '[]', 'rules'
+           FROM unnest(ARRAY[200, 91, 89, 1]) d",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     // Unfinished jobs, however old, are never retention's business.
     sqlx::query(
         "INSERT INTO jobs (queue, kind, state, created_at, scheduled_at) VALUES
@@ -185,6 +195,7 @@ async fn each_policy_removes_exactly_its_old_rows_and_reports_counts() {
                 "metric_events": 0,
                 "failed_photo_originals": 0,
                 "message_bodies": 3,
+                "pool_changes": 2,
             },
             "complete": true,
         }))
@@ -229,6 +240,13 @@ async fn each_policy_removes_exactly_its_old_rows_and_reports_counts() {
             .await
             .unwrap();
     assert_eq!(api_keys, ["active", "young"]);
+    let history: Vec<i32> = sqlx::query_scalar(
+        "SELECT extract(day FROM now() - at)::int FROM pool_changes ORDER BY at",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(history, [89, 1], "pool changes younger than 90 days stay");
     assert_eq!(
         count(&db, "SELECT count(*) FROM jobs WHERE queue = 'elsewhere'").await,
         3

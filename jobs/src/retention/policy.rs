@@ -77,6 +77,11 @@ pub const POLICIES: &[Policy] = &[
         default_older_than_days: 30,
         purge: Purge::Counted(sql::CLEAR_MESSAGE_BODIES),
     },
+    Policy {
+        name: "pool_changes",
+        default_older_than_days: 90,
+        purge: Purge::Statement(sql::DELETE_POOL_CHANGES),
+    },
 ];
 
 /// Longest age a policy may be given (100 years): larger values are surely a mistake.

@@ -40,6 +40,18 @@ DELETE FROM api_keys
         LIMIT $2::bigint
           FOR UPDATE SKIP LOCKED))";
 
+/// The history of worker pools' sizes (`GET /v1/pools` shows the recent changes); oldest first
+/// by primary key (ids grow with `at`), so a batch stops at its `$2`th old row without an index
+/// on `at`. A pool's current size is on its `pools` row, which this never touches.
+pub const DELETE_POOL_CHANGES: &str = "
+DELETE FROM pool_changes
+ WHERE id = ANY(ARRAY(
+       SELECT id FROM pool_changes
+        WHERE at < now() - make_interval(days => $1::int)
+        ORDER BY id
+        LIMIT $2::bigint
+          FOR UPDATE SKIP LOCKED))";
+
 /// Raw metric events: drops the daily partitions wholly older than the cutoff, then deletes at
 /// most `$2` expired rows of the default partition (`metric_events_purge`, migration 0006).
 pub const PURGE_METRIC_EVENTS: &str = "SELECT metric_events_purge($1::int, $2::bigint)";
