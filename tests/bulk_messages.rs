@@ -660,7 +660,7 @@ UPDATE deliveries d
  WHERE d.id = t.id AND d.status = 'sending'";
 
 #[tokio::test]
-async fn after_the_bodies_move_a_worker_of_the_previous_release_still_records_what_it_sent() {
+async fn bodies_on_the_delivery_rows_from_before_and_during_the_upgrade_end_in_their_table() {
     // A database as it stood before 0015, with a body kept on its delivery's row and a delivery
     // in flight at a worker of that release.
     let db = TestDb::migrated_to(14).await.unwrap();
@@ -677,7 +677,9 @@ async fn after_the_bodies_move_a_worker_of_the_previous_release_still_records_wh
     .await
     .unwrap();
 
-    wedsync_db::MIGRATOR.run(&db.pool).await.unwrap();
+    // The expand (0015, up to the release before the contract): a worker of the previous
+    // release still records what it sent, on the row.
+    wedsync_db::MIGRATOR.run_to(20, &db.pool).await.unwrap();
     let in_flight: i64 = sqlx::query_scalar("SELECT id FROM deliveries WHERE ordinal = 1")
         .fetch_one(&db.pool)
         .await
@@ -697,28 +699,38 @@ async fn after_the_bodies_move_a_worker_of_the_previous_release_still_records_wh
         .expect("the previous release's outcome write still works")
         .rows_affected();
     assert_eq!(recorded, 1);
-    let kept: Vec<(i32, String, Option<String>)> =
-        sqlx::query_as("SELECT ordinal, status, rendered_text FROM deliveries ORDER BY ordinal")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(
-        kept,
-        [
-            (0, "sent".to_owned(), Some("Dear A".to_owned())),
-            (1, "sent".to_owned(), Some("Dear B".to_owned())),
-        ],
-        "bodies written before and during the upgrade are kept where they were written"
-    );
 
-    // Whatever deletes a delivery takes its body along (here the send's cascade).
-    sqlx::query(
-        "INSERT INTO delivery_bodies (delivery_id, sent_at, body_text)
-         SELECT id, now(), 'Dear A' FROM deliveries WHERE ordinal = 0",
+    // The contract (0021): both bodies move to `delivery_bodies`, dated by their delivery's
+    // `sent_at` (the retention policy's clock), and the old columns go.
+    wedsync_db::MIGRATOR.run(&db.pool).await.unwrap();
+    let moved: Vec<(i32, String, String, String, bool)> = sqlx::query_as(
+        "SELECT d.ordinal, b.subject, b.body_text, b.body_html, b.sent_at = d.sent_at
+           FROM deliveries d JOIN delivery_bodies b ON b.delivery_id = d.id
+          ORDER BY d.ordinal",
     )
-    .execute(&db.pool)
+    .fetch_all(&db.pool)
     .await
     .unwrap();
+    let body = |ordinal: i32, name: &str| {
+        (
+            ordinal,
+            "Hello".to_owned(),
+            format!("Dear {name}"),
+            format!("<p>Dear {name}</p>"),
+            true,
+        )
+    };
+    assert_eq!(moved, [body(0, "A"), body(1, "B")]);
+    let old_columns: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.columns
+          WHERE table_name = 'deliveries' AND column_name LIKE 'rendered%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(old_columns, 0);
+
+    // Whatever deletes a delivery takes its body along (here the send's cascade).
     sqlx::query("DELETE FROM bulk_sends")
         .execute(&db.pool)
         .await

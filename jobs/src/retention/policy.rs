@@ -75,7 +75,7 @@ pub const POLICIES: &[Policy] = &[
     Policy {
         name: "message_bodies",
         default_older_than_days: 30,
-        purge: Purge::Counted(sql::CLEAR_MESSAGE_BODIES),
+        purge: Purge::Statement(sql::DELETE_MESSAGE_BODIES),
     },
     Policy {
         name: "pool_changes",

@@ -57,29 +57,12 @@ DELETE FROM pool_changes
 pub const PURGE_METRIC_EVENTS: &str = "SELECT metric_events_purge($1::int, $2::bigint)";
 
 /// Rendered bodies of deliveries sent long ago (the delivery's status and Message-ID stay on its
-/// row), counted: deleted from `delivery_bodies`, oldest first, and cleared from the delivery
-/// rows that still carry them in the columns of before migration 0015 (kept while workers of the
-/// previous release may run; found by its partial index `deliveries_legacy_bodies_idx`).
-pub const CLEAR_MESSAGE_BODIES: &str = "
-WITH bodies AS (
-    DELETE FROM delivery_bodies
-     WHERE delivery_id = ANY(ARRAY(
-           SELECT delivery_id FROM delivery_bodies
-            WHERE sent_at < now() - make_interval(days => $1::int)
-            ORDER BY sent_at
-            LIMIT $2::bigint
-              FOR UPDATE SKIP LOCKED))
-    RETURNING 1
-), legacy AS (
-    UPDATE deliveries
-       SET rendered_subject = NULL, rendered_text = NULL, rendered_html = NULL, updated_at = now()
-     WHERE id = ANY(ARRAY(
-           SELECT id FROM deliveries
-            WHERE (rendered_subject IS NOT NULL OR rendered_text IS NOT NULL
-                   OR rendered_html IS NOT NULL)
-              AND sent_at < now() - make_interval(days => $1::int)
-            LIMIT $2::bigint
-              FOR UPDATE SKIP LOCKED))
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM bodies) + (SELECT count(*) FROM legacy)";
+/// row): deleted from `delivery_bodies`, oldest first by the index on `sent_at`.
+pub const DELETE_MESSAGE_BODIES: &str = "
+DELETE FROM delivery_bodies
+ WHERE delivery_id = ANY(ARRAY(
+       SELECT delivery_id FROM delivery_bodies
+        WHERE sent_at < now() - make_interval(days => $1::int)
+        ORDER BY sent_at
+        LIMIT $2::bigint
+          FOR UPDATE SKIP LOCKED))";
