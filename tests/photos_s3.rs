@@ -71,10 +71,20 @@ fn object_path(root: &Path, key: &str) -> PathBuf {
     root.join(BUCKET).join(PREFIX).join(key)
 }
 
+/// The bucket's folder, removed when the test ends, whether it passed or panicked.
+struct BucketDir(PathBuf);
+
+impl Drop for BucketDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
 #[tokio::test]
 async fn photos_are_stored_in_s3_and_the_storage_is_ready() {
     let db = TestDb::new().await.unwrap();
-    let root = std::env::temp_dir().join(format!("wedsync-s3-{}", db.name));
+    let bucket_dir = BucketDir(std::env::temp_dir().join(format!("wedsync-s3-{}", db.name)));
+    let root = bucket_dir.0.clone();
     let s3 = start_s3(&root).await;
     let mut all = start_all(&db, s3);
     let (base, key) = (&all.base, &all.admin_key);
@@ -147,5 +157,4 @@ async fn photos_are_stored_in_s3_and_the_storage_is_ready() {
     }
 
     assert!(all.stop(), "`all` did not stop cleanly");
-    std::fs::remove_dir_all(&root).ok();
 }

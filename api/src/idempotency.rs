@@ -291,6 +291,12 @@ mod tests {
         assert!(matches!(first_try("unknown").await, Claim::InFlight));
     }
 
+    /// A handler whose work is done (counted), then hits a bug.
+    async fn commit_then_panic(runs: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> StatusCode {
+        runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        panic!("a bug after the commit")
+    }
+
     #[tokio::test]
     async fn a_handler_that_panics_keeps_its_key_claimed_and_never_runs_twice() {
         use axum::Router;
@@ -312,16 +318,7 @@ mod tests {
                 "/v1/commit-then-panic",
                 axum::routing::post({
                     let runs = runs.clone();
-                    move || {
-                        let runs = runs.clone();
-                        async move {
-                            // The work is done (counted), then a bug.
-                            if runs.fetch_add(1, Ordering::SeqCst) < usize::MAX {
-                                panic!("a bug after the commit");
-                            }
-                            StatusCode::CREATED
-                        }
-                    }
+                    move || commit_then_panic(runs.clone())
                 }),
             )
             .route_layer(axum::middleware::from_fn_with_state(
