@@ -511,6 +511,78 @@ async fn an_erased_guest_gets_no_delivery_and_their_delivery_rows_go() {
 
 #[tokio::test]
 async fn a_guest_who_unsubscribes_with_a_received_link_gets_nothing_from_a_send_already_created() {
+    guest_0_unsubscribes_between_two_sends(async |api, received| {
+        let header = received.header("List-Unsubscribe").unwrap();
+        let link = header
+            .strip_prefix('<')
+            .and_then(|rest| rest.split_once('>'))
+            .map(|(link, _)| link.replace("https://jobs.wedsync.test", api))
+            .unwrap();
+        let response = reqwest::Client::new()
+            .post(&link)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_guest_who_unsubscribes_by_mail_gets_nothing_from_a_send_already_created() {
+    guest_0_unsubscribes_between_two_sends(async |api, received| {
+        // What a mail client does with the header's mailto: a message to its address with its
+        // subject, which the client folds (the token is long) and the inbound MTA passes on.
+        let header = received.header("List-Unsubscribe").unwrap();
+        let mailto = header
+            .split("<mailto:")
+            .nth(1)
+            .and_then(|rest| rest.split_once('>'))
+            .map(|(mailto, _)| mailto)
+            .unwrap();
+        let (to, subject) = mailto.split_once("?subject=").unwrap();
+        assert_eq!(to, "unsubscribe@jobs.wedsync.test");
+        let (word, token) = subject.split_once("%20").unwrap();
+        let mail = |subject: &str| {
+            format!(
+                "From: {guest} <{guest}>\r\nTo: {to}\r\nSubject: {subject}\r\n\
+                 Date: Sun, 6 Dec 2026 16:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\n\r\nSent from my phone\r\n",
+                guest = received.to[0],
+            )
+        };
+        let post = async |body: String| {
+            reqwest::Client::new()
+                .post(format!("{api}/unsubscribe/mail"))
+                .header("content-type", "message/rfc822")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        };
+        // A forged token is refused and suppresses nobody.
+        let forged = format!("{}{}", &token[..token.len() - 4], "AAAA");
+        let refused = post(mail(&format!("{word}\r\n {forged}"))).await;
+        assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+        let problem: Value = refused.json().await.unwrap();
+        assert_eq!(problem["code"], "INVALID_TOKEN");
+
+        let accepted = post(mail(&format!("{word}\r\n {token}"))).await;
+        assert_eq!(accepted.status(), reqwest::StatusCode::NO_CONTENT);
+        let again = post(mail(&format!("Re: {word} {token}"))).await;
+        assert_eq!(again.status(), reqwest::StatusCode::NO_CONTENT);
+    })
+    .await;
+}
+
+/// A marketing send to two guests; then a second one to three, created before guest 0 does
+/// `unsubscribe` (given the API's base URL and the message guest 0 received from the first
+/// send) and sent after: guest 0 gets nothing from it, the others get theirs.
+async fn guest_0_unsubscribes_between_two_sends(
+    unsubscribe: impl AsyncFnOnce(&str, &support::smtp::Received),
+) {
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;
     let app = support::messages::context(&db, &smtp.url());
@@ -528,24 +600,11 @@ async fn a_guest_who_unsubscribes_with_a_received_link_gets_nothing_from_a_send_
     worker.stop().await;
     let received = smtp.messages();
     let to_guest_0 = received.iter().find(|m| m.to[0] == guest(0)).unwrap();
-    let header = to_guest_0.header("List-Unsubscribe").unwrap();
-    let link = header
-        .strip_prefix('<')
-        .and_then(|rest| rest.split_once('>'))
-        .map(|(link, _)| link.replace("https://jobs.wedsync.test", &api))
-        .unwrap();
 
     // The next send is created before the guest unsubscribes; its deliveries have not run.
     let later = new_send(Category::Marketing, recipients(3));
     store(&db, &later).await;
-    let response = reqwest::Client::new()
-        .post(&link)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("List-Unsubscribe=One-Click")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    unsubscribe(&api, to_guest_0).await;
     let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
     let summary = wait_until_finished(&db, &later.id, Duration::from_secs(20)).await;
     worker.stop().await;
@@ -561,6 +620,15 @@ async fn a_guest_who_unsubscribes_with_a_received_link_gets_nothing_from_a_send_
     );
     assert_eq!(later_to.len(), 2);
     assert_eq!(statuses(&db, &later.id).await[&guest(0)], "suppressed");
+    let reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM suppressions")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        reasons,
+        ["unsubscribed"],
+        "one entry, whatever was repeated"
+    );
 }
 
 #[tokio::test]

@@ -17,8 +17,9 @@
 //! recording stays "in flight" rather than risk doing the work twice; old rows are for retention
 //! to prune.
 //!
-//! Routes without auth (`/unsubscribe`, which a guest's mail client posts to) pass through: there
-//! is no organisation to scope the key to, and the route is idempotent by itself.
+//! Routes without auth (`/unsubscribe` and `/unsubscribe/mail`, which a guest's mail client posts
+//! or mails to) pass through: there is no organisation to scope the key to, and the routes are
+//! idempotent by themselves.
 
 use crate::ApiState;
 use crate::auth::Principal;
@@ -116,9 +117,13 @@ fn is_multipart(req: &Request) -> bool {
 
 /// The routes anyone may call, without an API key.
 fn is_public(req: &Request) -> bool {
-    req.extensions()
-        .get::<MatchedPath>()
-        .is_some_and(|path| path.as_str() == crate::routes::unsubscribe::PATH)
+    req.extensions().get::<MatchedPath>().is_some_and(|path| {
+        [
+            crate::routes::unsubscribe::PATH,
+            crate::routes::unsubscribe_mail::PATH,
+        ]
+        .contains(&path.as_str())
+    })
 }
 
 fn idempotency_key(value: Option<&HeaderValue>) -> Result<String, ApiError> {

@@ -16,6 +16,7 @@ pub mod scaling;
 pub mod schedules;
 pub mod suppressions;
 pub mod unsubscribe;
+pub mod unsubscribe_mail;
 pub mod weddings;
 
 use crate::ApiState;
@@ -45,6 +46,7 @@ pub fn all() -> Vec<Route> {
         bulk_sends::routes(),
         bulk_send_control::routes(),
         unsubscribe::routes(),
+        unsubscribe_mail::routes(),
     ]
     .into_iter()
     .flatten()

@@ -58,19 +58,31 @@ async fn one_click(
     query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (claim, _) = verified(&state, query)?;
-    tracing::Span::current().record("org", claim.org_id.as_str());
-    let created = unsubscribe::unsubscribe(&state.pool, &claim).await?;
-    tracing::info!(
-        delivery.id = claim.delivery_id,
-        channel = %claim.channel,
-        created,
-        "unsubscribed"
-    );
+    suppress(&state, &claim, "link").await?;
     let body = format!(
         "<h1>You are unsubscribed</h1>\n<p>You will not receive {} from this sender any more.</p>",
         messages_on(claim.channel),
     );
     Ok(page("You are unsubscribed", &body))
+}
+
+/// Put the claim's address on its organisation's suppression list; `by` says how the guest
+/// asked (`link`, `mail`), for the log.
+pub(super) async fn suppress(
+    state: &ApiState,
+    claim: &UnsubscribeClaim,
+    by: &'static str,
+) -> Result<(), ApiError> {
+    tracing::Span::current().record("org", claim.org_id.as_str());
+    let created = unsubscribe::unsubscribe(&state.pool, claim).await?;
+    tracing::info!(
+        delivery.id = claim.delivery_id,
+        channel = %claim.channel,
+        created,
+        by,
+        "unsubscribed"
+    );
+    Ok(())
 }
 
 /// The claim of the request's token, and the token itself.

@@ -1,4 +1,5 @@
-//! `/unsubscribe?token=…`: RFC 8058 one-click unsubscribe with signed tokens, no auth.
+//! `/unsubscribe?token=…`: RFC 8058 one-click unsubscribe with signed tokens, no auth; and
+//! `/unsubscribe/mail`, the same token mailed to the `List-Unsubscribe` mailto.
 
 use crate::support::{TestApp, problem};
 use reqwest::header::CONTENT_TYPE;
@@ -57,6 +58,27 @@ impl Guest {
             .post(self.url(token))
             .header(CONTENT_TYPE, FORM)
             .body(ONE_CLICK)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A message to the mailto of `List-Unsubscribe`, its subject folded as mail clients fold
+    /// a long one, posted as the operator's inbound mail would.
+    async fn mailed(&self, token: &str) -> Response {
+        let message = format!(
+            "From: <guest@example.com>\r\nTo: <unsubscribe@jobs.wedsync.test>\r\n\
+             Subject: unsubscribe\r\n {token}\r\n\r\n"
+        );
+        self.mail_body(message.into_bytes()).await
+    }
+
+    async fn mail_body(&self, body: Vec<u8>) -> Response {
+        self.app
+            .client
+            .post(format!("{}/unsubscribe/mail", self.app.base))
+            .header(CONTENT_TYPE, "message/rfc822")
+            .body(body)
             .send()
             .await
             .unwrap()
@@ -194,6 +216,46 @@ async fn a_multipart_one_click_post_unsubscribes_too() {
         .unwrap();
     html_page(response).await;
     assert_eq!(guest.entries().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_mailed_request_suppresses_the_address_and_a_repeat_keeps_one_entry() {
+    let guest = Guest::new().await;
+    for _ in 0..2 {
+        let response = guest.mailed(&guest.token).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            guest.entries().await,
+            [unsubscribed(Some("guest@example.com"))]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_mailed_request_without_a_valid_token_suppresses_nobody() {
+    let guest = Guest::new().await;
+    let forged = SigningKey::random().sign(&guest.claim);
+    invalid_token(guest.mailed(&forged).await).await;
+    invalid_token(
+        guest
+            .mail_body(b"Subject: unsubscribe me\r\n\r\n".to_vec())
+            .await,
+    )
+    .await;
+    problem(
+        guest.mail_body(Vec::new()).await,
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST",
+    )
+    .await;
+    let huge = [b"Subject: x\r\n\r\n".as_slice(), &vec![b'a'; 1024 * 1024]].concat();
+    problem(
+        guest.mail_body(huge).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+    )
+    .await;
+    assert_eq!(guest.entries().await, []);
 }
 
 #[tokio::test]
@@ -427,6 +489,11 @@ async fn the_token_is_never_logged() {
     html_page(guest.one_click(&guest.token).await).await;
     let forged = SigningKey::random().sign(&guest.claim);
     invalid_token(guest.one_click(&forged).await).await;
+    assert_eq!(
+        guest.mailed(&guest.token).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    invalid_token(guest.mailed(&forged).await).await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let lines =
@@ -438,6 +505,7 @@ async fn the_token_is_never_logged() {
         "requests unlogged"
     );
     assert!(!lines("unsubscribed delivery.id=").is_empty());
+    assert!(!lines(r#"by="mail""#).is_empty());
     for secret in [guest.token.as_str(), forged.as_str(), "guest@example.com"] {
         assert_eq!(lines(secret), Vec::<&str>::new(), "logged");
     }

@@ -14,6 +14,7 @@ pub mod providers;
 mod sql;
 pub mod template;
 pub mod unsubscribe;
+pub mod unsubscribe_mail;
 pub mod validate;
 
 pub use deliver::{DeliverBatch, batch_ranges, batch_unique_key};
