@@ -100,6 +100,20 @@ mod tests {
     }
 
     #[test]
+    fn a_message_piped_with_bare_line_feeds_is_read_alike() {
+        // What an MTA's pipe delivery hands on: the message as stored, lines ending in LF.
+        let token = key().sign(&claim());
+        let raw = format!(
+            "Return-Path: <guest@example.com>\nFrom: guest@example.com\n\
+             Subject: unsubscribe\n\t{token}\n\nSent from my phone\n"
+        );
+        assert_eq!(claim_from_mail(&key(), raw.as_bytes()), Ok(claim()));
+        // With the mbox `From ` line a pipe may put first.
+        let mbox = format!("From guest@example.com  Sun Dec  6 16:00:00 2026\n{raw}");
+        assert_eq!(claim_from_mail(&key(), mbox.as_bytes()), Ok(claim()));
+    }
+
+    #[test]
     fn a_message_without_a_valid_token_unsubscribes_nobody() {
         let token = key().sign(&claim());
         let other_key = SigningKey::new(&[8; 32]).unwrap();
