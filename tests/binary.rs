@@ -261,14 +261,11 @@ async fn all_verifies_unsubscribe_links_with_the_key_kept_in_the_database() {
         channel: Channel::Email,
         address_hash: address.hash(),
     };
-    let response = reqwest::Client::new()
-        .post(format!("{base}/unsubscribe?token={}", key.sign(&claim)))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("List-Unsubscribe=One-Click")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    support::messages::one_click_unsubscribe(&format!(
+        "{base}/unsubscribe?token={}",
+        key.sign(&claim)
+    ))
+    .await;
     let list = SuppressionList::new(db.pool.clone());
     assert!(list.contains_address("acme", &address).await.unwrap());
 

@@ -518,14 +518,7 @@ async fn a_guest_who_unsubscribes_with_a_received_link_gets_nothing_from_a_send_
             .and_then(|rest| rest.split_once('>'))
             .map(|(link, _)| link.replace("https://jobs.wedsync.test", api))
             .unwrap();
-        let response = reqwest::Client::new()
-            .post(&link)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("List-Unsubscribe=One-Click")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        support::messages::one_click_unsubscribe(&link).await;
     })
     .await;
 }

@@ -267,3 +267,15 @@ pub fn mail_to(to: &str) -> Email {
         .unwrap()
         .into()
 }
+
+/// The RFC 8058 one-click unsubscribe a mail client posts to `link`; it must answer 200.
+pub async fn one_click_unsubscribe(link: &str) {
+    let response = reqwest::Client::new()
+        .post(link)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+}
