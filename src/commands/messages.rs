@@ -73,6 +73,7 @@ pub fn context(settings: &Settings, pool: &PgPool) -> Result<MessagesContext, Fa
     let mut context =
         MessagesContext::new(providers).with_unrecorded_limit(m.unrecorded_limit as usize);
     context.sms_from = m.sms_from.clone();
+    context.bounce_address = m.bounce_address.clone();
     context.chunk_size = m.chunk_size as usize;
     if let Some(url) = &settings.public_url {
         context.public_url = url.as_str().trim_end_matches('/').to_owned();

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
+use wedsync_kinds::messages::email::Address;
 use wedsync_kinds::messages::providers::{BreakerConfig, DEFAULT_POOL_SIZE};
 use wedsync_kinds::messages::{DEFAULT_CHUNK_SIZE, DEFAULT_UNRECORDED_LIMIT};
 
@@ -39,6 +40,10 @@ pub struct MessageSettings {
     pub sms_secondary_rate: Option<f64>,
     /// `WEDSYNC_SMS_FROM` (default `WedSync`): the sender id or number SMS show.
     pub sms_from: String,
+    /// `WEDSYNC_BOUNCE_ADDRESS`: the envelope sender (`MAIL FROM`) of every email, so that
+    /// bounces reach a mailbox the operator pipes to `POST /v1/mail-reports`; unset: each
+    /// send's own sender address.
+    pub bounce_address: Option<Address>,
     /// `WEDSYNC_BREAKER_FAILURES` (default 5): consecutive provider failures that open a breaker.
     pub breaker_failures: u32,
     /// `WEDSYNC_BREAKER_OPEN_MS` (default 10000): how long an open breaker refuses calls before
@@ -64,6 +69,7 @@ impl Default for MessageSettings {
             sms_rate: None,
             sms_secondary_rate: None,
             sms_from: "WedSync".to_owned(),
+            bounce_address: None,
             breaker_failures: breaker.failure_threshold,
             breaker_open: breaker.open_for,
             chunk_size: DEFAULT_CHUNK_SIZE as u32,
@@ -90,6 +96,10 @@ impl MessageSettings {
             sms_from: match source.get("WEDSYNC_SMS_FROM", false)? {
                 Some(v) => sms_from(v)?,
                 None => d.sms_from,
+            },
+            bounce_address: match source.get("WEDSYNC_BOUNCE_ADDRESS", false)? {
+                Some(v) => Some(bounce_address(v)?),
+                None => None,
             },
             breaker_failures: count(
                 source,
@@ -202,6 +212,17 @@ fn count(
         _ => Err(v.invalid(
             "is not a positive integer in range",
             &format!("an integer from 1 to {max}, e.g. {default}"),
+        )),
+    }
+}
+
+/// An email address, as SMTP's `MAIL FROM` takes it.
+fn bounce_address(v: Value) -> Result<Address, SettingsError> {
+    match v.raw.trim().parse::<Address>() {
+        Ok(address) => Ok(address),
+        Err(_) => Err(v.invalid(
+            "is not an email address",
+            "e.g. bounces@mail.wedsync.example",
         )),
     }
 }

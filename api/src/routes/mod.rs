@@ -6,6 +6,7 @@ pub mod bulk_sends;
 pub mod erasures;
 pub mod health;
 pub mod jobs;
+pub mod mail_reports;
 pub mod metrics;
 pub mod metrics_hourly;
 pub mod openapi;
@@ -47,6 +48,7 @@ pub fn all() -> Vec<Route> {
         bulk_send_control::routes(),
         unsubscribe::routes(),
         unsubscribe_mail::routes(),
+        mail_reports::routes(),
     ]
     .into_iter()
     .flatten()

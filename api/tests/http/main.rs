@@ -6,6 +6,7 @@ mod bulk_send_control;
 mod bulk_sends;
 mod erasures;
 mod jobs;
+mod mail_reports;
 mod metrics_hourly;
 mod operations;
 mod photos;

@@ -6,6 +6,7 @@ use serde_json::Value;
 use std::sync::OnceLock;
 use wedsync_api::{ApiState, Role, keys, telemetry};
 use wedsync_db::testing::TestDb;
+use wedsync_kinds::suppression::{Address, Channel};
 use wedsync_queue::KindInfo;
 
 pub struct TestApp {
@@ -116,4 +117,44 @@ pub async fn problem(response: Response, status: StatusCode, code: &str) -> Valu
         assert!(body[field].is_string(), "problem without {field}: {body}");
     }
     body
+}
+
+/// A marketing email send of `org` with one delivery to `raw_address` (stored normalised), as
+/// `sent`; returns the send's id and the delivery's.
+pub async fn seed_sent_delivery(app: &TestApp, org: &str, raw_address: &str) -> (String, i64) {
+    let pool = &app.db.pool;
+    let sender: i64 = sqlx::query_scalar(
+        "INSERT INTO senders (org_id, name, email, postal_address) \
+         VALUES ($1, 'Acme Weddings', 'hello@acme.test', '1 High Street, Bath') \
+         ON CONFLICT ON CONSTRAINT senders_identity_key DO UPDATE SET name = EXCLUDED.name \
+         RETURNING id",
+    )
+    .bind(org)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let send = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO bulk_sends (id, org_id, channel, category, sender_id, subject_template, \
+                                 text_template, recipient_count) \
+         VALUES ($1::uuid, $2, 'email', 'marketing', $3, 'News', 'Hello', 1)",
+    )
+    .bind(&send)
+    .bind(org)
+    .bind(sender)
+    .execute(pool)
+    .await
+    .unwrap();
+    let address = Address::parse(Channel::Email, raw_address).unwrap();
+    let delivery = sqlx::query_scalar(
+        "INSERT INTO deliveries (send_id, ordinal, address, address_hash, status) \
+         VALUES ($1::uuid, 0, $2, $3, 'sent') RETURNING id",
+    )
+    .bind(&send)
+    .bind(address.as_str())
+    .bind(address.hash())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (send, delivery)
 }

@@ -1,7 +1,7 @@
 //! `/unsubscribe?token=…`: RFC 8058 one-click unsubscribe with signed tokens, no auth; and
 //! `/unsubscribe/mail`, the same token mailed to the `List-Unsubscribe` mailto.
 
-use crate::support::{TestApp, problem};
+use crate::support::{TestApp, problem, seed_sent_delivery};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Response, StatusCode, Url};
 use std::io::Write;
@@ -35,7 +35,7 @@ impl Guest {
     }
 
     async fn with_app(app: TestApp, key: SigningKey) -> Guest {
-        let delivery_id = seed_delivery(&app).await;
+        let (_, delivery_id) = seed_sent_delivery(&app, ORG, RAW_ADDRESS).await;
         let address = Address::parse(Channel::Email, RAW_ADDRESS).unwrap();
         let claim = UnsubscribeClaim {
             delivery_id,
@@ -95,42 +95,6 @@ impl Guest {
             .await
             .unwrap()
     }
-}
-
-/// A marketing email send of `ORG` with one delivery to the guest; its id.
-async fn seed_delivery(app: &TestApp) -> i64 {
-    let pool = &app.db.pool;
-    let sender: i64 = sqlx::query_scalar(
-        "INSERT INTO senders (org_id, name, email, postal_address) \
-         VALUES ($1, 'Acme Weddings', 'hello@acme.test', '1 High Street, Bath') RETURNING id",
-    )
-    .bind(ORG)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    let send = uuid::Uuid::new_v4().to_string();
-    sqlx::query(
-        "INSERT INTO bulk_sends (id, org_id, channel, category, sender_id, subject_template, \
-                                 text_template, recipient_count) \
-         VALUES ($1::uuid, $2, 'email', 'marketing', $3, 'News', 'Hello', 1)",
-    )
-    .bind(&send)
-    .bind(ORG)
-    .bind(sender)
-    .execute(pool)
-    .await
-    .unwrap();
-    let address = Address::parse(Channel::Email, RAW_ADDRESS).unwrap();
-    sqlx::query_scalar(
-        "INSERT INTO deliveries (send_id, ordinal, address, address_hash, status) \
-         VALUES ($1::uuid, 0, $2, $3, 'sent') RETURNING id",
-    )
-    .bind(&send)
-    .bind(address.as_str())
-    .bind(address.hash())
-    .fetch_one(pool)
-    .await
-    .unwrap()
 }
 
 fn unsubscribed(address: Option<&str>) -> (Option<String>, String, Option<String>, String) {

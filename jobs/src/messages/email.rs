@@ -11,7 +11,7 @@
 //! are parsed once per batch job.
 
 use super::template::Rendered;
-use lettre::Address;
+pub use lettre::Address;
 use lettre::address::Envelope;
 use lettre::message::header::{self, HeaderName, HeaderValue, Headers};
 use lettre::message::{Body, Mailbox, Mailboxes};
@@ -54,7 +54,9 @@ pub fn message_id(delivery_id: i64, send_id: &str, sender_email: &str) -> String
 /// A send's sender, parsed and encoded once for all of its messages.
 #[derive(Debug, Clone)]
 pub struct Sender {
-    address: Address,
+    /// The envelope sender (`MAIL FROM`, which the receiving server turns into `Return-Path`):
+    /// where bounces go.
+    envelope_from: Address,
     from: HeaderValue,
 }
 
@@ -63,7 +65,19 @@ impl Sender {
         let address: Address = email.parse().map_err(|e| format!("sender address: {e}"))?;
         let mailbox = Mailbox::new(Some(name.to_owned()), address.clone());
         let from = header::Header::display(&header::From::from(Mailboxes::from(mailbox)));
-        Ok(Sender { address, from })
+        Ok(Sender {
+            envelope_from: address,
+            from,
+        })
+    }
+
+    /// Bounces go to `bounces` (`WEDSYNC_BOUNCE_ADDRESS`) rather than to the sender's own
+    /// mailbox, where nobody reads them for us (`messages::mail_report`). `From` is unchanged.
+    pub fn bouncing_to(mut self, bounces: Option<&Address>) -> Sender {
+        if let Some(bounces) = bounces {
+            self.envelope_from = bounces.clone();
+        }
+        self
     }
 
     /// The message of `rendered` to `recipient`: text alone, or text and HTML as
@@ -114,7 +128,7 @@ impl Sender {
                 write!(out, "--{boundary}--\r\n").expect("writing to a Vec");
             }
         }
-        let envelope = Envelope::new(Some(self.address.clone()), vec![to])
+        let envelope = Envelope::new(Some(self.envelope_from.clone()), vec![to])
             .map_err(|e| format!("envelope: {e}"))?;
         Ok(Email {
             envelope,

@@ -10,6 +10,8 @@ pub mod control;
 mod deliver;
 pub mod email;
 pub mod fanout;
+pub mod mail_report;
+mod one_line;
 pub mod providers;
 mod sql;
 pub mod template;
@@ -41,6 +43,9 @@ pub struct MessagesContext {
     pub public_url: String,
     /// The sender id SMS providers show (`WEDSYNC_SMS_FROM`).
     pub sms_from: String,
+    /// The envelope sender of every email, where bounces go (`WEDSYNC_BOUNCE_ADDRESS`); `None`:
+    /// each send's own sender address.
+    pub bounce_address: Option<email::Address>,
     /// First retry delay after a temporary send failure; doubles per attempt, at most 30 min.
     pub retry_base: Duration,
     /// Deliveries a batch job takes and sends at once (fewer under a rate limit, see
@@ -96,6 +101,7 @@ impl MessagesContext {
             providers: Arc::new(providers),
             public_url: DEFAULT_PUBLIC_URL.to_owned(),
             sms_from: "WedSync".to_owned(),
+            bounce_address: None,
             retry_base: Duration::from_secs(30),
             chunk_size: DEFAULT_CHUNK_SIZE,
             run_budget: deliver::BATCH_TIMEOUT,

@@ -272,3 +272,24 @@ SELECT id, ordinal, address, status, attempts, last_error, message_id, sent_at, 
   FROM deliveries
  WHERE send_id = $1::uuid AND ($2::text IS NULL OR status = $2) AND ordinal > $3
  ORDER BY ordinal LIMIT $4";
+
+/// A report mailed about delivery `$1` of send `$2` (`messages::mail_report`): the delivery's
+/// organisation, channel, address and hash, and its status once the report is applied. `$3`
+/// the status a failure report sets (`bounced`, `failed`; NULL: none), `$4` its error. Only a
+/// `sent` email delivery changes: a report can only be about a message that was accepted, and a
+/// delivery already `bounced` or `failed` stays as it is (a report repeated changes nothing).
+pub const APPLY_MAIL_REPORT: &str = "
+WITH d AS (
+    SELECT d.id, d.address, d.address_hash, d.status, b.org_id, b.channel
+      FROM deliveries d JOIN bulk_sends b ON b.id = d.send_id
+     WHERE d.id = $1 AND d.send_id = $2::uuid
+), changed AS (
+    UPDATE deliveries u
+       SET status = $3, last_error = $4, updated_at = now()
+      FROM d
+     WHERE u.id = d.id AND u.status = 'sent' AND d.channel = 'email' AND $3::text IS NOT NULL
+ RETURNING u.status
+)
+SELECT d.org_id, d.channel, d.address, d.address_hash,
+       coalesce((SELECT status FROM changed), d.status) AS status
+  FROM d";

@@ -337,12 +337,7 @@ fn describe(err: &minijinja::Error) -> String {
 
 /// Control characters (CR, LF, tab…) become spaces; the result is trimmed.
 fn one_line(subject: &str) -> String {
-    subject
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_owned()
+    super::one_line::one_line(subject, usize::MAX)
 }
 
 #[cfg(test)]

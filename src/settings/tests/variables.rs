@@ -241,3 +241,20 @@ fn the_smtp_ca_file_is_read_at_start_up_and_a_bad_one_is_named() {
     }
     std::fs::remove_file(&broken).unwrap();
 }
+
+#[test]
+fn the_bounce_address_is_an_email_address_or_named_as_wrong() {
+    assert_eq!(load(&[]).unwrap().messages.bounce_address, None);
+    let s = load(&[("WEDSYNC_BOUNCE_ADDRESS", " bounces@mail.wedsync.example ")]).unwrap();
+    assert_eq!(
+        s.messages.bounce_address.unwrap().to_string(),
+        "bounces@mail.wedsync.example"
+    );
+    let message = load(&[("WEDSYNC_BOUNCE_ADDRESS", "bounces")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with("WEDSYNC_BOUNCE_ADDRESS=`bounces` is not an email address"),
+        "{message}"
+    );
+}

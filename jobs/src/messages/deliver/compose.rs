@@ -76,7 +76,10 @@ impl<'a> Composer<'a> {
         )
         .map_err(|e| e.to_string())?;
         let sender = match channel {
-            Channel::Email => Some(Sender::new(&send.sender_name, &send.sender_email)),
+            Channel::Email => Some(
+                Sender::new(&send.sender_name, &send.sender_email)
+                    .map(|s| s.bouncing_to(messages.bounce_address.as_ref())),
+            ),
             Channel::Sms => None,
         };
         Ok(Composer {

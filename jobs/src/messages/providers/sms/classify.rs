@@ -114,12 +114,7 @@ fn reason(status: u16, body: &[u8]) -> String {
 
 /// Control characters become spaces; at most [`MAX_MESSAGE_CHARS`].
 fn one_line(text: &str) -> String {
-    let line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_MESSAGE_CHARS)
-        .collect();
-    line.trim().to_owned()
+    crate::messages::one_line::one_line(text, MAX_MESSAGE_CHARS)
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date (a date in the past: retry now).
