@@ -5,8 +5,8 @@ use super::queues::parse_queues;
 use super::schedule::parse_schedule;
 use super::source::Source;
 use super::values::{
-    parse_database_url, parse_listen, parse_log_format, parse_signing_key, parse_storage_url,
-    parse_timezone, parse_url,
+    parse_database_url, parse_listen, parse_log_format, parse_pool_size, parse_signing_key,
+    parse_storage_url, parse_timezone, parse_url,
 };
 use super::{
     DEFAULT_DATA_DIR, DEFAULT_LISTEN, PhotoSettings, Settings, SettingsError, WorkerTuning,
@@ -31,6 +31,10 @@ impl Settings {
             database_url: source
                 .get("DATABASE_URL", true)?
                 .map(parse_database_url)
+                .transpose()?,
+            db_pool_size: source
+                .get("WEDSYNC_DB_POOL_SIZE", false)?
+                .map(|v| parse_pool_size(&v.raw).map_err(|(p, e)| v.invalid(&p, &e)))
                 .transpose()?,
             listen: source
                 .get("WEDSYNC_LISTEN", false)?

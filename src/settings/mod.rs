@@ -69,6 +69,8 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// The shortest accepted `WEDSYNC_SIGNING_KEY`, in bytes.
 pub const MIN_SIGNING_KEY_BYTES: usize = 32;
+/// The largest accepted `WEDSYNC_DB_POOL_SIZE`.
+pub const MAX_DB_POOL_SIZE: u32 = 1_000;
 /// The largest accepted concurrency (per queue and worker process).
 pub const MAX_CONCURRENCY: i32 = 10_000;
 
@@ -77,6 +79,9 @@ pub const MAX_CONCURRENCY: i32 = 10_000;
 pub struct Settings {
     /// `DATABASE_URL`; `None` → the embedded default's local PostgreSQL.
     pub database_url: Option<SecretString>,
+    /// `WEDSYNC_DB_POOL_SIZE`: the most connections of the process's main pool; `None` → its
+    /// role's default (`api` and `worker` 16, `scheduler` 4, `all` 32).
+    pub db_pool_size: Option<u32>,
     /// `WEDSYNC_LISTEN`: where the HTTP API listens.
     pub listen: SocketAddr,
     /// `WEDSYNC_SMTP_URL` (`smtp://` or `smtps://`); `None` → mail goes to the outbox folder.

@@ -9,6 +9,7 @@ impl fmt::Debug for Settings {
         let url = |u: &Option<Url>| u.as_ref().map(redact_url);
         f.debug_struct("Settings")
             .field("database_url", &self.database_url)
+            .field("db_pool_size", &self.db_pool_size)
             .field("listen", &self.listen)
             .field("smtp_url", &url(&self.smtp_url))
             .field("sms_url", &url(&self.sms_url))

@@ -7,6 +7,7 @@ use std::path::Path;
 pub(super) const SCALARS: &[&str] = &[
     "DATABASE_URL",
     "WEDSYNC_LISTEN",
+    "WEDSYNC_DB_POOL_SIZE",
     "WEDSYNC_SMTP_URL",
     "WEDSYNC_SMS_URL",
     "WEDSYNC_SMTP_SECONDARY_URL",

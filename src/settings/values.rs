@@ -2,7 +2,8 @@
 
 use super::source::Value;
 use super::{
-    DEFAULT_CONCURRENCY, LogFormat, MAX_CONCURRENCY, MIN_SIGNING_KEY_BYTES, SettingsError, Tz,
+    DEFAULT_CONCURRENCY, LogFormat, MAX_CONCURRENCY, MAX_DB_POOL_SIZE, MIN_SIGNING_KEY_BYTES,
+    SettingsError, Tz,
 };
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -90,6 +91,16 @@ pub(super) fn parse_timezone(name: &str) -> Result<Tz, (String, String)> {
             "a name like Europe/London, America/New_York or UTC".into(),
         )
     })
+}
+
+pub(super) fn parse_pool_size(raw: &str) -> Result<u32, (String, String)> {
+    match raw.parse::<u32>() {
+        Ok(n) if (1..=MAX_DB_POOL_SIZE).contains(&n) => Ok(n),
+        _ => Err((
+            "is not a pool size".into(),
+            format!("an integer from 1 to {MAX_DB_POOL_SIZE}, e.g. 8"),
+        )),
+    }
 }
 
 pub(super) fn parse_concurrency(raw: &str) -> Result<i32, (String, String)> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 fn defaults() {
     let s = load(&[]).unwrap();
     assert!(s.database_url.is_none());
+    assert_eq!(s.db_pool_size, None);
     assert_eq!(s.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
     assert!(s.smtp_url.is_none() && s.sms_url.is_none());
     assert!(s.storage_url.is_none() && s.public_url.is_none());
@@ -32,6 +33,7 @@ fn every_variable_is_read() {
     let s = load(&[
         ("DATABASE_URL", "postgres://app:pw@db:5432/wedsync"),
         ("WEDSYNC_LISTEN", "0.0.0.0:9000"),
+        ("WEDSYNC_DB_POOL_SIZE", "8"),
         ("WEDSYNC_SMTP_URL", "smtp://127.0.0.1:2525"),
         ("WEDSYNC_SMS_URL", "https://sms.example.com/api"),
         ("WEDSYNC_STORAGE_URL", "s3://photos/prod"),
@@ -54,6 +56,7 @@ fn every_variable_is_read() {
         "postgres://app:pw@db:5432/wedsync"
     );
     assert_eq!(s.listen.port(), 9000);
+    assert_eq!(s.db_pool_size, Some(8));
     assert_eq!(s.smtp_url.unwrap().port(), Some(2525));
     assert_eq!(s.sms_url.unwrap().host_str(), Some("sms.example.com"));
     assert_eq!(s.storage_url.unwrap().as_str(), "s3://photos/prod");
@@ -101,6 +104,8 @@ fn a_bad_value_names_the_variable_and_what_is_expected() {
         ("WEDSYNC_TIMEZONE", "Mars/Olympus_Mons", "IANA time zone"),
         ("WEDSYNC_LOG_FORMAT", "xml", "`json` or `pretty`"),
         ("WEDSYNC_DEFAULT_CONCURRENCY", "0", "from 1 to 10000"),
+        ("WEDSYNC_DB_POOL_SIZE", "0", "from 1 to 1000"),
+        ("WEDSYNC_DB_POOL_SIZE", "lots", "pool size"),
         ("WEDSYNC_DEFAULT_CONCURRENCY", "ten", "from 1 to 10000"),
         ("WEDSYNC_POLL_INTERVAL_MS", "-5", "milliseconds"),
         ("WEDSYNC_SHUTDOWN_GRACE_MS", "1.5", "milliseconds"),
