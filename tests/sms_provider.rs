@@ -16,6 +16,7 @@ fn message(to: &str) -> SmsMessage {
         from: "WedSync".to_owned(),
         body: "Ann & Bob: save the date, 6 June!".to_owned(),
         idempotency_key: Some("delivery-42".to_owned()),
+        status_callback: None,
     }
 }
 

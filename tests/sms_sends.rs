@@ -5,52 +5,16 @@
 
 mod support;
 
-use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
-use support::messages::{ORG, context_with, new_send, store, wait_until_finished};
+use support::messages::{ORG, context_with, store, wait_until_finished};
 use support::refusing_address;
-use support::sms::{Action, SmsServer, base_url};
+use support::sms::{Action, SmsServer, base_url, number, sms_provider, sms_send};
 use support::{start_worker, test_config};
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::messages::Category;
-use wedsync_kinds::messages::providers::{
-    BreakerConfig, Provider, ProviderRole, Providers, SmsClient,
-};
-use wedsync_kinds::messages::template::TemplateSource;
-use wedsync_kinds::messages::validate::ValidRecipient;
+use wedsync_kinds::messages::providers::{ProviderRole, Providers};
 use wedsync_kinds::register_all;
 use wedsync_kinds::suppression::{Address, Channel, Reason, SuppressionList};
-
-fn number(i: usize) -> String {
-    format!("+4477009{i:05}")
-}
-
-fn sms_provider(role: ProviderRole, url: &url::Url) -> Provider {
-    let client = SmsClient::new(url, Duration::from_secs(5)).unwrap();
-    let breaker = BreakerConfig {
-        failure_threshold: 3,
-        open_for: Duration::from_millis(200),
-    };
-    Provider::sms(role, Arc::new(client), breaker)
-}
-
-fn sms_send(category: Category, n: usize) -> wedsync_kinds::messages::NewSend {
-    let recipients = (0..n)
-        .map(|i| ValidRecipient {
-            address: number(i),
-            variables: json!({"name": format!("Guest {i}")}),
-        })
-        .collect();
-    let mut send = new_send(category, recipients);
-    send.channel = Channel::Sms;
-    send.template = TemplateSource {
-        subject: String::new(),
-        text: "{{ name }}, the ceremony moved to 3 pm.".to_owned(),
-        html: None,
-    };
-    send
-}
 
 #[tokio::test]
 async fn suppressed_numbers_get_nothing_refused_ones_bounce_and_rate_limited_ones_are_retried() {

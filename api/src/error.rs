@@ -70,6 +70,9 @@ pub enum ApiError {
     /// A missing, malformed or forged unsubscribe token. Deliberately says no more than that.
     #[error("this unsubscribe link is invalid or has expired")]
     InvalidToken,
+    /// A provider webhook whose signature is missing or matches none of our providers' tokens.
+    #[error("{0}")]
+    BadSignature(String),
     /// Readiness failed; `checks` says which dependency is not ready.
     #[error("{detail}")]
     NotReady { detail: String, checks: Value },
@@ -112,7 +115,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::InvalidToken => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::BadSignature(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -143,6 +146,7 @@ impl ApiError {
             ApiError::Unprocessable { code, .. } => code,
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ApiError::InvalidToken => "INVALID_TOKEN",
+            ApiError::BadSignature(_) => "BAD_SIGNATURE",
             ApiError::NotReady { .. } => "NOT_READY",
             ApiError::Internal(_) => "INTERNAL_ERROR",
             ApiError::OutcomeUnknown(_) => "OUTCOME_UNKNOWN",

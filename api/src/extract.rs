@@ -103,17 +103,19 @@ fn shape_error_path<T: DeserializeOwned>(bytes: &[u8]) -> Option<String> {
 }
 
 fn is_json_content_type(value: Option<&header::HeaderValue>) -> bool {
-    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = media_type(value);
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The media type of a `Content-Type` value, lower-cased and without parameters (`""`: none).
+pub fn media_type(value: Option<&header::HeaderValue>) -> String {
+    value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Query-string parameters; a string that does not decode is a 400.

@@ -18,7 +18,7 @@
 //! to prune.
 //!
 //! Routes without auth (`/unsubscribe` and `/unsubscribe/mail`, which a guest's mail client posts
-//! or mails to) pass through: there is no organisation to scope the key to, and the routes are
+//! or mails to, and the SMS provider's signed webhooks under `/v1/sms/`) pass through: there is no organisation to scope the key to, and the routes are
 //! idempotent by themselves.
 
 use crate::ApiState;
@@ -105,14 +105,7 @@ async fn once(state: ApiState, req: Request, next: Next) -> Result<Response, Api
 /// stored response, and they are idempotent by content already (the same bytes uploaded to the
 /// same wedding again return the first photo).
 fn is_multipart(req: &Request) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/")
-        })
+    extract::media_type(req.headers().get(header::CONTENT_TYPE)).starts_with("multipart/")
 }
 
 /// The routes anyone may call, without an API key.
@@ -121,6 +114,8 @@ fn is_public(req: &Request) -> bool {
         [
             crate::routes::unsubscribe::PATH,
             crate::routes::unsubscribe_mail::PATH,
+            crate::routes::sms_webhooks::REPLY_PATH,
+            crate::routes::sms_webhooks::STATUS_PATH,
         ]
         .contains(&path.as_str())
     })

@@ -39,6 +39,9 @@ pub struct ApiState {
     /// `WEDSYNC_PUBLIC_URL` without its trailing `/`, as the workers build unsubscribe links
     /// with it: validation measures a marketing SMS with a link of the real length.
     pub public_url: String,
+    /// The SMS providers' auth tokens, which sign their webhooks (`/v1/sms/…`); empty: every
+    /// webhook is refused.
+    pub sms_webhook_tokens: wedsync_kinds::messages::sms_webhook::WebhookTokens,
 }
 
 /// Photo upload settings of the API.
@@ -68,6 +71,7 @@ impl ApiState {
             photos: None,
             signing_key: None,
             public_url: wedsync_kinds::messages::DEFAULT_PUBLIC_URL.to_owned(),
+            sms_webhook_tokens: Default::default(),
         }
     }
 
@@ -104,6 +108,14 @@ impl ApiState {
 
     pub fn with_public_url(mut self, url: &str) -> Self {
         self.public_url = url.trim_end_matches('/').to_owned();
+        self
+    }
+
+    pub fn with_sms_webhook_tokens(
+        mut self,
+        tokens: wedsync_kinds::messages::sms_webhook::WebhookTokens,
+    ) -> Self {
+        self.sms_webhook_tokens = tokens;
         self
     }
 

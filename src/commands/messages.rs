@@ -77,6 +77,11 @@ pub fn context(settings: &Settings, pool: &PgPool) -> Result<MessagesContext, Fa
     context.chunk_size = m.chunk_size as usize;
     if let Some(url) = &settings.public_url {
         context.public_url = url.as_str().trim_end_matches('/').to_owned();
+        context.sms_status_callback = Some(format!(
+            "{}{}",
+            context.public_url,
+            wedsync_kinds::messages::sms_webhook::STATUS_PATH
+        ));
     }
     Ok(context)
 }

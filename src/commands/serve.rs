@@ -215,6 +215,13 @@ async fn serve_api(
     if let Some(url) = &settings.public_url {
         state = state.with_public_url(url.as_str());
     }
+    // The providers' tokens sign their webhooks (`/v1/sms/…`).
+    let sms_urls = [&settings.sms_url, &settings.messages.sms_secondary_url];
+    state = state.with_sms_webhook_tokens(
+        wedsync_kinds::messages::sms_webhook::WebhookTokens::from_provider_urls(
+            sms_urls.into_iter().flatten(),
+        ),
+    );
     let events = settings.metric_events.then(|| {
         let (sink, writer) = EventWriter::spawn(pool, EventWriterConfig::default());
         state = state.clone().with_events(sink);

@@ -34,6 +34,8 @@ pub struct Received {
     /// The basic-auth user it came with.
     pub user: String,
     pub idempotency_key: Option<String>,
+    /// Where its delivery receipts are to go (`StatusCallback`).
+    pub status_callback: Option<String>,
     /// The `sid` it was answered with.
     pub sid: String,
     pub at: Instant,
@@ -44,6 +46,8 @@ pub struct Received {
 pub enum Action {
     /// Answer with this status and a Twilio-like JSON error body (429: with `Retry-After: 1`).
     Status(u16),
+    /// Answer with this status and this Twilio error code (21610: the number replied STOP).
+    Code(u16, u32),
     /// Wait this long, then handle the request as usual.
     Delay(Duration),
     /// Close the connection without answering.
@@ -176,6 +180,7 @@ async fn handle(
             .map(|(_, value)| value.into_owned())
     };
     let (to, from, body) = (field("To"), field("From"), field("Body"));
+    let status_callback = field("StatusCallback");
     let mut action = to.as_deref().and_then(|to| action_for(&state, to));
     if let Some(Action::Delay(delay)) = action {
         tokio::time::sleep(delay).await;
@@ -189,6 +194,10 @@ async fn handle(
         Some(Action::Status(status)) => {
             let message = format!("test rule for this number on {path}");
             return Ok(error(status, twilio_code(status), &message));
+        }
+        Some(Action::Code(status, code)) => {
+            let message = format!("test rule for this number on {path}");
+            return Ok(error(status, code, &message));
         }
         Some(Action::Delay(_)) | None => {}
     }
@@ -212,6 +221,7 @@ async fn handle(
         body,
         user,
         idempotency_key,
+        status_callback,
         sid,
         at: Instant::now(),
     });
@@ -271,4 +281,47 @@ fn json(status: u16, body: &serde_json::Value) -> Answer {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     answer
+}
+
+/// The number of guest `i` of [`sms_send`].
+pub fn number(i: usize) -> String {
+    format!("+4477009{i:05}")
+}
+
+/// A provider of `role` at `url` (a server of this module), with a breaker that opens after 3
+/// failures for 200 ms.
+pub fn sms_provider(
+    role: wedsync_kinds::messages::providers::ProviderRole,
+    url: &url::Url,
+) -> wedsync_kinds::messages::providers::Provider {
+    use wedsync_kinds::messages::providers::{BreakerConfig, Provider, SmsClient};
+    let client = SmsClient::new(url, Duration::from_secs(5)).unwrap();
+    let breaker = BreakerConfig {
+        failure_threshold: 3,
+        open_for: Duration::from_millis(200),
+    };
+    Provider::sms(role, Arc::new(client), breaker)
+}
+
+/// A send of one text to guests `0..n` ([`number`]).
+pub fn sms_send(
+    category: wedsync_kinds::messages::Category,
+    n: usize,
+) -> wedsync_kinds::messages::NewSend {
+    use wedsync_kinds::messages::template::TemplateSource;
+    use wedsync_kinds::messages::validate::ValidRecipient;
+    let recipients = (0..n)
+        .map(|i| ValidRecipient {
+            address: number(i),
+            variables: serde_json::json!({"name": format!("Guest {i}")}),
+        })
+        .collect();
+    let mut send = super::messages::new_send(category, recipients);
+    send.channel = wedsync_kinds::suppression::Channel::Sms;
+    send.template = TemplateSource {
+        subject: String::new(),
+        text: "{{ name }}, the ceremony moved to 3 pm.".to_owned(),
+        html: None,
+    };
+    send
 }

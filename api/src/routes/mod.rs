@@ -15,6 +15,7 @@ pub mod pools;
 pub mod queues;
 pub mod scaling;
 pub mod schedules;
+pub mod sms_webhooks;
 pub mod suppressions;
 pub mod unsubscribe;
 pub mod unsubscribe_mail;
@@ -49,6 +50,7 @@ pub fn all() -> Vec<Route> {
         unsubscribe::routes(),
         unsubscribe_mail::routes(),
         mail_reports::routes(),
+        sms_webhooks::routes(),
     ]
     .into_iter()
     .flatten()

@@ -14,6 +14,7 @@ mod pools;
 mod provider_breakers;
 mod requests;
 mod schedules;
+mod sms_webhooks;
 mod support;
 mod suppressions;
 mod unsubscribe;

@@ -13,6 +13,7 @@ pub mod fanout;
 pub mod mail_report;
 mod one_line;
 pub mod providers;
+pub mod sms_webhook;
 mod sql;
 pub mod template;
 pub mod unsubscribe;
@@ -43,6 +44,10 @@ pub struct MessagesContext {
     pub public_url: String,
     /// The sender id SMS providers show (`WEDSYNC_SMS_FROM`).
     pub sms_from: String,
+    /// Where SMS providers post delivery receipts: `{WEDSYNC_PUBLIC_URL}/v1/sms/status`
+    /// ([`sms_webhook::STATUS_PATH`]), sent with every text; `None` when `WEDSYNC_PUBLIC_URL` is
+    /// unset, since no provider can reach the embedded default's `localhost`.
+    pub sms_status_callback: Option<String>,
     /// The envelope sender of every email, where bounces go (`WEDSYNC_BOUNCE_ADDRESS`); `None`:
     /// each send's own sender address.
     pub bounce_address: Option<email::Address>,
@@ -101,6 +106,7 @@ impl MessagesContext {
             providers: Arc::new(providers),
             public_url: DEFAULT_PUBLIC_URL.to_owned(),
             sms_from: "WedSync".to_owned(),
+            sms_status_callback: None,
             bounce_address: None,
             retry_base: Duration::from_secs(30),
             chunk_size: DEFAULT_CHUNK_SIZE,

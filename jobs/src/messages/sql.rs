@@ -293,3 +293,31 @@ WITH d AS (
 SELECT d.org_id, d.channel, d.address, d.address_hash,
        coalesce((SELECT status FROM changed), d.status) AS status
   FROM d";
+
+/// A guest texted START (`messages::sms_webhook`): the global SMS `unsubscribed` entry of the
+/// number (hash `$1`) goes, which their STOP put there; no other entry does.
+pub const REMOVE_SMS_OPT_OUT: &str = "
+DELETE FROM suppressions
+ WHERE org_id IS NULL AND channel = 'sms' AND address_hash = $1 AND reason = 'unsubscribed'";
+
+/// A provider's receipt for the text `$2` (its message id) to the number of hash `$1`
+/// (`messages::sms_webhook`): the delivery, its send's organisation, its address and its status
+/// once the receipt is applied. `$3` the status a failure sets (`bounced`, `failed`; NULL:
+/// none), `$4` its error. Found through the hash index of `deliveries.address_hash`; only a
+/// `sent` SMS delivery changes, so a receipt repeated changes nothing.
+pub const APPLY_SMS_RECEIPT: &str = "
+WITH d AS (
+    SELECT d.id, d.send_id, d.address, d.address_hash, d.status, b.org_id
+      FROM deliveries d JOIN bulk_sends b ON b.id = d.send_id
+     WHERE d.address_hash = $1 AND d.message_id = $2 AND b.channel = 'sms'
+     ORDER BY d.id DESC LIMIT 1
+), changed AS (
+    UPDATE deliveries u
+       SET status = $3, last_error = $4, updated_at = now()
+      FROM d
+     WHERE u.id = d.id AND u.status = 'sent' AND $3::text IS NOT NULL
+ RETURNING u.status
+)
+SELECT d.id, d.send_id::text AS send_id, d.org_id, d.address, d.address_hash,
+       coalesce((SELECT status FROM changed), d.status) AS status
+  FROM d";

@@ -244,10 +244,25 @@ impl<'a> Batch<'a> {
                 }
                 Dispatched::Failed {
                     provider,
+                    error: SendError::OptedOut(reason),
+                } => {
+                    // The guest replied STOP to our number: every organisation's texts are
+                    // refused, so the entry is global; their START removes it
+                    // (`messages::sms_webhook`).
+                    finished.tally.suppressed += 1;
+                    self.suppress(&delivery, None, Reason::Unsubscribed).await;
+                    StatusChange {
+                        provider: Some(provider),
+                        ..StatusChange::new(id, "suppressed").tried().error(reason)
+                    }
+                }
+                Dispatched::Failed {
+                    provider,
                     error: SendError::Rejected(reason),
                 } => {
                     finished.tally.bounced += 1;
-                    self.suppress_bounce(&delivery).await;
+                    self.suppress(&delivery, Some(self.org_id), Reason::HardBounce)
+                        .await;
                     StatusChange {
                         provider: Some(provider),
                         ..StatusChange::new(id, "bounced").tried().error(reason)
@@ -310,18 +325,17 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// A permanent rejection puts the address on the organisation's list (SPEC §5.1). A failure
-    /// here is logged, not fatal: the delivery is `bounced` either way.
-    async fn suppress_bounce(&self, delivery: &Claimed) {
+    /// Put the delivery's address on a suppression list (`scope`: the organisation's, `None`
+    /// the global one): a permanent rejection on the organisation's (SPEC §5.1), an opt-out at
+    /// the provider on the global one. A failure here is logged, not fatal: the delivery's
+    /// status says what happened either way.
+    async fn suppress(&self, delivery: &Claimed, scope: Option<&str>, reason: Reason) {
         let Ok(address) = Address::parse(self.composer.channel(), &delivery.address) else {
             return;
         };
         let list = SuppressionList::new(self.pool.clone());
-        if let Err(err) = list
-            .add(Some(self.org_id), &address, Reason::HardBounce)
-            .await
-        {
-            tracing::warn!(error = %err, delivery = delivery.id, "adding a hard bounce to the suppression list failed");
+        if let Err(err) = list.add(scope, &address, reason).await {
+            tracing::warn!(error = %err, delivery = delivery.id, reason = reason.as_str(), "adding to the suppression list failed");
         }
     }
 }

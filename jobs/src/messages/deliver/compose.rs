@@ -170,6 +170,7 @@ impl<'a> Composer<'a> {
                         body: body.clone(),
                         // A provider that honours it drops the second of two sends after a crash.
                         idempotency_key: Some(format!("delivery-{}", delivery.id)),
+                        status_callback: self.messages.sms_status_callback.clone(),
                     }),
                     message_id: None,
                     rendered: Rendered {

@@ -6,6 +6,7 @@
 //! | class | examples | delivery | breaker |
 //! | --- | --- | --- | --- |
 //! | `Rejected` | SMTP 5xx to RCPT (the recipient); SMS HTTP 400/404/410/422 about the number | `bounced` + a `hard_bounce` suppression | a success: the provider answered |
+//! | `OptedOut` | SMS HTTP 400/422 with Twilio's 21610: the guest replied STOP to our number | `suppressed` + a global `unsubscribed` SMS suppression (`messages::sms_webhook`) | a success |
 //! | `Refused` | SMTP 5xx to DATA or after the content (552 too big, 554 policy) | `failed`, nothing suppressed: not known to be the address's fault | a success |
 //! | `Deferred` | SMTP 4xx on the recipient (450 mailbox busy); SMS HTTP 429 | back to `queued`, retried with backoff | a success |
 //! | `Unavailable` | connection refused or dropped, timeouts, SMTP 421, SMTP 5xx to MAIL (our sender refused: a set-up error), HTTP 5xx, HTTP 401/403 (our credentials) | back to `queued`, retried (or sent through the secondary) | a failure |
@@ -19,6 +20,10 @@ pub enum SendError {
     /// The provider refused this recipient for good.
     #[error("rejected: {0}")]
     Rejected(String),
+    /// The recipient opted out of texts from our number at the provider (replied STOP), which
+    /// refuses every text to them until they reply START.
+    #[error("opted out: {0}")]
+    OptedOut(String),
     /// The provider refused this message for good, but not for its address (an SMTP 5xx after
     /// the recipients were accepted): retrying would get the same answer, and suppressing the
     /// address could be wrong.
@@ -53,4 +58,8 @@ pub struct SmsMessage {
     /// Sent as the `Idempotency-Key` header (the delivery id), so a provider that honours it
     /// drops the duplicate of a message re-sent after a crash.
     pub idempotency_key: Option<String>,
+    /// Sent as `StatusCallback`: where the provider posts the text's delivery receipts
+    /// (`messages::sms_webhook`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_callback: Option<String>,
 }

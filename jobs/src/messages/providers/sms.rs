@@ -1,7 +1,8 @@
 //! SMS through a Twilio-style HTTP API (SPEC §5.1), or an outbox folder when no provider is
 //! configured.
 //!
-//! The request is `POST {base}/Messages.json` with the form fields `To`, `From`, `Body` and, when
+//! The request is `POST {base}/Messages.json` with the form fields `To`, `From`, `Body` (and
+//! `StatusCallback`, where delivery receipts go, when `WEDSYNC_PUBLIC_URL` is set) and, when
 //! the message has one, an `Idempotency-Key` header. Credentials come from the base URL's
 //! userinfo (`https://ACCOUNT:TOKEN@api.example.com/2010-04-01/Accounts/ACCOUNT`): they are taken
 //! out of the request URL and sent as HTTP basic auth. No error string and no `Debug` output
@@ -93,11 +94,15 @@ impl SmsClient {
 
     /// The provider's message id (Twilio's `sid`) on 2xx.
     pub async fn send(&self, message: &SmsMessage) -> Result<String, SendError> {
-        let mut request = self.http.post(self.endpoint.clone()).form(&[
+        let mut form = vec![
             ("To", message.to.as_str()),
             ("From", message.from.as_str()),
             ("Body", message.body.as_str()),
-        ]);
+        ];
+        if let Some(callback) = &message.status_callback {
+            form.push(("StatusCallback", callback.as_str()));
+        }
+        let mut request = self.http.post(self.endpoint.clone()).form(&form);
         if let Some(credentials) = &self.credentials {
             request = request.basic_auth(
                 &credentials.account,
@@ -167,6 +172,7 @@ impl SmsClient {
         };
         match err {
             SendError::Rejected(reason) => SendError::Rejected(clean(reason)),
+            SendError::OptedOut(reason) => SendError::OptedOut(clean(reason)),
             SendError::Refused(reason) => SendError::Refused(clean(reason)),
             SendError::Deferred {
                 reason,

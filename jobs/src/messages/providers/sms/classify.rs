@@ -5,6 +5,7 @@
 //! | --- | --- | --- |
 //! | 2xx with a JSON `sid` | `Ok(sid)` | accepted |
 //! | 2xx without one | `Unavailable` | not the provider we expect (a captive proxy, a wrong URL) |
+//! | 400, 422 with the code of an opt-out ([`OPTED_OUT_CODE`]) | `OptedOut` | the guest replied STOP: suppressed for every organisation, until they reply START |
 //! | 400, 422 with a provider code about the recipient ([`RECIPIENT_CODES`]) | `Rejected` | the number is bad: the delivery bounces |
 //! | 429 | `Deferred`, `retry_after` from `Retry-After` | the provider works but wants us slower |
 //! | 401, 403 | `Unavailable` | our credentials: must not bounce every guest |
@@ -29,11 +30,13 @@ const MAX_MESSAGE_CHARS: usize = 200;
 
 /// Twilio error codes that are about the recipient's number: 21211 invalid `To`, 21214 `To`
 /// cannot be reached, 21217 not a valid number, 21401 invalid number, 21407 the number's type
-/// takes no SMS, 21421 invalid number, 21610 the recipient replied STOP, 21612 not reachable by
-/// SMS, 21614 not a mobile number.
-pub(super) const RECIPIENT_CODES: [u64; 9] = [
-    21211, 21214, 21217, 21401, 21407, 21421, 21610, 21612, 21614,
-];
+/// takes no SMS, 21421 invalid number, 21612 not reachable by SMS, 21614 not a mobile number.
+pub(super) const RECIPIENT_CODES: [u64; 8] =
+    [21211, 21214, 21217, 21401, 21407, 21421, 21612, 21614];
+
+/// Twilio's error code for a recipient who replied STOP to the sending number: not a bad
+/// number, a guest's choice, which their START reverses.
+pub(super) const OPTED_OUT_CODE: u64 = 21610;
 
 /// The parts of an answer classification looks at.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +58,12 @@ pub(super) fn classify(reply: Reply<'_>, now: DateTime<Utc>) -> Result<String, S
     }
     let reason = reason(status, reply.body);
     Err(match status {
-        400 | 422 if about_the_recipient(reply.body) => SendError::Rejected(reason),
+        400 | 422 if provider_code(reply.body) == Some(OPTED_OUT_CODE) => {
+            SendError::OptedOut(reason)
+        }
+        400 | 422 if provider_code(reply.body).is_some_and(|c| RECIPIENT_CODES.contains(&c)) => {
+            SendError::Rejected(reason)
+        }
         429 => SendError::Deferred {
             reason,
             retry_after: reply.retry_after.and_then(|v| retry_after(v, now)),
@@ -66,17 +74,14 @@ pub(super) fn classify(reply: Reply<'_>, now: DateTime<Utc>) -> Result<String, S
     })
 }
 
-/// The answer is the provider's error document with a code in [`RECIPIENT_CODES`].
-fn about_the_recipient(body: &[u8]) -> bool {
-    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return false;
-    };
-    let code = match answer.get("code") {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+/// The code of the provider's error document, a number or a numeric string.
+fn provider_code(body: &[u8]) -> Option<u64> {
+    let answer = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    match answer.get("code")? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
         _ => None,
-    };
-    code.is_some_and(|c| RECIPIENT_CODES.contains(&c))
+    }
 }
 
 fn accepted_sid(body: &[u8]) -> Option<String> {
@@ -185,6 +190,28 @@ mod tests {
                     .into()
             ))
         );
+    }
+
+    #[test]
+    fn a_recipient_who_replied_stop_has_opted_out_rather_than_bounced() {
+        for status in [400, 422] {
+            let body = r#"{"code": 21610, "message": "Attempt to send to unsubscribed recipient"}"#;
+            assert_eq!(
+                answer(status, body),
+                Err(SendError::OptedOut(format!(
+                    "HTTP {status} {}: Attempt to send to unsubscribed recipient \
+                     (provider code 21610)",
+                    reqwest::StatusCode::from_u16(status)
+                        .unwrap()
+                        .canonical_reason()
+                        .unwrap()
+                )))
+            );
+        }
+        assert!(matches!(
+            answer(400, r#"{"code": "21610"}"#),
+            Err(SendError::OptedOut(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,83 @@
+//! What a provider's delivery receipt (a status callback: `MessageStatus`, `ErrorCode`) means
+//! for a text it had accepted.
+//!
+//! | status | error code | delivery (if `sent`) | suppression list (the send's organisation) |
+//! | --- | --- | --- | --- |
+//! | `undelivered`, `failed` | 30005 unknown or inactive number, 30006 landline or unreachable carrier | `bounced` | `hard_bounce` |
+//! | `undelivered`, `failed` | any other, or none (30003 handset off, 30007 carrier filtering, …) | `failed` | — |
+//! | anything else (`queued`, `sent`, `delivered`, `read`, …) | | — | — |
+//!
+//! Only codes that say the number itself cannot take texts suppress it, as at send time
+//! (`providers/sms/classify.rs`): a handset that is off or a carrier's filter says nothing
+//! lasting about the guest's number.
+
+/// Error codes of a failed receipt that put the number on the suppression list.
+pub const NUMBER_CODES: [u32; 2] = [30005, 30006];
+
+/// What a receipt means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptVerdict {
+    /// The number cannot take texts: `bounced` and suppressed.
+    HardBounce,
+    /// Not delivered, for a reason that is not known to be the number's.
+    Failed,
+    /// On its way, or delivered: nothing changes.
+    NoChange,
+}
+
+impl ReceiptVerdict {
+    pub fn of(status: &str, error_code: Option<u32>) -> ReceiptVerdict {
+        match status.trim().to_ascii_lowercase().as_str() {
+            "undelivered" | "failed" => match error_code {
+                Some(code) if NUMBER_CODES.contains(&code) => ReceiptVerdict::HardBounce,
+                _ => ReceiptVerdict::Failed,
+            },
+            _ => ReceiptVerdict::NoChange,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiptVerdict::HardBounce => "hard_bounce",
+            ReceiptVerdict::Failed => "failed",
+            ReceiptVerdict::NoChange => "no_change",
+        }
+    }
+
+    /// The status a `sent` delivery takes.
+    pub(super) fn status(self) -> Option<&'static str> {
+        match self {
+            ReceiptVerdict::HardBounce => Some("bounced"),
+            ReceiptVerdict::Failed => Some("failed"),
+            ReceiptVerdict::NoChange => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_change_and_only_number_codes_bounce() {
+        assert_eq!(
+            ReceiptVerdict::of("undelivered", Some(30005)),
+            ReceiptVerdict::HardBounce
+        );
+        assert_eq!(
+            ReceiptVerdict::of("Failed", Some(30006)),
+            ReceiptVerdict::HardBounce
+        );
+        assert_eq!(
+            ReceiptVerdict::of("undelivered", Some(30003)),
+            ReceiptVerdict::Failed
+        );
+        assert_eq!(ReceiptVerdict::of("failed", None), ReceiptVerdict::Failed);
+        for status in ["delivered", "sent", "queued", "read", ""] {
+            assert_eq!(
+                ReceiptVerdict::of(status, Some(30005)),
+                ReceiptVerdict::NoChange
+            );
+        }
+    }
+}
