@@ -149,17 +149,17 @@ pub async fn apply_receipt(
             delivery: None,
         });
     };
-    if verdict == ReceiptVerdict::HardBounce && !found.address.contains("[erased]") {
-        SuppressionList::new(pool.clone())
-            .add_hash(
-                Some(&found.delivery.org_id),
+    if verdict == ReceiptVerdict::HardBounce {
+        found.delivery.suppressed = SuppressionList::new(pool.clone())
+            .add_for_delivery(
+                &found.delivery.org_id,
                 Channel::Sms,
                 &found.address_hash,
-                Some(&found.address),
+                &found.address,
                 Reason::HardBounce,
             )
-            .await?;
-        found.delivery.suppressed = Some(Reason::HardBounce);
+            .await?
+            .then_some(Reason::HardBounce);
     }
     Ok(ReceiptApplied {
         verdict,

@@ -159,6 +159,26 @@ impl SuppressionList {
         }
     }
 
+    /// Put the guest of a delivery on `org`'s list, as a report about the delivery calls for:
+    /// `address` and `hash` as the delivery stores them. Nothing when an erasure redacted the
+    /// address (`[erased]`): that guest's `erased` entry already stands. Whether an entry is on
+    /// the list now (made now or before).
+    pub async fn add_for_delivery(
+        &self,
+        org: &str,
+        channel: Channel,
+        hash: &str,
+        address: &str,
+        reason: Reason,
+    ) -> Result<bool, sqlx::Error> {
+        if address.contains("[erased]") {
+            return Ok(false);
+        }
+        self.add_hash(Some(org), channel, hash, Some(address), reason)
+            .await?;
+        Ok(true)
+    }
+
     /// The entry for `address` in exactly this scope (`None`: global).
     pub async fn find(
         &self,

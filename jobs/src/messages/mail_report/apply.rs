@@ -58,21 +58,18 @@ pub async fn apply(pool: &PgPool, report: &MailReport) -> Result<Applied, sqlx::
     let Some(row) = row.filter(|r| r.channel == Channel::Email.as_str()) else {
         return Ok(Applied { delivery: None });
     };
-    let erased = row.address.contains("[erased]");
     let suppressed = match reason {
-        Some(reason) if !erased => {
-            SuppressionList::new(pool.clone())
-                .add_hash(
-                    Some(&row.org_id),
-                    Channel::Email,
-                    &row.address_hash,
-                    Some(&row.address),
-                    reason,
-                )
-                .await?;
-            Some(reason)
-        }
-        _ => None,
+        Some(reason) => SuppressionList::new(pool.clone())
+            .add_for_delivery(
+                &row.org_id,
+                Channel::Email,
+                &row.address_hash,
+                &row.address,
+                reason,
+            )
+            .await?
+            .then_some(reason),
+        None => None,
     };
     Ok(Applied {
         delivery: Some(AppliedDelivery {
