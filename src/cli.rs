@@ -197,8 +197,8 @@ pub struct BenchBulkSendArgs {
     /// Deliveries per batch job.
     #[arg(long, default_value_t = 200)]
     pub batch_size: i32,
-    /// Deliveries a batch job sends at once (`WEDSYNC_MESSAGE_CHUNK`).
-    #[arg(long, default_value_t = 25)]
+    /// The most deliveries a batch job sends at once (`WEDSYNC_MESSAGE_CHUNK`).
+    #[arg(long, default_value_t = 100)]
     pub chunk: u32,
     /// SMTP connections per worker process (`WEDSYNC_SMTP_POOL_SIZE`); the ceiling loop uses
     /// as many in all.

@@ -49,7 +49,8 @@ pub struct MessageSettings {
     /// `WEDSYNC_BREAKER_OPEN_MS` (default 10000): how long an open breaker refuses calls before
     /// one probe may go.
     pub breaker_open: Duration,
-    /// `WEDSYNC_MESSAGE_CHUNK` (default 25): deliveries a batch job sends at once.
+    /// `WEDSYNC_MESSAGE_CHUNK` (default 100): the most deliveries a batch job sends at once
+    /// (fewer while sending is slow, from 25 up).
     pub chunk_size: u32,
     /// `WEDSYNC_UNRECORDED_LIMIT` (default 4 × `WEDSYNC_SMTP_POOL_SIZE`): messages a worker
     /// process may have sent and not yet recorded as sent — the most a crash can duplicate.

@@ -53,8 +53,8 @@ pub struct MessagesContext {
     pub bounce_address: Option<email::Address>,
     /// First retry delay after a temporary send failure; doubles per attempt, at most 30 min.
     pub retry_base: Duration,
-    /// Deliveries a batch job takes and sends at once (fewer under a rate limit, see
-    /// [`MessagesContext::chunk_for`]).
+    /// The most deliveries a batch job takes and sends at once: fewer while sending is slow
+    /// (`deliver::chunk_size`) and under a rate limit ([`MessagesContext::chunk_for`]).
     pub chunk_size: usize,
     /// How long one run of a batch job may take: it stops claiming after half of this and hands
     /// the rest of its batch to its next run. At most, and by default, the job's timeout.
@@ -69,14 +69,16 @@ pub struct MessagesContext {
     writer: Arc<std::sync::OnceLock<deliver::StatusWriter>>,
     /// The process's watcher of send states, started on first use (`deliver::watch`).
     states: Arc<std::sync::OnceLock<deliver::SendStates>>,
+    /// The chunk size the process's batch jobs last settled on (`deliver::chunk_size`).
+    last_chunk_sizes: Arc<deliver::LastChunkSizes>,
 }
 
 /// Messages sent but not yet recorded, per process, unless configured: four SMTP pools' worth
 /// (fewer cost throughput, `docs/benchmarks.md`).
 pub const DEFAULT_UNRECORDED_LIMIT: usize = 40;
 
-/// Deliveries a batch job sends at once unless configured.
-pub const DEFAULT_CHUNK_SIZE: usize = 25;
+/// The most deliveries a batch job sends at once unless configured.
+pub const DEFAULT_CHUNK_SIZE: usize = 100;
 
 impl Default for MessagesContext {
     fn default() -> Self {
@@ -115,6 +117,7 @@ impl MessagesContext {
             unrecorded: Arc::new(tokio::sync::Semaphore::new(DEFAULT_UNRECORDED_LIMIT)),
             writer: Arc::default(),
             states: Arc::default(),
+            last_chunk_sizes: Arc::default(),
         }
     }
 
@@ -137,6 +140,10 @@ impl MessagesContext {
     }
 
     /// The process's watcher of send states on `pool` (started by the first caller).
+    pub(crate) fn last_chunk_sizes(&self) -> &deliver::LastChunkSizes {
+        &self.last_chunk_sizes
+    }
+
     pub(crate) fn send_states(&self, pool: &sqlx::PgPool) -> &deliver::SendStates {
         self.states
             .get_or_init(|| deliver::SendStates::spawn(pool.clone()))

@@ -2,6 +2,7 @@
 //! the providers, write each outcome the moment it is known, and claim the next chunk while the
 //! current one is still sending, until the batch is done or something says stop.
 
+use super::chunk_size::{ChunkSize, LastChunkSizes};
 use super::claim::{Claimed, claim_chunk};
 use super::compose::Composer;
 use super::go_ahead::GoAhead;
@@ -72,7 +73,10 @@ pub(super) struct Batch<'a> {
     pub org_id: &'a str,
     pub first: i32,
     pub last: i32,
+    /// The most deliveries claimed at a time (`chunk_size`: fewer while sending is slow).
     pub chunk: i64,
+    /// Where the process's batch jobs keep the chunk size they settled on.
+    pub last_chunk_sizes: &'a LastChunkSizes,
     /// On the job's last attempt a temporary failure is final.
     pub last_attempt: bool,
     pub composer: &'a Composer<'a>,
@@ -126,12 +130,14 @@ impl<'a> Batch<'a> {
     /// the range is done, something says stop, or the budget is spent.
     async fn send_all(&self, watch: &StateWatch, finished: &mut Finished) -> Result<(), JobError> {
         let writer = self.writer;
+        let channel = self.composer.channel();
+        let mut size = ChunkSize::new(self.chunk, self.last_chunk_sizes.get(channel));
         let mut claimed = claim_chunk(
             self.pool,
             self.send_id,
             self.first - 1,
             self.last,
-            self.chunk,
+            size.next(),
         )
         .await?;
         while !claimed.is_empty() {
@@ -142,15 +148,19 @@ impl<'a> Batch<'a> {
                 .into_iter()
                 .filter_map(|d| self.start(d, writer, watch, finished))
                 .collect();
+            let (sending, started) = (sends.len(), Instant::now());
             let drain = self.drain(sends, writer, watch, finished);
+            let next_size = size.next();
             let next = async {
                 if cursor < self.last && Instant::now() < self.claim_until {
-                    claim_chunk(self.pool, self.send_id, cursor, self.last, self.chunk).await
+                    claim_chunk(self.pool, self.send_id, cursor, self.last, next_size).await
                 } else {
                     Ok(Vec::new())
                 }
             };
             let ((), next) = tokio::join!(drain, next);
+            size.observe(sending, started.elapsed());
+            self.last_chunk_sizes.set(channel, &size);
             claimed = next?;
             if finished.stop.is_some() {
                 release(writer, &claimed, &mut finished.tally);

@@ -1,6 +1,7 @@
 //! `deliver_batch`: sends the deliveries of one batch (a range of ordinals of a send).
 //!
-//! The batch is worked in chunks ([`MessagesContext::chunk_size`] deliveries). Each chunk is
+//! The batch is worked in chunks (at most [`MessagesContext::chunk_size`] deliveries, fewer while
+//! sending is slow: `chunk_size`). Each chunk is
 //! taken with one statement that also checks the send is still active and checks every address
 //! against the suppression list (organisation + global) at that moment, right before sending;
 //! the chunk's messages then go out concurrently through the providers (breakers, failover,
@@ -30,6 +31,7 @@
 //! other job holds them: one job per batch) and sends them again — rather than lose them.
 
 mod batch;
+mod chunk_size;
 mod claim;
 mod compose;
 mod go_ahead;
@@ -38,6 +40,7 @@ mod writer;
 
 use crate::context::AppContext;
 use batch::{Batch, Stop};
+pub(crate) use chunk_size::LastChunkSizes;
 use compose::{Composer, SendRow};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -132,6 +135,7 @@ impl Job for DeliverBatch {
             first: self.first,
             last: self.last,
             chunk: messages.chunk_for(composer.channel()),
+            last_chunk_sizes: messages.last_chunk_sizes(),
             last_attempt: ctx.attempt >= ctx.max_attempts,
             composer: &composer,
             providers: &messages.providers,
