@@ -3,11 +3,13 @@
 //!
 //! Each claim is one statement with a fixed cost (its executor start-up, the counting trigger,
 //! its commit and round trips), so against a fast server larger chunks cost the database less
-//! per message: 100 instead of 25 took ~15 % off the CPU of a bulk send on loopback
-//! (`docs/benchmarks.md`). But the next chunk is claimed while the current one sends, so its
-//! last message waits about two chunks' sending time; against a slow or distant server a large
-//! chunk would wait past `go_ahead::RECHECK_AFTER` and pay a suppression lookup per message.
-//! Sized by the pace just measured, a chunk never waits much longer than `2 × TARGET`.
+//! per message: against the loopback sink, 100 instead of 25 took 11–18 % off the CPU of a bulk
+//! send (paired runs, `docs/benchmarks.md`). But the next chunk is claimed while the current one
+//! sends, so its last message waits about two chunks' sending time; against a slow or distant
+//! server a large chunk would wait past `go_ahead::RECHECK_AFTER` and pay a suppression lookup
+//! per message. Sized by the pace just measured, a chunk's last message waits about
+//! `2 × TARGET` while the pace holds (and if the server slows down meanwhile, `go_ahead` still
+//! looks the address up again before it goes).
 
 use crate::suppression::Channel;
 use std::sync::atomic::{AtomicI64, Ordering};
