@@ -15,12 +15,15 @@ shift || true
 log=$(mktemp)
 RUST_LOG=error "$binary" bench bulk-send "$@" >"$log" 2>&1 &
 bench=$!
-# Seeding and the ceiling runs come first; the measured part starts with the worker process.
-while kill -0 "$bench" 2>/dev/null && ! pgrep -P "$bench" >/dev/null; do sleep 0.05; done
+# Seeding and the ceiling runs (two of them child processes of their own) come first; the
+# measured part starts with the worker process.
+while kill -0 "$bench" 2>/dev/null && ! pgrep -P "$bench" -f -- "worker --queues" >/dev/null; do
+    sleep 0.05
+done
 declare -A first last kind
 started=$(date +%s.%N)
 while kill -0 "$bench" 2>/dev/null; do
-    for p in $(pgrep -x postgres) "$bench" $(pgrep -P "$bench"); do
+    for p in $(pgrep -x postgres) "$bench" $(pgrep -P "$bench" -f -- "worker --queues"); do
         t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) || continue
         if [ -z "${first[$p]:-}" ]; then
             first[$p]=$t

@@ -15,7 +15,10 @@ export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
 log=$(mktemp)
 RUST_LOG=error "$binary" bench bulk-send "$@" >"$log" 2>&1 &
 bench=$!
-while kill -0 "$bench" 2>/dev/null && ! pgrep -P "$bench" >/dev/null; do sleep 0.05; done
+# The ceilings' child processes come and go first; sampling starts with the worker process.
+while kill -0 "$bench" 2>/dev/null && ! pgrep -P "$bench" -f -- "worker --queues" >/dev/null; do
+    sleep 0.05
+done
 psql -X -q -d postgres <<'SQL'
 CREATE TEMP TABLE samples (wait text, query text);
 DO $$

@@ -179,6 +179,33 @@ pub enum BenchCommand {
     Photos(BenchPhotosArgs),
     /// Bulk email to a local SMTP sink against a suppression list; compare with a bare lettre loop.
     BulkSend(BenchBulkSendArgs),
+    /// A bare loop of `bench bulk-send` in a process of its own, as the worker is: started by it.
+    #[command(hide = true)]
+    BareLoop(BenchBareLoopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchBareLoopArgs {
+    /// The sink's address.
+    #[arg(long)]
+    pub sink: std::net::SocketAddr,
+    /// Recipients of the bench send (their messages are rendered as `bench bulk-send` renders them).
+    #[arg(long)]
+    pub recipients: usize,
+    /// SMTP connections, each a task sending the next message.
+    #[arg(long)]
+    pub connections: usize,
+    /// Which client the loop sends with.
+    #[arg(long, value_enum)]
+    pub client: BenchLoopClient,
+}
+
+/// The SMTP client of a bare loop: lettre's (`AsyncSmtpConnection::send`, the ceiling)
+/// or our transport (the worker's pool, pipelined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchLoopClient {
+    Lettre,
+    Transport,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,9 @@ pub async fn run(_settings: Settings, command: BenchCommand) -> Result<(), Failu
         BenchCommand::BulkSend(args) => {
             super::bench_bulk::run(args).await.map_err(Failure::Runtime)
         }
+        BenchCommand::BareLoop(args) => super::bench_bulk::run_bare_loop_child(args)
+            .await
+            .map_err(Failure::Runtime),
     }
 }
 
@@ -235,6 +238,10 @@ impl Workers {
             workers.logs.push(log);
         }
         Ok(workers)
+    }
+
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
     }
 
     pub(crate) fn peak_rss_kib(&self) -> Vec<u64> {

@@ -3,8 +3,11 @@
 //! - [`run_lettre_loop`], the ceiling: a bare loop over lettre's own SMTP client, one
 //!   task per connection, given only the `TCP_NODELAY` its pool cannot set (`--stock-lettre`
 //!   shows what that costs);
-//! - [`run`]: a bare loop over our transport (`EmailTransport`, the worker's SMTP pool with its
-//!   pipelining), to tell the system's overhead from the transport's own speed.
+//! - [`send_over_transports`]: a bare loop over our transport (`EmailTransport`, the worker's
+//!   SMTP pool with its pipelining), to tell the system's overhead from the transport's own speed.
+//!
+//! Both run in a process of their own (`ceiling_process`); the lettre loop also runs in the
+//! sink's process, as every figure before 2026-12-07 was taken.
 
 use super::sink::Sink;
 use anyhow::{Context, Result};
@@ -86,27 +89,46 @@ pub async fn run_stock_lettre(
 
 /// lettre's `AsyncSmtpConnection::send` in a loop on `pool × workers` connections, each its own
 /// task taking the next message: MAIL, RCPT, DATA and the content each wait for their reply.
+/// In the sink's own process; [`super::ceiling_process`] runs the same loop in one of its own.
 pub async fn run_lettre_loop(
     sink: &Sink,
     messages: Vec<Email>,
     pool: u32,
     workers: usize,
 ) -> Result<f64> {
+    let n = messages.len();
+    let connections = connect_lettre(sink.addr, pool as usize * workers).await?;
+    let started = Instant::now();
+    send_over_lettre(connections, messages).await;
+    Ok(n as f64 / finish(sink, started).as_secs_f64())
+}
+
+/// `count` connections of lettre's SMTP client to `addr`, greeted, with `TCP_NODELAY`.
+pub async fn connect_lettre(
+    addr: std::net::SocketAddr,
+    count: usize,
+) -> Result<Vec<lettre::transport::smtp::client::AsyncSmtpConnection>> {
     use lettre::transport::smtp::client::AsyncSmtpConnection;
     use lettre::transport::smtp::extension::ClientId;
-    let n = messages.len();
-    let queue = std::sync::Mutex::new(messages.into_iter());
-    let next = || queue.lock().unwrap_or_else(|p| p.into_inner()).next();
     let mut connections = Vec::new();
-    for _ in 0..pool as usize * workers {
-        let stream = tokio::net::TcpStream::connect(sink.addr).await?;
+    for _ in 0..count {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let conn =
             AsyncSmtpConnection::connect_with_transport(Box::new(stream), &ClientId::default())
                 .await?;
         connections.push(conn);
     }
-    let started = Instant::now();
+    Ok(connections)
+}
+
+/// Send `messages` over `connections`, each connection a task taking the next message.
+pub async fn send_over_lettre(
+    connections: Vec<lettre::transport::smtp::client::AsyncSmtpConnection>,
+    messages: Vec<Email>,
+) {
+    let queue = std::sync::Mutex::new(messages.into_iter());
+    let next = || queue.lock().unwrap_or_else(|p| p.into_inner()).next();
     futures::future::join_all(connections.into_iter().map(|mut conn| async move {
         while let Some(message) = next() {
             if let Err(err) = conn.send(&message.envelope, &message.formatted).await {
@@ -115,11 +137,10 @@ pub async fn run_lettre_loop(
         }
     }))
     .await;
-    Ok(n as f64 / finish(sink, started).as_secs_f64())
 }
 
 /// From `started` to the last message the sink accepted (forgetting them).
-fn finish(sink: &Sink, started: Instant) -> Duration {
+pub(super) fn finish(sink: &Sink, started: Instant) -> Duration {
     let last = sink
         .take()
         .iter()
@@ -130,19 +151,15 @@ fn finish(sink: &Sink, started: Instant) -> Duration {
         .max(Duration::from_millis(1))
 }
 
-/// Send `messages` through our transport with `concurrency` sends in flight over a pool of
-/// `pool` connections per process (`workers` processes' worth); messages per second from the
-/// first send to the last accept.
-pub async fn run(sink: &Sink, messages: Vec<Email>, pool: u32, workers: usize) -> Result<f64> {
-    let n = messages.len();
-    let transports: Vec<EmailTransport> = (0..workers)
-        .map(|_| EmailTransport::smtp("bench", &sink.url(), pool, None))
-        .collect::<Result<_, _>>()?;
-    let concurrency = pool as usize * workers;
-    let started = Instant::now();
+/// Send `messages` over `transports` in turn, `concurrency` sends in flight.
+pub async fn send_over_transports(
+    transports: &[EmailTransport],
+    messages: Vec<Email>,
+    concurrency: usize,
+) {
     futures::stream::iter(messages.into_iter().enumerate())
         .for_each_concurrent(concurrency, |(i, message)| {
-            let transport = &transports[i % workers];
+            let transport = &transports[i % transports.len()];
             async move {
                 if let Err(err) = transport.send(&message).await {
                     tracing::warn!(error = %err, "ceiling send failed");
@@ -150,5 +167,4 @@ pub async fn run(sink: &Sink, messages: Vec<Email>, pool: u32, workers: usize) -
             }
         })
         .await;
-    Ok(n as f64 / finish(sink, started).as_secs_f64())
 }

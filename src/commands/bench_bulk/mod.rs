@@ -1,6 +1,8 @@
 //! `wedsync-jobs bench bulk-send`: N recipients (every 20th suppressed) against a suppression
 //! list of S entries, sent by W worker processes to a local SMTP sink, compared with a bare
-//! lettre loop sending the same pre-rendered messages to the same sink (the ceiling).
+//! lettre loop sending the same pre-rendered messages to the same sink (the ceiling), in a
+//! process of its own as the worker is (`ceiling_process`; the same loop in the sink's own
+//! process is printed too).
 //!
 //! Prints messages per second from the sends' creation to the last message accepted, the time
 //! from creation to acceptance per delivery (p50, p99), the workers' peak RSS, the database rows
@@ -8,10 +10,12 @@
 //! `--timeline` adds the messages accepted per 100 ms.
 
 mod ceiling;
+mod ceiling_process;
 mod sink;
 
 use super::bench::{Workers, wait_until};
-use crate::cli::BenchBulkSendArgs;
+use crate::cli::BenchLoopClient::{Lettre, Transport};
+use crate::cli::{BenchBareLoopArgs, BenchBulkSendArgs};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use sink::Sink;
@@ -68,6 +72,23 @@ fn is_suppressed(i: usize) -> bool {
     i.is_multiple_of(20)
 }
 
+/// The recipients that get a message: the ceilings send only these.
+fn unsuppressed(all: &[Recipient]) -> Vec<ValidRecipient> {
+    all.iter()
+        .enumerate()
+        .filter(|(i, _)| !is_suppressed(*i))
+        .map(|(_, r)| ValidRecipient {
+            address: r.address.clone(),
+            variables: r.variables.clone(),
+        })
+        .collect()
+}
+
+/// `bench bare-loop`: the ceiling's child process (`ceiling_process`).
+pub async fn run_bare_loop_child(args: BenchBareLoopArgs) -> Result<()> {
+    ceiling_process::child(args).await
+}
+
 pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
     if args.recipients == 0 || args.workers == 0 {
         bail!("--recipients and --workers must be at least 1");
@@ -95,27 +116,34 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
     let expected = (0..args.recipients).filter(|i| !is_suppressed(*i)).count();
     let sink = Sink::start(Duration::from_millis(args.sink_delay_ms)).await?;
 
-    let unsuppressed: Vec<ValidRecipient> = all
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !is_suppressed(*i))
-        .map(|(_, r)| ValidRecipient {
-            address: r.address.clone(),
-            variables: r.variables.clone(),
-        })
-        .collect();
-    let messages = ceiling::render_all(&shape, &unsuppressed)?;
-    drop(unsuppressed);
+    let messages = ceiling::render_all(&shape, &unsuppressed(&all))?;
     if args.stock_lettre {
         let sample: Vec<_> = messages.iter().take(2_000).cloned().collect();
         let stock = ceiling::run_stock_lettre(&sink, sample, args.pool, args.workers).await?;
         println!("stock lettre pooled transport (2,000 messages): messages_per_s={stock:.0}");
     }
-    let ceiling_rate =
-        ceiling::run_lettre_loop(&sink, messages.clone(), args.pool, args.workers).await?;
-    println!("ceiling (bare lettre loop, pre-rendered): messages_per_s={ceiling_rate:.0}");
-    let transport_rate = ceiling::run(&sink, messages, args.pool, args.workers).await?;
-    println!("bare loop over our SMTP transport, pre-rendered: messages_per_s={transport_rate:.0}");
+    let switches = ceiling_process::context_switches();
+    let in_sink_process =
+        ceiling::run_lettre_loop(&sink, messages, args.pool, args.workers).await?;
+    let in_sink_switches =
+        (ceiling_process::context_switches() - switches) as f64 / expected as f64;
+    println!(
+        "bare lettre loop in the sink's process, pre-rendered: messages_per_s={in_sink_process:.0} \
+         context_switches_per_message={in_sink_switches:.2}"
+    );
+    let connections = args.pool as usize * args.workers;
+    let ceiling = ceiling_process::run(&sink, Lettre, args.recipients, connections).await?;
+    println!(
+        "ceiling (bare lettre loop in a process of its own, pre-rendered): messages_per_s={:.0} \
+         context_switches_per_message={:.2}",
+        ceiling.messages_per_s, ceiling.switches_per_message
+    );
+    let transport = ceiling_process::run(&sink, Transport, args.recipients, connections).await?;
+    println!(
+        "bare loop over our SMTP transport in a process of its own, pre-rendered: \
+         messages_per_s={:.0} context_switches_per_message={:.2}",
+        transport.messages_per_s, transport.switches_per_message
+    );
 
     let dir = std::env::temp_dir().join(format!("wedsync-bench-bulk-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -191,6 +219,11 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
     .context("waiting for the sends to be done")?;
     let arrivals = sink.take();
     let rss = workers.peak_rss_kib();
+    let worker_switches: u64 = workers
+        .pids()
+        .iter()
+        .map(|pid| ceiling_process::context_switches_of(&pid.to_string()))
+        .sum();
     workers.stop_and_collect()?;
     std::fs::remove_dir_all(&dir).ok();
 
@@ -213,7 +246,8 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
     println!(
         "system: created_in_ms={:.0} messages_per_s={rate:.0} time_to_send_ms first={:.0} \
          p50={:.0} p99={:.0} \
-         worker_peak_rss_mib={} db_rows_written_per_message={rows:.2} \
+         worker_peak_rss_mib={} worker_context_switches_per_message={:.2} \
+         db_rows_written_per_message={rows:.2} \
          delivery_updates_in_place={hot_share:.2}",
         created_in.as_secs_f64() * 1000.0,
         pct(0.0),
@@ -223,13 +257,17 @@ pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
             .map(|k| format!("{:.1}", *k as f64 / 1024.0))
             .collect::<Vec<_>>()
             .join(","),
+        worker_switches as f64 / expected as f64,
     );
     println!(
-        "messages_per_s={rate:.0} ceiling_per_s={ceiling_rate:.0} ratio={:.2} \
-         transport_loop_per_s={transport_rate:.0} ratio_to_transport_loop={:.2} dup={dup} \
-         missing={missing}",
-        rate / ceiling_rate,
-        rate / transport_rate
+        "messages_per_s={rate:.0} ceiling_per_s={:.0} ratio={:.2} \
+         ceiling_in_sink_process_per_s={in_sink_process:.0} ratio_in_sink_process={:.2} \
+         transport_loop_per_s={:.0} ratio_to_transport_loop={:.2} dup={dup} missing={missing}",
+        ceiling.messages_per_s,
+        rate / ceiling.messages_per_s,
+        rate / in_sink_process,
+        transport.messages_per_s,
+        rate / transport.messages_per_s,
     );
     if missing > 0 {
         bail!("{missing} messages never arrived");
