@@ -1,13 +1,13 @@
 //! The ceilings: the same messages, rendered beforehand, sent to the same sink with no
 //! database, no queue and no suppression check —
-//! - [`run_lettre_loop`], the ceiling: a bare loop over lettre's own SMTP client, one
+//! - a bare loop over lettre's own SMTP client ([`connect_lettre`], [`send_over_lettre`]), one
 //!   task per connection, given only the `TCP_NODELAY` its pool cannot set (`--stock-lettre`
-//!   shows what that costs);
-//! - [`send_over_transports`]: a bare loop over our transport (`EmailTransport`, the worker's
-//!   SMTP pool with its pipelining), to tell the system's overhead from the transport's own speed.
-//!
-//! Both run in a process of their own (`ceiling_process`); the lettre loop also runs in the
-//! sink's process, as every figure before 2026-12-07 was taken.
+//!   shows what that costs): the ceiling when it runs in a process of its own
+//!   (`ceiling_process`), and [`run_lettre_loop`] in the sink's process, as every figure before
+//!   2026-12-07 was taken;
+//! - a bare loop over our transport ([`send_over_transports`]: `EmailTransport`, the worker's
+//!   SMTP pool with its pipelining), in a process of its own, to tell the system's overhead from
+//!   the transport's own speed.
 
 use super::sink::Sink;
 use anyhow::{Context, Result};
