@@ -192,9 +192,13 @@ pub struct BenchBareLoopArgs {
     /// Recipients of the bench send (their messages are rendered as `bench bulk-send` renders them).
     #[arg(long)]
     pub recipients: usize,
-    /// SMTP connections, each a task sending the next message.
+    /// SMTP connections per worker process's worth (`bench bulk-send --pool`).
     #[arg(long)]
-    pub connections: usize,
+    pub pool: u32,
+    /// Worker processes' worth of connections: lettre's loop opens `pool × workers`, each a task
+    /// sending the next message; our transport's runs `workers` pools of `pool`.
+    #[arg(long)]
+    pub workers: usize,
     /// Which client the loop sends with.
     #[arg(long, value_enum)]
     pub client: BenchLoopClient,

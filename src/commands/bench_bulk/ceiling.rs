@@ -10,7 +10,8 @@
 //!   the transport's own speed.
 
 use super::sink::Sink;
-use anyhow::{Context, Result};
+use super::switches::Switches;
+use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 use wedsync_kinds::messages::email::{self, Email, Recipient, Sender};
@@ -55,7 +56,7 @@ pub fn render_all(shape: &SendShape, recipients: &[ValidRecipient]) -> Result<Ve
 
 /// lettre's own pooled transport, as a bare loop would use it out of the box: for the record,
 /// since Nagle's algorithm holds each message's closing `.` back about 40 ms on its sockets
-/// (see `providers::smtp_pool`). Sends `messages` like [`run`].
+/// (see `providers::smtp_pool`). Sends `messages` like [`run_lettre_loop`].
 pub async fn run_stock_lettre(
     sink: &Sink,
     messages: Vec<Email>,
@@ -87,20 +88,49 @@ pub async fn run_stock_lettre(
     Ok(n as f64 / finish(sink, started).as_secs_f64())
 }
 
+/// What a bare loop came to.
+pub struct LoopRun {
+    pub messages_per_s: f64,
+    /// Voluntary and involuntary context switches per message while it sent, of the loop's
+    /// process and the sink's (the bench's) together.
+    pub switches_per_message: f64,
+}
+
 /// lettre's `AsyncSmtpConnection::send` in a loop on `pool × workers` connections, each its own
 /// task taking the next message: MAIL, RCPT, DATA and the content each wait for their reply.
-/// In the sink's own process; [`super::ceiling_process`] runs the same loop in one of its own.
+/// In the sink's own process; `ceiling_process` runs the same loop in one of its own.
 pub async fn run_lettre_loop(
     sink: &Sink,
     messages: Vec<Email>,
     pool: u32,
     workers: usize,
-) -> Result<f64> {
+) -> Result<LoopRun> {
     let n = messages.len();
     let connections = connect_lettre(sink.addr, pool as usize * workers).await?;
+    let before = Switches::now();
     let started = Instant::now();
     send_over_lettre(connections, messages).await;
-    Ok(n as f64 / finish(sink, started).as_secs_f64())
+    let switches = Switches::now().since(&before);
+    finish_loop(sink, started, n, switches)
+}
+
+/// The rate of a loop that started at `started` to send `expected` messages, and its
+/// `switches` per message; an error if the sink did not get them all.
+pub(super) fn finish_loop(
+    sink: &Sink,
+    started: Instant,
+    expected: usize,
+    switches: u64,
+) -> Result<LoopRun> {
+    let sent = sink.count();
+    let took = finish(sink, started);
+    if sent != expected {
+        bail!("a bare loop delivered {sent} of {expected} messages");
+    }
+    Ok(LoopRun {
+        messages_per_s: sent as f64 / took.as_secs_f64(),
+        switches_per_message: switches as f64 / sent.max(1) as f64,
+    })
 }
 
 /// `count` connections of lettre's SMTP client to `addr`, greeted, with `TCP_NODELAY`.
@@ -140,7 +170,7 @@ pub async fn send_over_lettre(
 }
 
 /// From `started` to the last message the sink accepted (forgetting them).
-pub(super) fn finish(sink: &Sink, started: Instant) -> Duration {
+fn finish(sink: &Sink, started: Instant) -> Duration {
     let last = sink
         .take()
         .iter()

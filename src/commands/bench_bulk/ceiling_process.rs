@@ -1,51 +1,55 @@
-//! The bare loops — lettre's (the ceiling) and our transport's — in a process of their
-//! own, as the worker is. The loop and the sink then talk across processes, as the worker and
-//! the sink do, and as any sender and a real SMTP server do: each reply wakes the other
-//! process. In the sink's own process the loop's task and the sink's can hand a message over
-//! on one runtime thread without waking anything, which is a speed no deployment has; the
-//! bench prints the context switches per message of both ways so that the difference shows.
+//! The bare loops — lettre's (the ceiling, as we read it) and our transport's — in a
+//! process of their own, as the worker is. The loop and the sink then talk across processes, as
+//! the worker and the sink do, and as any sender and a real SMTP server do: each reply wakes the
+//! other process. In the sink's own process the loop's task and the sink's can hand a message
+//! over on one runtime thread without waking anything, which no deployment can; the bench prints
+//! the context switches per message of both ways so that the difference shows.
 //!
-//! The child renders the same messages from the same recipient count, connects (lettre), says
-//! `ready` and waits for a line on its standard input; the parent times from that line to the
-//! last message the sink accepted, as for every other rate of the bench. The child's last line
-//! is its context switches over the sending.
+//! The child renders the same messages from the same recipient count and connects (lettre), says
+//! `ready`, and sends only once it reads `go` (anything else, end of input included, ends it
+//! unsent); the parent times from that line to the last message the sink accepted, as for every
+//! other rate of the bench. The child's last line is its context switches over the sending. A
+//! parent that fails on the way kills the child.
 
-use super::{Sink, ceiling, recipients, shape, unsuppressed};
+use super::ceiling::{self, LoopRun};
+use super::sink::{Sink, url_of};
+use super::switches::Switches;
+use super::{recipients, shape, unsuppressed};
 use crate::cli::{BenchBareLoopArgs, BenchLoopClient};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 use wedsync_kinds::messages::providers::EmailTransport;
 
 const READY: &str = "ready";
+const GO: &str = "go";
 const SWITCHES: &str = "context_switches=";
 
-/// A loop's rate and what it cost in context switches.
-pub struct LoopRun {
-    pub messages_per_s: f64,
-    /// Voluntary and involuntary context switches per message, of the loop's process and the
-    /// sink's (the bench's) together.
-    pub switches_per_message: f64,
-}
-
-/// Run `client`'s loop in a child process for `recipients`' messages over `connections`
-/// connections; messages per second from the go to the last accept.
+/// Run `client`'s loop in a child process over the connections of `workers` worker processes
+/// with `pool` each, for the `expected` messages of `recipients`; messages per second from the
+/// go to the last accept.
 pub async fn run(
     sink: &Sink,
     client: BenchLoopClient,
     recipients: usize,
-    connections: usize,
+    (pool, workers): (u32, usize),
+    expected: usize,
 ) -> Result<LoopRun> {
     let exe = std::env::current_exe().context("locating this binary")?;
     let client_arg = match client {
         BenchLoopClient::Lettre => "lettre",
         BenchLoopClient::Transport => "transport",
     };
-    let mut child = Command::new(exe)
+    let child = Command::new(exe)
         .args(["bench", "bare-loop", "--sink", &sink.addr.to_string()])
         .args(["--recipients", &recipients.to_string()])
-        .args(["--connections", &connections.to_string()])
+        .args([
+            "--pool",
+            &pool.to_string(),
+            "--workers",
+            &workers.to_string(),
+        ])
         .args(["--client", client_arg])
         .env(
             "RUST_LOG",
@@ -55,64 +59,95 @@ pub async fn run(
         .stdout(Stdio::piped())
         .spawn()
         .context("starting the loop's process")?;
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let mut stdin = child.stdin.take().expect("piped");
-    let (started, switches) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        if line.trim() != READY {
-            bail!("the loop's process said {line:?}, not {READY:?}");
-        }
-        let ours = context_switches();
-        let started = Instant::now();
-        writeln!(stdin, "go")?;
-        line.clear();
-        stdout.read_line(&mut line)?;
-        let ours = context_switches() - ours;
+    let (started, switches) =
+        tokio::task::spawn_blocking(move || drive(KillOnDrop(Some(child)))).await??;
+    ceiling::finish_loop(sink, started, expected, switches)
+}
+
+/// Wait for the child's `ready`, say `go`, wait for its count and its exit: when the go was
+/// given, and the switches of both processes meanwhile.
+fn drive(mut child: KillOnDrop) -> Result<(Instant, u64)> {
+    let process = child.0.as_mut().expect("not yet waited for");
+    let mut stdout = BufReader::new(process.stdout.take().expect("piped"));
+    let mut stdin = process.stdin.take().expect("piped");
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    if line.trim() != READY {
         let status = child.wait()?;
-        if !status.success() {
-            bail!("the loop's process failed: {status}");
+        bail!("the loop's process said {line:?}, not {READY:?}, and ended: {status}");
+    }
+    let ours = Switches::now();
+    let started = Instant::now();
+    writeln!(stdin, "{GO}")?;
+    line.clear();
+    stdout.read_line(&mut line)?;
+    let ours = Switches::now().since(&ours);
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("the loop's process failed: {status}");
+    }
+    let theirs: u64 = line
+        .trim()
+        .strip_prefix(SWITCHES)
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("the loop's process ended with {line:?}"))?;
+    Ok((started, ours + theirs))
+}
+
+/// The child process, killed if the parent lets go of it before it was waited for.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.take().expect("waited for once").wait()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let theirs: u64 = line
-            .trim()
-            .strip_prefix(SWITCHES)
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("the loop's process ended with {line:?}"))?;
-        Ok((started, ours + theirs))
-    })
-    .await??;
-    let sent = sink.count();
-    Ok(LoopRun {
-        messages_per_s: sent as f64 / ceiling::finish(sink, started).as_secs_f64(),
-        switches_per_message: switches as f64 / sent.max(1) as f64,
-    })
+    }
 }
 
 /// `bench bare-loop`, the child: render, connect, say `ready`, send on `go`, then print the
 /// context switches the sending took.
 pub async fn child(args: BenchBareLoopArgs) -> Result<()> {
     let messages = ceiling::render_all(&shape(), &unsuppressed(&recipients(args.recipients)))?;
-    let mut go = String::new();
+    let connections = args.pool as usize * args.workers;
     let switches = match args.client {
         BenchLoopClient::Lettre => {
-            let connections = ceiling::connect_lettre(args.sink, args.connections).await?;
-            say(READY)?;
-            tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut go)).await??;
-            let before = context_switches();
-            ceiling::send_over_lettre(connections, messages).await;
-            context_switches() - before
+            let lettre = ceiling::connect_lettre(args.sink, connections).await?;
+            let before = ready_then_go().await?;
+            ceiling::send_over_lettre(lettre, messages).await;
+            Switches::now().since(&before)
         }
         BenchLoopClient::Transport => {
-            let url = format!("smtp://{}", args.sink);
-            let transport = EmailTransport::smtp("bench", &url, args.connections as u32, None)?;
-            say(READY)?;
-            tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut go)).await??;
-            let before = context_switches();
-            ceiling::send_over_transports(&[transport], messages, args.connections).await;
-            context_switches() - before
+            let transports = (0..args.workers)
+                .map(|_| EmailTransport::smtp("bench", &url_of(args.sink), args.pool, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            let before = ready_then_go().await?;
+            ceiling::send_over_transports(&transports, messages, connections).await;
+            Switches::now().since(&before)
         }
     };
     say(&format!("{SWITCHES}{switches}"))
+}
+
+/// Say `ready` and wait for `go`: this process's switches then.
+async fn ready_then_go() -> Result<Switches> {
+    say(READY)?;
+    let line = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await??;
+    if line.trim() != GO {
+        bail!("expected {GO:?} on standard input, read {line:?}: not sending");
+    }
+    Ok(Switches::now())
 }
 
 fn say(line: &str) -> Result<()> {
@@ -120,31 +155,4 @@ fn say(line: &str) -> Result<()> {
     writeln!(out, "{line}")?;
     out.flush()?;
     Ok(())
-}
-
-/// This process's context switches so far ([`context_switches_of`]).
-pub fn context_switches() -> u64 {
-    context_switches_of("self")
-}
-
-/// The context switches so far of process `pid` (`self`: this one), voluntary and involuntary,
-/// summed over its live threads (`/proc/<pid>/task/*/status`; a thread's count is its own).
-pub fn context_switches_of(pid: &str) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter_map(|l| {
-                    l.strip_prefix("voluntary_ctxt_switches:")
-                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-                })
-                .filter_map(|n| n.trim().parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
 }

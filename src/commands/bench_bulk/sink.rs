@@ -41,7 +41,7 @@ impl Sink {
     }
 
     pub fn url(&self) -> String {
-        format!("smtp://{}", self.addr)
+        url_of(self.addr)
     }
 
     pub fn count(&self) -> usize {
@@ -52,6 +52,11 @@ impl Sink {
     pub fn take(&self) -> Vec<Arrival> {
         std::mem::take(&mut *lock(&self.arrivals))
     }
+}
+
+/// The `WEDSYNC_SMTP_URL` of a sink at `addr`.
+pub fn url_of(addr: SocketAddr) -> String {
+    format!("smtp://{addr}")
 }
 
 impl Drop for Sink {
