@@ -1,13 +1,14 @@
 //! `wedsync-jobs bench bulk-send`: N recipients (every 20th suppressed) against a suppression
 //! list of S entries, sent by W worker processes to a local SMTP sink, compared with a bare
 //! lettre loop sending the same pre-rendered messages to the same sink (the ceiling), in a
-//! process of its own as the worker is (`ceiling_process`; the same loop in the sink's own
-//! process is printed too).
+//! process of its own as the worker is (`ceiling_process`), run before and after the system
+//! with the higher reading counted; the same loop in the sink's own process is printed too.
 //!
 //! Prints messages per second from the sends' creation to the last message accepted, the time
-//! from creation to acceptance per delivery (p50, p99), the workers' peak RSS, the database rows
-//! written per message, duplicates and messages missing, then the ratio to the ceiling;
-//! `--timeline` adds the messages accepted per 100 ms.
+//! from creation to acceptance per delivery (p50, p99), the workers' peak RSS, the context
+//! switches per message of the workers and the sink, the database rows written per message,
+//! duplicates and messages missing, then the ratios to the ceilings; `--timeline` adds the
+//! messages accepted per 100 ms.
 
 mod ceiling;
 mod ceiling_process;
