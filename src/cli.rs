@@ -41,8 +41,7 @@ pub enum Command {
     #[command(subcommand)]
     Pools(PoolsCommand),
     /// Benchmarks that print figures.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Default, Args)]
@@ -165,6 +164,17 @@ pub enum PoolsCommand {
     },
     /// List pools.
     List(JsonFlag),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The database a benchmark creates on the local PostgreSQL (replacing one of that name)
+    /// and drops when it ends; its name must start with `wedsync_bench` or `wedsync_test_`
+    /// (default: `wedsync_bench`, or `wedsync_bench_<benchmark>`). Tests give each run its own.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub database: Option<String>,
+    #[command(subcommand)]
+    pub command: BenchCommand,
 }
 
 #[derive(Debug, Subcommand)]

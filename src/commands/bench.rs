@@ -2,7 +2,7 @@
 //! processes, prove each ran exactly once, and print throughput, pickup latency and worker RSS.
 
 use crate::Failure;
-use crate::cli::{BenchCommand, BenchQueueArgs};
+use crate::cli::{BenchArgs, BenchCommand, BenchQueueArgs};
 use crate::settings::Settings;
 use anyhow::{Context, Result, bail};
 use std::collections::HashSet;
@@ -14,29 +14,63 @@ use wedsync_queue::{NewJob, Queue};
 
 pub(crate) const QUEUE: &str = "bench";
 
-pub async fn run(_settings: Settings, command: BenchCommand) -> Result<(), Failure> {
-    match command {
-        BenchCommand::Queue(args) => queue_bench(args).await.map_err(Failure::Runtime),
-        BenchCommand::Rollup(args) => super::bench_rollup::run(args)
+pub async fn run(_settings: Settings, args: BenchArgs) -> Result<(), Failure> {
+    let database =
+        |default: &str| database_name(args.database.as_deref(), default).map_err(Failure::Usage);
+    match args.command {
+        BenchCommand::Queue(bench) => queue_bench(bench, &database("wedsync_bench")?)
             .await
             .map_err(Failure::Runtime),
-        BenchCommand::Retention(args) => super::bench_retention::run(args)
-            .await
-            .map_err(Failure::Runtime),
-        BenchCommand::Photos(args) => super::bench_photos::run(args)
-            .await
-            .map_err(Failure::Runtime),
-        BenchCommand::BulkSend(args) => {
-            super::bench_bulk::run(args).await.map_err(Failure::Runtime)
+        BenchCommand::Rollup(bench) => {
+            super::bench_rollup::run(bench, &database("wedsync_bench_rollup")?)
+                .await
+                .map_err(Failure::Runtime)
         }
-        BenchCommand::BareLoop(args) => super::bench_bulk::run_bare_loop_child(args)
+        BenchCommand::Retention(bench) => {
+            super::bench_retention::run(bench, &database("wedsync_bench_retention")?)
+                .await
+                .map_err(Failure::Runtime)
+        }
+        BenchCommand::Photos(bench) => super::bench_photos::run(bench)
+            .await
+            .map_err(Failure::Runtime),
+        BenchCommand::BulkSend(bench) => {
+            super::bench_bulk::run(bench, &database("wedsync_bench_bulk")?)
+                .await
+                .map_err(Failure::Runtime)
+        }
+        BenchCommand::BareLoop(bench) => super::bench_bulk::run_bare_loop_child(bench)
             .await
             .map_err(Failure::Runtime),
     }
 }
 
-async fn queue_bench(args: BenchQueueArgs) -> Result<()> {
-    let db = TestDb::named("wedsync_bench")
+/// Prefixes a benchmark's database may have: it is dropped and created again, so `--database`
+/// must not be able to name the product's own.
+const DATABASE_PREFIXES: [&str; 2] = ["wedsync_bench", "wedsync_test_"];
+
+/// The database a benchmark replaces: `given` (`--database`) if it is a plain name with one of
+/// [`DATABASE_PREFIXES`], else `default`.
+fn database_name(given: Option<&str>, default: &str) -> Result<String> {
+    let Some(name) = given else {
+        return Ok(default.to_owned());
+    };
+    let plain = name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !plain || !DATABASE_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        bail!(
+            "--database {name:?}: a benchmark drops and recreates its database, so the name \
+             must start with {} and hold only a-z, 0-9 and _ (at most 63)",
+            DATABASE_PREFIXES.join(" or ")
+        );
+    }
+    Ok(name.to_owned())
+}
+
+async fn queue_bench(args: BenchQueueArgs, database: &str) -> Result<()> {
+    let db = TestDb::named(database)
         .await
         .context("creating the bench database")?;
     let queue = Queue::new(db.pool.clone());
@@ -324,5 +358,36 @@ where
             bail!("timed out after {timeout:?}");
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_name;
+
+    #[test]
+    fn a_benchmark_uses_its_own_database_unless_told_another() {
+        assert_eq!(
+            database_name(None, "wedsync_bench_bulk").unwrap(),
+            "wedsync_bench_bulk"
+        );
+        assert_eq!(
+            database_name(Some("wedsync_test_0a1b"), "wedsync_bench_bulk").unwrap(),
+            "wedsync_test_0a1b"
+        );
+    }
+
+    #[test]
+    fn a_benchmark_refuses_to_replace_a_database_it_does_not_own() {
+        for name in [
+            "wedsync",
+            "postgres",
+            "wedsync_benchmark\"; DROP DATABASE wedsync; --",
+            "wedsync_test_UPPER",
+            &format!("wedsync_bench_{}", "x".repeat(60)),
+        ] {
+            let err = database_name(Some(name), "wedsync_bench").unwrap_err();
+            assert!(err.to_string().contains("--database"), "{name}: {err}");
+        }
     }
 }

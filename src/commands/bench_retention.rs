@@ -21,11 +21,11 @@ const SEED_CHUNK: u64 = 1_000_000;
 /// How often the sampler reads `pg_locks`.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 
-pub async fn run(args: BenchRetentionArgs) -> Result<()> {
+pub async fn run(args: BenchRetentionArgs, database: &str) -> Result<()> {
     if args.runs == 0 || args.drain == 0 {
         bail!("--runs and --drain must be at least 1");
     }
-    let db = TestDb::named("wedsync_bench_retention")
+    let db = TestDb::named(database)
         .await
         .context("creating the bench database")?;
     let queue = Queue::new(db.pool.clone());

@@ -30,11 +30,11 @@ SELECT $1::timestamptz + make_interval(secs => g * $2::float8),
   FROM generate_series($3::bigint, $4::bigint) g,
        LATERAL (SELECT (g % $5)::int AS k, g % $5 % 4 = 3 AS api) key";
 
-pub async fn run(args: BenchRollupArgs) -> Result<()> {
+pub async fn run(args: BenchRollupArgs, database: &str) -> Result<()> {
     if args.events == 0 || args.hours == 0 || args.keys == 0 {
         bail!("--events, --hours and --keys must be at least 1");
     }
-    let db = TestDb::named("wedsync_bench_rollup")
+    let db = TestDb::named(database)
         .await
         .context("creating the bench database")?;
     let last = wedsync_metrics::previous_hour(Utc::now());

@@ -93,11 +93,11 @@ pub async fn run_bare_loop_child(args: BenchBareLoopArgs) -> Result<()> {
     ceiling_process::child(args).await
 }
 
-pub async fn run(args: BenchBulkSendArgs) -> Result<()> {
+pub async fn run(args: BenchBulkSendArgs, database: &str) -> Result<()> {
     if args.recipients == 0 || args.workers == 0 {
         bail!("--recipients and --workers must be at least 1");
     }
-    let db = TestDb::named("wedsync_bench_bulk")
+    let db = TestDb::named(database)
         .await
         .context("creating the bench database")?;
     let seeded = Instant::now();
