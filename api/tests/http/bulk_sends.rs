@@ -404,6 +404,21 @@ async fn a_nul_character_is_a_422_where_it_stands_and_nothing_is_stored() {
 }
 
 #[tokio::test]
+async fn a_guest_listed_twice_is_a_422_naming_the_repeat_and_nothing_is_stored() {
+    // Sent, both listings would go out: the guest would get the message twice.
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let recipients = json!([
+        {"address": "Ann@example.com", "variables": {"name": "Ann", "table": 1}},
+        {"address": "bob@example.com", "variables": {"name": "Bob", "table": 2}},
+        {"address": " ann@example.com ", "variables": {"name": "Ann B", "table": 3}},
+    ]);
+    let response = create(&app, &planner, &body(recipients)).await;
+    assert_eq!(problem_fields(response).await, ["recipients[2].address"]);
+    assert_eq!(stored_sends(&app).await, 0, "nothing is stored");
+}
+
+#[tokio::test]
 async fn a_field_of_the_wrong_type_is_a_422_naming_it() {
     let app = TestApp::spawn().await;
     let planner = app.key("acme", Role::Planner).await;

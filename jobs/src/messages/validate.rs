@@ -161,10 +161,37 @@ pub fn validate_send(
             return Err(found.into_invalid());
         }
     }
+    if found.total == 0 {
+        // Every recipient passed, so `valid` is in the request's order.
+        find_repeated_addresses(&valid, &mut found);
+    }
     if found.total > 0 {
         return Err(found.into_invalid());
     }
     Ok(valid)
+}
+
+/// A guest listed twice (once normalised: `Ann@x.com` and ` ann@x.com`) would get the message
+/// twice, each delivery sent on its own. Which listing's variables the planner meant is not ours
+/// to guess, so each later listing is a problem that names the first.
+fn find_repeated_addresses(valid: &[ValidRecipient], found: &mut Found) {
+    use std::collections::hash_map::{Entry, HashMap};
+    let mut first_at: HashMap<&str, usize> = HashMap::with_capacity(valid.len());
+    for (index, recipient) in valid.iter().enumerate() {
+        match first_at.entry(recipient.address.as_str()) {
+            Entry::Vacant(entry) => {
+                entry.insert(index);
+            }
+            Entry::Occupied(entry) => found.push(
+                &format!("recipients[{index}].address"),
+                format!(
+                    "the same address as recipients[{}] once normalised: the guest would get \
+                     the message twice",
+                    entry.get()
+                ),
+            ),
+        }
+    }
 }
 
 /// Recipients per thread below which one thread checks them all (a thread costs more than
@@ -433,6 +460,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok[0].address, "ann@example.com");
+    }
+
+    #[test]
+    fn a_guest_listed_twice_once_normalised_is_a_problem_naming_the_first_listing() {
+        let vars = json!({"name": "Ann", "table": 1});
+        let invalid = validate(
+            Channel::Email,
+            &source(),
+            vec![
+                recipient("Ann@example.com", vars.clone()),
+                recipient("bob@example.com", vars.clone()),
+                recipient(" ann@EXAMPLE.com", vars.clone()),
+                recipient("ann@example.com", vars.clone()),
+            ],
+        )
+        .unwrap_err();
+        let problems: Vec<(&str, bool)> = (invalid.problems.iter())
+            .map(|p| (p.field.as_str(), p.message.contains("recipients[0]")))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                ("recipients[2].address", true),
+                ("recipients[3].address", true)
+            ]
+        );
+        let sms = |address: &str| recipient(address, json!({"table": 1}));
+        let sms_source = TemplateSource {
+            subject: String::new(),
+            text: "Table {{ table }}".into(),
+            html: None,
+        };
+        let invalid = validate(
+            Channel::Sms,
+            &sms_source,
+            vec![sms("+447700900123"), sms("+44 (0)7700 900123")],
+        )
+        .unwrap_err();
+        assert_eq!(invalid.problems[0].field, "recipients[1].address");
     }
 
     #[test]

@@ -156,11 +156,15 @@ pub fn normalise_email(raw: &str) -> Result<String, AddressError> {
     Ok(email)
 }
 
-/// Strip separators and check for E.164 (`+` and 8 to 15 digits, the first not 0).
+/// Strip separators and check for E.164 (`+` and 8 to 15 digits, the first not 0). A `(0)` is
+/// the written convention for a trunk prefix dialled only from within the country (`+44 (0)20
+/// 7946 0958`), so it is dropped: kept, the number would be another one than the same number
+/// written without it, and a suppression of one would miss the other.
 pub fn normalise_phone(raw: &str) -> Result<String, AddressError> {
     let invalid = AddressError::InvalidPhone;
     let compact: String = raw
         .trim()
+        .replace("(0)", "")
         .chars()
         .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
         .collect();
@@ -236,6 +240,8 @@ mod tests {
             "+44 7700-900.123",
             "+44-7700-900-123",
             "+44 (7700) 900 123",
+            "+44 (0)7700 900123",
+            "+44(0)7700900123",
         ] {
             assert_eq!(normalise_phone(raw).unwrap(), "+447700900123", "{raw:?}");
         }
@@ -250,6 +256,7 @@ mod tests {
         for bad in [
             "",
             "07700 900123",
+            "(0)7700 900123",
             "447700900123",
             "+44 7700 9001x3",
             "+0447700900123",

@@ -3,7 +3,7 @@
 //! current one is still sending, until the batch is done or something says stop.
 
 use super::chunk_size::{ChunkSize, LastChunkSizes};
-use super::claim::{Claimed, claim_chunk};
+use super::claim::{Chunk, Claimed, claim_chunk};
 use super::compose::Composer;
 use super::go_ahead::GoAhead;
 use super::watch::{SendStates, StateWatch};
@@ -140,13 +140,16 @@ impl<'a> Batch<'a> {
             size.next(),
         )
         .await?;
-        while !claimed.is_empty() {
+        while !claimed.deliveries.is_empty() {
             // The highest ordinal taken, whatever order the rows came back in: a cursor below
             // it would claim rows of this chunk again while they are in flight.
-            let cursor = claimed.iter().map(|d| d.ordinal).max().unwrap_or(self.last);
-            let sends: FuturesUnordered<_> = claimed
-                .into_iter()
-                .filter_map(|d| self.start(d, writer, watch, finished))
+            let cursor = (claimed.deliveries.iter())
+                .map(|d| d.ordinal)
+                .max()
+                .unwrap_or(self.last);
+            let checked_at = claimed.checked_at;
+            let sends: FuturesUnordered<_> = (claimed.deliveries.into_iter())
+                .filter_map(|d| self.start(d, checked_at, writer, watch, finished))
                 .collect();
             let (sending, started) = (sends.len(), Instant::now());
             let drain = self.drain(sends, writer, watch, finished);
@@ -155,7 +158,7 @@ impl<'a> Batch<'a> {
                 if cursor < self.last && Instant::now() < self.claim_until {
                     claim_chunk(self.pool, self.send_id, cursor, self.last, next_size).await
                 } else {
-                    Ok(Vec::new())
+                    Ok(Chunk::empty())
                 }
             };
             let ((), next) = tokio::join!(drain, next);
@@ -163,18 +166,20 @@ impl<'a> Batch<'a> {
             self.last_chunk_sizes.set(channel, &size);
             claimed = next?;
             if finished.stop.is_some() {
-                release(writer, &claimed, &mut finished.tally);
-                claimed.clear();
+                release(writer, &claimed.deliveries, &mut finished.tally);
+                claimed.deliveries.clear();
             }
         }
         Ok(())
     }
 
-    /// The send future of a claimed delivery, or `None` when it needs none (suppressed, or its
-    /// message cannot be composed).
+    /// The send future of a claimed delivery, whose claim checked the suppression list at
+    /// `checked_at`, or `None` when it needs none (suppressed, or its message cannot be
+    /// composed).
     fn start<'s>(
         &'s self,
         delivery: Claimed,
+        checked_at: Instant,
         writer: &StatusWriter,
         watch: &'s StateWatch,
         finished: &mut Finished,
@@ -192,7 +197,6 @@ impl<'a> Batch<'a> {
             }
         };
         let channel = self.composer.channel();
-        let claimed_at = Instant::now();
         Some(async move {
             let go_ahead = GoAhead::new(
                 watch,
@@ -200,7 +204,7 @@ impl<'a> Batch<'a> {
                 self.org_id,
                 channel,
                 &delivery.address,
-                claimed_at,
+                checked_at,
                 self.unrecorded,
             );
             let dispatched = self

@@ -4,6 +4,7 @@
 
 use crate::messages::sql;
 use sqlx::PgPool;
+use tokio::time::Instant;
 
 /// A delivery taken for sending (or found suppressed).
 #[derive(Debug, sqlx::FromRow)]
@@ -24,7 +25,16 @@ impl Claimed {
     }
 }
 
-/// Up to `limit` deliveries of `send_id` with an ordinal in `(after, last]`; empty when none is
+/// The deliveries one claim took, and when it began.
+pub(super) struct Chunk {
+    pub deliveries: Vec<Claimed>,
+    /// When the claim's statement was sent: its suppression check is at least this old. The
+    /// next chunk is claimed while the current one sends, so its messages may start long after
+    /// this; `go_ahead` looks an address up again once the check is too old.
+    pub checked_at: Instant,
+}
+
+/// Up to `limit` deliveries of `send_id` with an ordinal in `(after, last]`; none when none is
 /// left or the send is no longer active.
 pub(super) async fn claim_chunk(
     pool: &PgPool,
@@ -32,12 +42,26 @@ pub(super) async fn claim_chunk(
     after: i32,
     last: i32,
     limit: i64,
-) -> Result<Vec<Claimed>, sqlx::Error> {
-    sqlx::query_as(sql::CLAIM_CHUNK)
+) -> Result<Chunk, sqlx::Error> {
+    let checked_at = Instant::now();
+    let deliveries = sqlx::query_as(sql::CLAIM_CHUNK)
         .bind(send_id)
         .bind(after)
         .bind(last)
         .bind(limit)
         .fetch_all(pool)
-        .await
+        .await?;
+    Ok(Chunk {
+        deliveries,
+        checked_at,
+    })
+}
+
+impl Chunk {
+    pub fn empty() -> Chunk {
+        Chunk {
+            deliveries: Vec::new(),
+            checked_at: Instant::now(),
+        }
+    }
 }

@@ -8,10 +8,10 @@
 //!   before the wait for its connection instead ([`Proceed::reserve`]): a message failed over
 //!   from the first provider waits there with its permit, so none may wait for one there.
 //! - The send must still be active: read from the process's state watch, no query.
-//! - The guest must still not be suppressed. The claim checked that, right before the send
-//!   began; but under a rate limit shared by many batch jobs, or against a slow server, a
-//!   claimed message can wait seconds for its turn, and a guest who unsubscribes meanwhile must
-//!   get nothing. So a message that has waited longer than [`RECHECK_AFTER`] since the list was
+//! - The guest must still not be suppressed. The claim checked that; but under a rate limit
+//!   shared by many batch jobs, or against a slow server (the next chunk is claimed while the
+//!   current one sends), a claimed message can wait seconds for its turn, and a guest who
+//!   unsubscribes meanwhile must get nothing. So a message that has waited longer than [`RECHECK_AFTER`] since the list was
 //!   last read for it is checked again in the database (one indexed lookup, at most once per
 //!   [`RECHECK_AFTER`]). Messages that go out at once — every message when nothing limits the
 //!   rate — cost no query.
@@ -45,7 +45,8 @@ pub(super) struct GoAhead<'a> {
     channel: Channel,
     /// Normalised, as the claim returned it.
     address: &'a str,
-    /// When the list was last found not to hold the address (the claim, at first).
+    /// When the list was last found not to hold the address: at first, when the claim's
+    /// statement was sent (`claim::Chunk::checked_at`).
     checked_at: Mutex<Instant>,
     suppressed: AtomicBool,
     unrecorded: &'a Arc<Semaphore>,
@@ -61,7 +62,7 @@ impl<'a> GoAhead<'a> {
         org_id: &'a str,
         channel: Channel,
         address: &'a str,
-        claimed_at: Instant,
+        checked_at: Instant,
         unrecorded: &'a Arc<Semaphore>,
     ) -> Self {
         GoAhead {
@@ -70,7 +71,7 @@ impl<'a> GoAhead<'a> {
             org_id,
             channel,
             address,
-            checked_at: Mutex::new(claimed_at),
+            checked_at: Mutex::new(checked_at),
             suppressed: AtomicBool::new(false),
             unrecorded,
             permit: Mutex::new(None),
