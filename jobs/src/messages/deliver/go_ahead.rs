@@ -11,10 +11,10 @@
 //! - The guest must still not be suppressed. The claim checked that; but under a rate limit
 //!   shared by many batch jobs, or against a slow server (the next chunk is claimed while the
 //!   current one sends), a claimed message can wait seconds for its turn, and a guest who
-//!   unsubscribes meanwhile must get nothing. So a message that has waited longer than [`RECHECK_AFTER`] since the list was
-//!   last read for it is checked again in the database (one indexed lookup, at most once per
-//!   [`RECHECK_AFTER`]). Messages that go out at once — every message when nothing limits the
-//!   rate — cost no query.
+//!   unsubscribes meanwhile must get nothing. So a message that has waited longer than
+//!   [`RECHECK_AFTER`] since the list was last read for it is checked again in the database
+//!   (one indexed lookup, at most once per [`RECHECK_AFTER`]). Messages that go out at once —
+//!   every message when nothing limits the rate — cost no query.
 //!
 //! A delivery found suppressed here is withdrawn unsent and becomes `suppressed`. When the
 //! lookup itself fails the message is withdrawn too (back to `queued`, claimed again by the
