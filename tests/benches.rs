@@ -276,3 +276,21 @@ fn a_bench_refuses_a_database_it_may_not_replace() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_bench_without_a_database_refuses_to_be_given_one() {
+    let output = Command::new(EXE)
+        .args([
+            "bench",
+            "photos",
+            "--dir",
+            ".",
+            "--database",
+            "wedsync_bench_x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("uses no database"), "{stderr}");
+}

@@ -31,6 +31,11 @@ pub async fn run(_settings: Settings, args: BenchArgs) -> Result<(), Failure> {
                 .await
                 .map_err(Failure::Runtime)
         }
+        BenchCommand::Photos(_) | BenchCommand::BareLoop(_) if args.database.is_some() => {
+            Err(Failure::Usage(anyhow::anyhow!(
+                "--database: this benchmark uses no database"
+            )))
+        }
         BenchCommand::Photos(bench) => super::bench_photos::run(bench)
             .await
             .map_err(Failure::Runtime),

@@ -290,10 +290,15 @@ async fn find(state: &ApiState, principal: &Principal, id: &str) -> Result<SendS
 }
 
 /// The send as the API shows it, with rate (finished deliveries per second since the fan-out)
-/// and an ETA from it. Cancelled deliveries count as finished.
+/// and an ETA from it. Cancelled deliveries count as finished. A `done` send has nothing left,
+/// whatever its counts: an erased guest's delivery is deleted, and with it its count.
 pub(crate) fn present(s: &SendSummary) -> Value {
     let finished = s.sent + s.suppressed + s.failed + s.bounced + s.cancelled;
-    let remaining = (s.recipient_count - finished).max(0);
+    let remaining = if s.state == "done" {
+        0
+    } else {
+        (s.recipient_count - finished).max(0)
+    };
     let elapsed = s
         .fanned_out_at
         .map(|at| (Utc::now() - at).num_milliseconds() as f64 / 1000.0)
@@ -378,4 +383,53 @@ async fn deliveries(
         .then(|| rows.last().map(|r| i64::from(r.ordinal)))
         .flatten();
     Ok(Json(json!({"deliveries": rows, "next_after": next_after})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::present;
+    use chrono::Utc;
+    use wedsync_kinds::messages::SendSummary;
+
+    fn summary(state: &str, recipients: i32, sent: i32) -> SendSummary {
+        let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
+        SendSummary {
+            id: "s".into(),
+            org_id: "o".into(),
+            channel: "email".into(),
+            category: "marketing".into(),
+            state: state.into(),
+            send_at: None,
+            fanned_out_at: Some(an_hour_ago),
+            stalled: false,
+            recipient_count: recipients,
+            total: sent,
+            queued: 0,
+            sending: 0,
+            sent,
+            suppressed: 0,
+            failed: 0,
+            bounced: 0,
+            cancelled: 0,
+            paused_at: None,
+            cancelled_at: None,
+            created_at: an_hour_ago,
+            updated_at: an_hour_ago,
+        }
+    }
+
+    fn eta_in_seconds(state: &str, recipients: i32, sent: i32) -> i64 {
+        let eta: chrono::DateTime<Utc> =
+            serde_json::from_value(present(&summary(state, recipients, sent))["eta"].clone())
+                .unwrap();
+        (eta - Utc::now()).num_seconds()
+    }
+
+    #[test]
+    fn a_done_send_whose_erased_guest_took_a_count_with_it_has_nothing_left() {
+        // Three recipients, two sent, the third's delivery erased (deleted, and its count).
+        assert!((-5..=0).contains(&eta_in_seconds("done", 3, 2)));
+        // Still active, the third is still to go: half an hour at two an hour.
+        assert!((1_795..=1_805).contains(&eta_in_seconds("active", 3, 2)));
+    }
 }
