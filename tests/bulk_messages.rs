@@ -267,6 +267,23 @@ async fn a_permanent_rejection_bounces_the_delivery_and_suppresses_the_address()
     assert_eq!(smtp.messages().len(), 2);
 }
 
+/// A transactional send to guests 0, 1 and 2, sent through `smtp` by a worker until it has
+/// finished (within `timeout`).
+async fn three_guests_sent(
+    db: &TestDb,
+    smtp: &SmtpServer,
+    timeout: Duration,
+) -> (
+    wedsync_kinds::messages::NewSend,
+    wedsync_kinds::messages::SendSummary,
+) {
+    let send = new_send(Category::Transactional, recipients(3));
+    store(db, &send).await;
+    let app = support::messages::context(db, &smtp.url());
+    let summary = send_with_worker(db, app, &send.id, timeout).await;
+    (send, summary)
+}
+
 /// Suppression entries of the test organisation and the global list.
 async fn suppression_count(db: &TestDb) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM suppressions")
@@ -302,6 +319,38 @@ async fn after_a_refused_recipient_the_same_connection_carries_the_next_guests_m
 }
 
 #[tokio::test]
+async fn relaying_denied_at_rcpt_delays_the_send_and_bounces_nobody() {
+    // `554 5.7.1 Relay access denied` answers every recipient of a relay that does not know
+    // us yet: about us, like a refused sender, not about the guests.
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    for n in 0..3 {
+        smtp.on_rcpt(&guest(n), Action::ReplyWith(554, "5.7.1"), Some(2));
+    }
+    let (_, summary) = three_guests_sent(&db, &smtp, Duration::from_secs(30)).await;
+
+    assert_eq!((summary.sent, summary.bounced, summary.failed), (3, 0, 0));
+    for n in 0..3 {
+        assert_eq!(smtp.rcpt_count(&guest(n)), 3, "refused twice, then taken");
+    }
+    assert_eq!(smtp.messages().len(), 3);
+    assert_eq!(suppression_count(&db).await, 0);
+}
+
+#[tokio::test]
+async fn a_full_mailbox_fails_the_delivery_and_suppresses_nobody() {
+    // 552 5.2.2 at RCPT: the address is good, the guest wants their mail once they clear space.
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    smtp.on_rcpt(&guest(1), Action::ReplyWith(552, "5.2.2"), None);
+    let (send, summary) = three_guests_sent(&db, &smtp, Duration::from_secs(20)).await;
+
+    assert_eq!((summary.sent, summary.bounced, summary.failed), (2, 0, 1));
+    assert_eq!(statuses(&db, &send.id).await[&guest(1)], "failed");
+    assert_eq!(suppression_count(&db).await, 0);
+}
+
+#[tokio::test]
 async fn a_refused_sender_delays_the_send_and_bounces_nobody() {
     // 550 to MAIL FROM is about our sender (a set-up error), not the guests.
     let db = TestDb::new().await.unwrap();
@@ -332,15 +381,7 @@ async fn a_message_refused_after_its_content_fails_without_suppressing_the_guest
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;
     smtp.on_rcpt(&guest(1), Action::RefuseContent(554), None);
-    let send = new_send(Category::Transactional, recipients(3));
-    store(&db, &send).await;
-    let summary = send_with_worker(
-        &db,
-        support::messages::context(&db, &smtp.url()),
-        &send.id,
-        Duration::from_secs(20),
-    )
-    .await;
+    let (send, summary) = three_guests_sent(&db, &smtp, Duration::from_secs(20)).await;
 
     assert_eq!((summary.sent, summary.bounced, summary.failed), (2, 0, 1));
     assert_eq!(statuses(&db, &send.id).await[&guest(1)], "failed");

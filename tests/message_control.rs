@@ -12,6 +12,7 @@ use support::messages::{
 use support::smtp::SmtpServer;
 use support::{start_worker, test_config, wait_for};
 use wedsync_db::testing::TestDb;
+use wedsync_kinds::messages::fanout::fan_out_next_slice;
 use wedsync_kinds::messages::providers::{
     BreakerConfig, EmailTransport, Provider, ProviderRole, Providers,
 };
@@ -250,4 +251,53 @@ async fn a_send_whose_batch_job_was_cancelled_shows_stalled_until_an_operator_re
     assert_eq!(summary.sent, 3);
     assert_eq!(smtp.count(), 3);
     assert!(!stalled().await);
+}
+
+#[tokio::test]
+async fn a_cancel_waiting_for_a_claim_lets_the_claim_count_and_both_finish() {
+    // A claim in flight holds deliveries, and its statement's counting trigger may add a count
+    // row for its session, whose foreign key checks the send (`FOR KEY SHARE`). A cancel that
+    // locked the send `FOR UPDATE` would block that check while waiting for the claim's
+    // deliveries: a deadlock, one of the two failed after a second.
+    let db = TestDb::new().await.unwrap();
+    let send = new_send(Category::Transactional, recipients(20));
+    store(&db, &send).await;
+    fan_out_next_slice(&db.pool, &send.id).await.unwrap();
+    let mut claim = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM deliveries WHERE send_id = $1::uuid AND ordinal = 0 FOR UPDATE")
+        .bind(&send.id)
+        .execute(&mut *claim)
+        .await
+        .unwrap();
+    let cancel = tokio::spawn({
+        let queue = Queue::new(db.pool.clone());
+        let id = send.id.clone();
+        async move { control::cancel(&queue, &id, Some(ORG)).await }
+    });
+    wait_for(
+        "the cancel to wait for the claimed delivery",
+        Duration::from_secs(10),
+        || async {
+            let waiting: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                                   AND query LIKE '%SET status = ''cancelled''%')",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            waiting.then_some(())
+        },
+    )
+    .await;
+    // The claim's count row, new for its session (shard 7: not the fan-out's 16).
+    sqlx::query("INSERT INTO bulk_send_counts (send_id, shard) VALUES ($1::uuid, 7)")
+        .bind(&send.id)
+        .execute(&mut *claim)
+        .await
+        .expect("the claim's count row went in beside the cancel");
+    claim.commit().await.unwrap();
+    let summary = cancel.await.unwrap().expect("the cancel went through");
+    assert_eq!(summary.state, "cancelled");
+    assert_eq!(summary.cancelled, 20);
 }

@@ -17,7 +17,8 @@ use wedsync_kinds::AppContext;
 use wedsync_kinds::messages::Category;
 use wedsync_kinds::messages::providers::status::{ProviderStatus, REPORT_FRESHNESS};
 use wedsync_kinds::messages::providers::{
-    BreakerConfig, BreakerState, EmailTransport, ProviderRole, Providers, SendError, breaker_states,
+    BreakerConfig, BreakerState, Dispatched, EmailTransport, Outgoing, ProviderRole, Providers,
+    SendError, breaker_states,
 };
 use wedsync_kinds::register_all;
 use wedsync_kinds::suppression::Channel;
@@ -427,4 +428,161 @@ async fn pipelined_refusals(chunking: bool) {
     let to = smtp.first_recipients();
     assert_eq!(to, ["bob@example.com"]);
     assert_eq!(smtp.pipelined_mail_count(), 4);
+}
+
+#[tokio::test]
+async fn messages_queued_for_a_failing_primary_go_to_the_secondary_once_its_breaker_opens() {
+    // Twenty messages queue for the primary's one connection, each let through by its breaker
+    // while it was closed. The primary takes each connection and closes it at once. Once three
+    // failures have opened the breaker, the rest must not try it: against a server that hangs
+    // rather than closes, each would wait out its connect timeout first.
+    let primary = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let primary_addr = primary.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = primary.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let secondary = SmtpServer::start().await;
+    let breaker = BreakerConfig {
+        failure_threshold: 3,
+        open_for: Duration::from_secs(60),
+    };
+    let providers = Providers::new()
+        .with(smtp_provider_pooled(
+            ProviderRole::Primary,
+            &format!("smtp://{primary_addr}"),
+            breaker,
+            1,
+        ))
+        .with(smtp_provider(
+            ProviderRole::Secondary,
+            &secondary.url(),
+            breaker,
+        ));
+    let go = || true;
+    let sends = (0..20).map(|n| {
+        let outgoing = Outgoing::Email(Box::new(mail_to(&format!("guest{n}@example.com"))));
+        providers.send(Channel::Email, outgoing, &go)
+    });
+    let dispatched = futures::future::join_all(sends).await;
+    for d in &dispatched {
+        assert!(
+            matches!(d, Dispatched::Sent { provider, .. } if provider == "smtp_secondary"),
+            "{d:?}"
+        );
+    }
+    assert_eq!(secondary.count(), 20);
+    // The third failure is told to the breaker just after its connection is given back, so
+    // the fourth message may get there first.
+    let tried = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (3..=4).contains(&tried),
+        "the primary took {tried} connections"
+    );
+}
+
+#[tokio::test]
+async fn after_a_stall_at_the_server_the_rate_limit_still_holds() {
+    // 20 messages a second, ten connections, and a server that first takes a second per
+    // message (ten a second). Messages queue for a connection meanwhile; a slot of the limit
+    // taken before that wait would be spent late, all of them at once, when the stall ends.
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    smtp.slow_down(Duration::from_secs(1));
+    let providers = Providers::new().with(
+        smtp_provider(ProviderRole::Primary, &smtp.url(), BreakerConfig::default())
+            .with_rate_limit(db.pool.clone(), 20.0),
+    );
+    let go = || true;
+    let sends = futures::future::join_all((0..60).map(|n| {
+        let outgoing = Outgoing::Email(Box::new(mail_to(&format!("guest{n}@example.com"))));
+        providers.send(Channel::Email, outgoing, &go)
+    }));
+    let stall_ends = async {
+        wait_for(
+            "20 messages in the stall",
+            Duration::from_secs(20),
+            || async { (smtp.count() >= 20).then_some(()) },
+        )
+        .await;
+        smtp.slow_down(Duration::ZERO);
+    };
+    let (dispatched, ()) = tokio::join!(sends, stall_ends);
+    assert!(
+        dispatched
+            .iter()
+            .all(|d| matches!(d, Dispatched::Sent { .. }))
+    );
+    let mut at: Vec<_> = smtp.messages().iter().map(|m| m.accepted_at).collect();
+    at.sort();
+    assert_eq!(at.len(), 60);
+    let busiest_second = (0..at.len())
+        .map(|i| at[i..].partition_point(|t| *t < at[i] + Duration::from_secs(1)))
+        .max()
+        .unwrap();
+    assert!(
+        busiest_second <= 22,
+        "{busiest_second} messages in one second against a limit of 20"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_hangs_after_a_refusal_costs_one_connection_not_the_pool() {
+    // After a refusal the pool resets the transaction with RSET; lettre sets no read timeout,
+    // so without one of ours a hung server would hold the message, and its connection, for good.
+    let smtp = SmtpServer::start().await;
+    smtp.on_rcpt("gone@example.com", Action::Reply(550), None);
+    smtp.hang_on_rset(1);
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        transport.send(&mail_to("gone@example.com")),
+    )
+    .await
+    .expect("the send returned although the server never answered RSET");
+    assert!(
+        matches!(refused, Err(SendError::Rejected(_))),
+        "{refused:?}"
+    );
+    transport.send(&mail_to("bob@example.com")).await.unwrap();
+    assert_eq!(smtp.first_recipients(), ["bob@example.com"]);
+}
+
+#[tokio::test]
+async fn a_refused_recipient_bounces_only_when_the_refusal_blames_the_address() {
+    // Postfix refuses at RCPT for its relay, client and sender checks too: bouncing on those
+    // would put a whole guest list on the suppression list for a set-up error.
+    let smtp = SmtpServer::start().await;
+    // (local part, code, enhanced status code, class)
+    let cases = [
+        ("unknown", 550, "5.1.1", "rejected"),
+        ("disabled", 550, "5.2.1", "rejected"),
+        ("bare550", 550, "", "rejected"),
+        ("relay", 554, "5.7.1", "unavailable"),
+        ("sender", 553, "5.1.8", "unavailable"),
+        ("full", 552, "5.2.2", "refused"),
+        ("bare554", 554, "", "refused"),
+    ];
+    let address = |local: &str| format!("{local}@example.com");
+    for (local, code, status, _) in cases {
+        smtp.on_rcpt(&address(local), Action::ReplyWith(code, status), None);
+    }
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
+    for (local, code, status, expected) in cases {
+        let err = transport.send(&mail_to(&address(local))).await.unwrap_err();
+        let class = match err {
+            SendError::Rejected(_) => "rejected",
+            SendError::Unavailable(_) => "unavailable",
+            SendError::Refused(_) => "refused",
+            _ => "other",
+        };
+        assert_eq!(class, expected, "{code} {status} to {local}: {err:?}");
+    }
+    // Every refusal left the one connection usable.
+    transport.send(&mail_to("bob@example.com")).await.unwrap();
+    assert_eq!(smtp.first_recipients(), ["bob@example.com"]);
 }

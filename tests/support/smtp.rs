@@ -61,6 +61,9 @@ impl Received {
 pub enum Action {
     /// Answer with this code (421 also closes the connection, as a server going away does).
     Reply(u16),
+    /// Answer with this code and this enhanced status code (RFC 3463; empty: none), as a real
+    /// server says why: `ReplyWith(554, "5.7.1")` for relaying denied.
+    ReplyWith(u16, &'static str),
     /// Close the connection without answering.
     Drop,
     /// Accept the recipient and take the message, then close the connection instead of
@@ -99,6 +102,8 @@ struct State {
     whole_transactions: usize,
     /// Sessions that ended, their connection closed.
     ended_sessions: usize,
+    /// RSET commands still to be met with silence, the connection held open (a hung server).
+    hung_rsets: usize,
 }
 
 /// How the server offers TLS.
@@ -212,6 +217,12 @@ impl SmtpServer {
     /// Take `delay` to answer each message's final `.`, as a busy server does.
     pub fn slow_down(&self, delay: std::time::Duration) {
         self.state.lock().unwrap().reply_delay = delay;
+    }
+
+    /// Answer the next `times` RSET commands with nothing, holding the connection open, as a
+    /// hung server does.
+    pub fn hang_on_rset(&self, times: usize) {
+        self.state.lock().unwrap().hung_rsets = times;
     }
 
     /// Stop offering PIPELINING (to connections opened from now on), as some servers never do.
@@ -452,6 +463,14 @@ where
                     }
                     continue;
                 }
+                Some(Action::ReplyWith(code, status)) => {
+                    let text = format!("{code} {status} test rule for this recipient\r\n")
+                        .replace("  ", " ");
+                    if write.write_all(text.as_bytes()).await.is_err() {
+                        return None;
+                    }
+                    continue;
+                }
                 None => {
                     to.push(address);
                     "250 OK\r\n".into()
@@ -513,6 +532,15 @@ where
                 take_message(state, message, after_message.take(), write).await?
             }
         } else if upper == "RSET" {
+            let hang = {
+                let mut state = state.lock().unwrap();
+                let hang = state.hung_rsets > 0;
+                state.hung_rsets = state.hung_rsets.saturating_sub(1);
+                hang
+            };
+            if hang {
+                std::future::pending::<()>().await;
+            }
             in_transaction = false;
             to.clear();
             chunks.clear();

@@ -290,11 +290,12 @@ async fn find(state: &ApiState, principal: &Principal, id: &str) -> Result<SendS
 }
 
 /// The send as the API shows it, with rate (finished deliveries per second since the fan-out)
-/// and an ETA from it. Cancelled deliveries count as finished. A `done` send has nothing left,
-/// whatever its counts: an erased guest's delivery is deleted, and with it its count.
+/// and an ETA from it. Cancelled deliveries count as finished. A `done` or `cancelled` send has
+/// nothing left, whatever its counts: an erased guest's delivery is deleted, and with it its
+/// count.
 pub(crate) fn present(s: &SendSummary) -> Value {
     let finished = s.sent + s.suppressed + s.failed + s.bounced + s.cancelled;
-    let remaining = if s.state == "done" {
+    let remaining = if matches!(s.state.as_str(), "done" | "cancelled") {
         0
     } else {
         (s.recipient_count - finished).max(0)
@@ -426,9 +427,10 @@ mod tests {
     }
 
     #[test]
-    fn a_done_send_whose_erased_guest_took_a_count_with_it_has_nothing_left() {
+    fn a_finished_send_whose_erased_guest_took_a_count_with_it_has_nothing_left() {
         // Three recipients, two sent, the third's delivery erased (deleted, and its count).
         assert!((-5..=0).contains(&eta_in_seconds("done", 3, 2)));
+        assert!((-5..=0).contains(&eta_in_seconds("cancelled", 3, 2)));
         // Still active, the third is still to go: half an hour at two an hour.
         assert!((1_795..=1_805).contains(&eta_in_seconds("active", 3, 2)));
     }

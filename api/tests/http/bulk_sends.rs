@@ -419,6 +419,24 @@ async fn a_guest_listed_twice_is_a_422_naming_the_repeat_and_nothing_is_stored()
 }
 
 #[tokio::test]
+async fn a_misspelt_template_part_is_a_422_naming_it_and_nothing_is_stored() {
+    // Ignored, the planner's HTML would be lost and every guest get the text part alone.
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let mut send = body(json!([
+        {"address": "ann@example.com", "variables": {"name": "Ann", "table": 1}},
+    ]));
+    send["template"]["HTML"] = json!("<p>Dear {{ name }}</p>");
+    let response = create(&app, &planner, &send).await;
+    let fields = problem_fields(response).await;
+    assert!(
+        fields.iter().any(|f| f.contains("HTML")),
+        "the 422 names the misspelt part: {fields:?}"
+    );
+    assert_eq!(stored_sends(&app).await, 0, "nothing is stored");
+}
+
+#[tokio::test]
 async fn a_field_of_the_wrong_type_is_a_422_naming_it() {
     let app = TestApp::spawn().await;
     let planner = app.key("acme", Role::Planner).await;

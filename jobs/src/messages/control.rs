@@ -113,8 +113,9 @@ pub async fn cancel(
 /// The cancel itself, in one transaction: the send's row first (which waits for a fan-out in
 /// progress, so the deliveries it made are cancelled too), then its queued deliveries (waiting
 /// for any claim in flight on them). Nothing takes the two the other way round: a claim reads
-/// the send's row without locking it, and the counting trigger writes per-session shards of
-/// `bulk_send_counts`, not the row.
+/// the send's row without locking it, the counting trigger writes per-session shards of
+/// `bulk_send_counts`, not the row, and the foreign-key check of a new shard row
+/// (`FOR KEY SHARE`) does not conflict with the cancel's `FOR NO KEY UPDATE` (`sql::CANCEL_SEND`).
 async fn cancel_now(pool: &PgPool, send: &Target) -> Result<(), ControlError> {
     let mut tx = pool.begin().await?;
     let changed: Option<String> = sqlx::query_scalar(sql::CANCEL_SEND)

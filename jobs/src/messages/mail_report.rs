@@ -19,6 +19,7 @@ mod fields;
 
 pub use apply::{Applied, AppliedDelivery, apply};
 pub use fields::Verdict;
+pub(crate) use fields::{address_fault, status_code};
 
 use mail_parser::{MessageParser, MimeHeaders};
 use std::collections::BTreeSet;

@@ -219,7 +219,7 @@ SELECT b.id::text AS id, b.org_id, b.channel, b.category, b.state, b.send_at, b.
 pub const LOCK_FOR_CONTROL: &str = "
 SELECT state, recipient_count, batch_size FROM bulk_sends
  WHERE id = $1::uuid AND ($2::text IS NULL OR org_id = $2)
-   FOR UPDATE";
+   FOR NO KEY UPDATE";
 
 /// The same without the lock, to cancel it.
 pub const READ_FOR_CONTROL: &str = "
@@ -238,12 +238,18 @@ UPDATE bulk_sends SET state = 'active', paused_at = NULL, updated_at = now()
 /// or only partly, loses its inline recipients (the fan-out then finds nothing more to do) and
 /// counts those that got no delivery `cancelled`, since none will get one. `fanout_next` is read
 /// from the locked row, as it stands once a slice being fanned out has committed.
+///
+/// The row is locked `FOR NO KEY UPDATE`, as the fan-out locks it: a claim or an outcome write
+/// that adds a count row checks the send with `FOR KEY SHARE` (the foreign key), which
+/// `FOR UPDATE` would block while the cancel, in its next statement, waits for that claim's
+/// deliveries — a deadlock. The never-fanned-out count goes into the fan-out's shard (16), which
+/// no claim or outcome write touches, for the same reason.
 pub const CANCEL_SEND: &str = "
 WITH before AS (
     SELECT id, recipients IS NOT NULL AS pending, recipient_count - fanout_next AS never_fanned
       FROM bulk_sends
      WHERE id = $1::uuid AND state IN ('active', 'paused')
-       FOR UPDATE
+       FOR NO KEY UPDATE
 ), cancelled AS (
     UPDATE bulk_sends b
        SET state = 'cancelled', cancelled_at = now(), updated_at = now(), recipients = NULL
@@ -252,7 +258,7 @@ WITH before AS (
     RETURNING b.id
 ), never_fanned_out AS (
     INSERT INTO bulk_send_counts AS c (send_id, shard, cancelled)
-    SELECT id, 0, never_fanned FROM before WHERE pending
+    SELECT id, 16, never_fanned FROM before WHERE pending
     ON CONFLICT (send_id, shard) DO UPDATE SET cancelled = c.cancelled + EXCLUDED.cancelled
 )
 SELECT id::text FROM cancelled";

@@ -29,8 +29,10 @@ const FUEL: u64 = 200_000;
 /// (`{{ "x" * 99999999 }}` in a loop) before it takes the process's memory.
 pub const MAX_PART_BYTES: usize = 128 * 1024;
 
-/// A send's templates as the planner wrote them.
+/// A send's templates as the planner wrote them. An unknown field is refused: a misspelt
+/// `html` would otherwise be dropped and every guest get the text part alone.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TemplateSource {
     /// Empty for SMS, which has no subject.
     #[serde(default)]

@@ -73,7 +73,7 @@ pub(super) fn verdict(action: Option<&str>, status: Option<&str>) -> Verdict {
 
 /// `class.subject.detail` of an enhanced status code (the first token of the field: some MTAs
 /// add the text of the code after it).
-pub(super) fn status_code(field: &str) -> Option<(u16, u16, u16)> {
+pub(crate) fn status_code(field: &str) -> Option<(u16, u16, u16)> {
     let code = field.split_whitespace().next()?;
     let mut parts = code.split('.').map(|p| p.parse::<u16>().ok());
     let (class, subject, detail) = (parts.next()??, parts.next()??, parts.next()??);
@@ -84,7 +84,7 @@ pub(super) fn status_code(field: &str) -> Option<(u16, u16, u16)> {
 /// except the sender's own address (X.1.7, X.1.8); a disabled mailbox (X.2.1); no route to
 /// the address's domain (X.4.4). A full mailbox (X.2.2), policy (X.7.x) and content (X.6.x)
 /// refusals are not: suppressing the guest for them would lose mail they want.
-fn address_fault(subject: u16, detail: u16) -> bool {
+pub(crate) fn address_fault(subject: u16, detail: u16) -> bool {
     match subject {
         1 => !matches!(detail, 7 | 8),
         2 => detail == 1,

@@ -136,6 +136,11 @@ pub struct Call {
 }
 
 impl Call {
+    /// Whether this is the one call a half-open breaker lets through.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
     pub fn succeeded(self) {
         let tracked = &self.breaker.tracked;
         tracked.consecutive_failures.store(0, Ordering::Relaxed);
@@ -209,6 +214,16 @@ impl Breaker {
         })
     }
 
+    /// For a call granted earlier that waited (for a connection of the pool) while the breaker
+    /// opened: `Some(rest of the open time)`, counted as a refused call, if it is open now.
+    /// A half-open probe does not ask: it is the call the breaker waits for.
+    pub fn refuses_now(&self) -> Option<Duration> {
+        (self.state() == BreakerState::Open).then(|| {
+            self.tracked.rejected.fetch_add(1, Ordering::Relaxed);
+            self.rest_of_open_time()
+        })
+    }
+
     fn rest_of_open_time(&self) -> Duration {
         let opened = lock(&self.tracked.opened).map(|(at, _)| at);
         opened
@@ -217,15 +232,25 @@ impl Breaker {
             .max(Duration::from_millis(10))
     }
 
+    /// What operators see. A breaker open past its open time reads half-open, as the next call
+    /// finds it: failsafe moves only when asked for a call, so once traffic stops (the send
+    /// finished on the secondary) it would read open for good.
     pub fn snapshot(&self) -> BreakerSnapshot {
         let t = &self.tracked;
+        let opened = *lock(&t.opened);
+        let state = match self.state() {
+            BreakerState::Open if opened.is_some_and(|(at, _)| at.elapsed() >= self.open_for) => {
+                BreakerState::HalfOpen
+            }
+            state => state,
+        };
         BreakerSnapshot {
-            state: self.state(),
+            state,
             consecutive_failures: t.consecutive_failures.load(Ordering::Relaxed),
             failures: t.failures.load(Ordering::Relaxed),
             successes: t.successes.load(Ordering::Relaxed),
             rejected: t.rejected.load(Ordering::Relaxed),
-            opened_at: lock(&t.opened).map(|(_, wall)| wall),
+            opened_at: opened.map(|(_, wall)| wall),
         }
     }
 
@@ -294,6 +319,21 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.snapshot().opened_at, None);
         call(&b).succeeded();
+    }
+
+    #[test]
+    fn without_calls_an_open_breaker_past_its_open_time_reads_half_open() {
+        let b = breaker(20);
+        for _ in 0..3 {
+            call(&b).failed();
+        }
+        assert_eq!(b.snapshot().state, BreakerState::Open);
+        std::thread::sleep(Duration::from_millis(30));
+        let s = b.snapshot();
+        assert_eq!(s.state, BreakerState::HalfOpen);
+        assert!(s.opened_at.is_some());
+        call(&b).succeeded();
+        assert_eq!(b.snapshot().state, BreakerState::Closed);
     }
 
     #[test]

@@ -293,21 +293,31 @@ impl Providers {
                     continue;
                 }
             };
-            if let Some(limit) = &provider.limit
-                && let Err(err) = limit.acquire().await
-            {
-                let error = SendError::Unavailable(format!("rate limit unavailable: {err}"));
-                return Dispatched::Failed {
-                    provider: provider.name.clone(),
-                    error,
-                };
-            }
             if position > 0 {
                 proceed.reserve().await;
             }
-            match provider.transmit(&outgoing, proceed).await {
+            let gate = Gate {
+                provider,
+                probe: call.is_probe(),
+                proceed,
+                stopped: std::sync::Mutex::new(None),
+            };
+            match provider.transmit(&outgoing, &gate).await {
                 // Nothing was sent: the breaker's call is dropped unjudged.
-                Ok(Handed::Withdrawn) => return Dispatched::Withdrawn,
+                Ok(Handed::Withdrawn) => match gate.stopped.into_inner().ok().flatten() {
+                    None => return Dispatched::Withdrawn,
+                    Some(GateStop::BreakerOpened(d)) => {
+                        retry_after = Some(retry_after.map_or(d, |r| r.min(d)));
+                    }
+                    Some(GateStop::RateLimit(err)) => {
+                        let error =
+                            SendError::Unavailable(format!("rate limit unavailable: {err}"));
+                        return Dispatched::Failed {
+                            provider: provider.name.clone(),
+                            error,
+                        };
+                    }
+                },
                 Ok(Handed::Accepted(provider_id)) => {
                     call.succeeded();
                     return Dispatched::Sent {
@@ -336,6 +346,56 @@ impl Providers {
                 error: SendError::Unavailable(format!("no {channel} provider is configured")),
             },
         }
+    }
+}
+
+/// What a provider asks right before a message goes, once the transport can take it (a free
+/// SMTP connection), around the caller's [`Proceed`]: is its breaker still not open, and its
+/// rate-limit slot. Both wait until then, not from before the message queued for a connection:
+/// a breaker that opened while messages queued behind a dead server sends them to the secondary
+/// (or back, to wait) instead of each waiting out its connect timeout there, and a slot taken
+/// before a stall would be spent late, in a burst, once the stall ends.
+struct Gate<'a> {
+    provider: &'a Provider,
+    probe: bool,
+    proceed: &'a dyn Proceed,
+    /// Why the gate, not the caller, said no.
+    stopped: std::sync::Mutex<Option<GateStop>>,
+}
+
+enum GateStop {
+    /// The breaker opened while the message waited; open for this much longer.
+    BreakerOpened(Duration),
+    RateLimit(sqlx::Error),
+}
+
+impl Gate<'_> {
+    fn stop(&self, why: GateStop) -> bool {
+        *crate::sync::lock(&self.stopped) = Some(why);
+        false
+    }
+}
+
+impl Proceed for Gate<'_> {
+    fn proceed(&self) -> BoxFuture<'_, bool> {
+        async move {
+            if !self.probe
+                && let Some(rest) = self.provider.breaker.refuses_now()
+            {
+                return self.stop(GateStop::BreakerOpened(rest));
+            }
+            if let Some(limit) = &self.provider.limit
+                && let Err(err) = limit.acquire().await
+            {
+                return self.stop(GateStop::RateLimit(err));
+            }
+            self.proceed.proceed().await
+        }
+        .boxed()
+    }
+
+    fn reserve(&self) -> BoxFuture<'_, ()> {
+        self.proceed.reserve()
     }
 }
 

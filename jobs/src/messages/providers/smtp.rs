@@ -5,6 +5,7 @@ use super::smtp_pool::{PoolError, SmtpPool, Step};
 use super::smtp_tls;
 use super::{Proceed, SendError};
 use crate::messages::email::Email;
+use crate::messages::mail_report;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use std::fmt;
@@ -133,11 +134,12 @@ impl EmailTransport {
 }
 
 /// SMTP replies and transport errors in the classes of [`SendError`], by the step that failed.
-/// A 5xx bounces the recipient only when it answers RCPT: to MAIL it refuses our sender (a
-/// set-up error: the provider is unusable, so the send waits or fails over instead of
-/// suppressing the whole guest list), to DATA or the content it refuses the message (`Refused`:
-/// the delivery fails, nobody is suppressed). 421 (the server is closing) → unavailable; other
-/// 4xx → deferred; refused or dropped connections, timeouts → unavailable.
+/// A 5xx bounces the recipient only when it answers RCPT and says the address is at fault
+/// ([`refused_recipient`]): to MAIL it refuses our sender (a set-up error: the provider is
+/// unusable, so the send waits or fails over instead of suppressing the whole guest list), to
+/// DATA or the content it refuses the message (`Refused`: the delivery fails, nobody is
+/// suppressed). 421 (the server is closing) → unavailable; other 4xx → deferred; refused or
+/// dropped connections, timeouts → unavailable.
 fn classify(step: Step, err: lettre::transport::smtp::Error) -> SendError {
     let code = err.status().map(|c| c.to_string());
     let message = match &code {
@@ -146,7 +148,7 @@ fn classify(step: Step, err: lettre::transport::smtp::Error) -> SendError {
     };
     if err.is_permanent() {
         match step {
-            Step::Rcpt => SendError::Rejected(message),
+            Step::Rcpt => refused_recipient(&err, code.as_deref(), message),
             Step::Mail => SendError::Unavailable(message),
             Step::Data | Step::Content => SendError::Refused(message),
         }
@@ -157,6 +159,34 @@ fn classify(step: Step, err: lettre::transport::smtp::Error) -> SendError {
         }
     } else {
         SendError::Unavailable(message)
+    }
+}
+
+/// A 5xx to RCPT, by the enhanced status code that opens its text (RFC 3463) when the server
+/// gives one. Servers refuse at RCPT for more than the address: Postfix applies its client,
+/// sender and relay checks there (`554 5.7.1 Relay access denied`, a blocklisted IP, `553 5.1.8`
+/// a sender it does not own). Bouncing on those would suppress the whole guest list for a
+/// set-up error, so they count against the provider (`Unavailable`: the send waits or fails
+/// over); an address at fault as for a DSN (`mail_report::address_fault`: 5.1.x, 5.2.1, 5.4.4)
+/// bounces; other reasons (a full mailbox, 5.2.2) fail the delivery without suppressing
+/// anyone. Without an enhanced code, 550, 551 and 553 are the address's (RFC 5321's
+/// "mailbox unavailable", "user not local", "mailbox name not allowed"), the rest not.
+fn refused_recipient(
+    err: &lettre::transport::smtp::Error,
+    code: Option<&str>,
+    message: String,
+) -> SendError {
+    let text = std::error::Error::source(err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    match mail_report::status_code(&text) {
+        Some((5, subject, detail)) if mail_report::address_fault(subject, detail) => {
+            SendError::Rejected(message)
+        }
+        Some((5, 7, _) | (5, 1, 7 | 8)) => SendError::Unavailable(message),
+        Some(_) => SendError::Refused(message),
+        None if matches!(code, Some("550" | "551" | "553")) => SendError::Rejected(message),
+        None => SendError::Refused(message),
     }
 }
 

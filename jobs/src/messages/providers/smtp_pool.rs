@@ -41,6 +41,10 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One whole transaction (MAIL, RCPT, DATA, the message).
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// A NOOP before reusing a connection, or a RSET after a refusal. lettre sets no read timeout on
+/// a stream handed to it, so a server that hangs, or a firewall that silently dropped an idle
+/// flow, would otherwise hold the message (and its permits) until TCP gives up.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) struct SmtpPool {
     host: String,
@@ -132,7 +136,8 @@ impl SmtpPool {
                 error: PoolError::Smtp { step, error },
                 ..
             }) if error.status().is_some() => {
-                if conn.smtp.command(Rset).await.is_ok() {
+                let reset = tokio::time::timeout(CHECK_TIMEOUT, conn.smtp.command(Rset)).await;
+                if matches!(reset, Ok(Ok(_))) {
                     self.checkin(conn);
                 }
                 Err(PoolError::Smtp { step, error })
@@ -187,7 +192,8 @@ impl SmtpPool {
                 Peer::Closed => continue,
                 Peer::Quiet if idle_for < FRESH => return Ok((conn, true)),
                 Peer::Quiet | Peer::Unsure => {
-                    if conn.smtp.test_connected().await {
+                    let answered = tokio::time::timeout(CHECK_TIMEOUT, conn.smtp.test_connected());
+                    if answered.await.unwrap_or(false) {
                         return Ok((conn, true));
                     }
                 }
