@@ -325,7 +325,11 @@ async fn relaying_denied_at_rcpt_delays_the_send_and_bounces_nobody() {
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;
     for n in 0..3 {
-        smtp.on_rcpt(&guest(n), Action::ReplyWith(554, "5.7.1"), Some(2));
+        smtp.on_rcpt(
+            &guest(n),
+            Action::ReplyWith(554, "5.7.1 Relay access denied"),
+            Some(2),
+        );
     }
     let (_, summary) = three_guests_sent(&db, &smtp, Duration::from_secs(30)).await;
 
@@ -342,7 +346,11 @@ async fn a_full_mailbox_fails_the_delivery_and_suppresses_nobody() {
     // 552 5.2.2 at RCPT: the address is good, the guest wants their mail once they clear space.
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;
-    smtp.on_rcpt(&guest(1), Action::ReplyWith(552, "5.2.2"), None);
+    smtp.on_rcpt(
+        &guest(1),
+        Action::ReplyWith(552, "5.2.2 Mailbox full"),
+        None,
+    );
     let (send, summary) = three_guests_sent(&db, &smtp, Duration::from_secs(20)).await;
 
     assert_eq!((summary.sent, summary.bounced, summary.failed), (2, 0, 1));

@@ -524,8 +524,11 @@ async fn after_a_stall_at_the_server_the_rate_limit_still_holds() {
         .map(|i| at[i..].partition_point(|t| *t < at[i] + Duration::from_secs(1)))
         .max()
         .unwrap();
+    // Slots are 50 ms apart: a runtime held up for D ms lets the slots due meanwhile go together,
+    // about D / 50 more in that second. 28 allows 400 ms of that and still catches the 40 that
+    // slots taken before the stall gave.
     assert!(
-        busiest_second <= 22,
+        busiest_second <= 28,
         "{busiest_second} messages in one second against a limit of 20"
     );
 }
@@ -557,15 +560,27 @@ async fn a_refused_recipient_bounces_only_when_the_refusal_blames_the_address() 
     // Postfix refuses at RCPT for its relay, client and sender checks too: bouncing on those
     // would put a whole guest list on the suppression list for a set-up error.
     let smtp = SmtpServer::start().await;
-    // (local part, code, enhanced status code, class)
+    // (local part, code, the reply's text, class)
     let cases = [
-        ("unknown", 550, "5.1.1", "rejected"),
-        ("disabled", 550, "5.2.1", "rejected"),
-        ("bare550", 550, "", "rejected"),
-        ("relay", 554, "5.7.1", "unavailable"),
-        ("sender", 553, "5.1.8", "unavailable"),
-        ("full", 552, "5.2.2", "refused"),
-        ("bare554", 554, "", "refused"),
+        ("unknown", 550, "5.1.1 User unknown", "rejected"),
+        ("disabled", 550, "5.2.1 Mailbox disabled", "rejected"),
+        ("bare550", 550, "No such user here", "rejected"),
+        ("relay", 554, "5.7.1 Relay access denied", "unavailable"),
+        (
+            "sender",
+            553,
+            "5.1.8 Sender domain not found",
+            "unavailable",
+        ),
+        (
+            "unlisted",
+            550,
+            "5.1.0 <hello@acme.test>: Sender address rejected: User unknown",
+            "unavailable",
+        ),
+        ("other", 550, "5.1.0 Address rejected", "refused"),
+        ("full", 552, "5.2.2 Mailbox full", "refused"),
+        ("bare554", 554, "Transaction failed", "refused"),
     ];
     let address = |local: &str| format!("{local}@example.com");
     for (local, code, status, _) in cases {

@@ -61,8 +61,8 @@ impl Received {
 pub enum Action {
     /// Answer with this code (421 also closes the connection, as a server going away does).
     Reply(u16),
-    /// Answer with this code and this enhanced status code (RFC 3463; empty: none), as a real
-    /// server says why: `ReplyWith(554, "5.7.1")` for relaying denied.
+    /// Answer with this code and the text that follows it, which a real server opens with an
+    /// enhanced status code (RFC 3463): `ReplyWith(554, "5.7.1 Relay access denied")`.
     ReplyWith(u16, &'static str),
     /// Close the connection without answering.
     Drop,
@@ -464,8 +464,7 @@ where
                     continue;
                 }
                 Some(Action::ReplyWith(code, status)) => {
-                    let text = format!("{code} {status} test rule for this recipient\r\n")
-                        .replace("  ", " ");
+                    let text = format!("{code} {status}\r\n");
                     if write.write_all(text.as_bytes()).await.is_err() {
                         return None;
                     }

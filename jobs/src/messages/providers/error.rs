@@ -5,11 +5,11 @@
 //!
 //! | class | examples | delivery | breaker |
 //! | --- | --- | --- | --- |
-//! | `Rejected` | SMTP 5xx to RCPT blaming the address (5.1.x, 5.2.1, 5.4.4; a bare 550/551/553); SMS HTTP 400/404/410/422 about the number | `bounced` + a `hard_bounce` suppression | a success: the provider answered |
+//! | `Rejected` | SMTP 5xx to RCPT blaming the address (5.1.x but 5.1.0/5.1.7/5.1.8, 5.2.1, 5.4.4; a bare 550/551/553); SMS HTTP 400/404/410/422 about the number | `bounced` + a `hard_bounce` suppression | a success: the provider answered |
 //! | `OptedOut` | SMS HTTP 400/422 with Twilio's 21610: the guest replied STOP to our number | `suppressed` + a global `unsubscribed` SMS suppression (`messages::sms_webhook`) | a success |
-//! | `Refused` | SMTP 5xx to DATA or after the content (552 too big, 554 policy); to RCPT for another reason (552 5.2.2 mailbox full) | `failed`, nothing suppressed: not known to be the address's fault | a success |
+//! | `Refused` | SMTP 5xx to DATA or after the content (552 too big, 554 policy); to RCPT for another reason (552 5.2.2 mailbox full, the unspecific 5.1.0) | `failed`, nothing suppressed: not known to be the address's fault | a success |
 //! | `Deferred` | SMTP 4xx on the recipient (450 mailbox busy); SMS HTTP 429 | back to `queued`, retried with backoff | a success |
-//! | `Unavailable` | connection refused or dropped, timeouts, SMTP 421, SMTP 5xx to MAIL (our sender refused: a set-up error), SMTP 5.7.x, 5.1.7 or 5.1.8 to RCPT (relaying denied, our IP blocklisted, our sender refused), HTTP 5xx, HTTP 401/403 (our credentials) | back to `queued`, retried (or sent through the secondary) | a failure |
+//! | `Unavailable` | connection refused or dropped, timeouts, SMTP 421, SMTP 5xx to MAIL (our sender refused: a set-up error), SMTP 5.7.x, 5.1.7, 5.1.8 or Postfix's "Sender address rejected" to RCPT (relaying denied, our IP blocklisted, our sender refused), HTTP 5xx, HTTP 401/403 (our credentials) | back to `queued`, retried (or sent through the secondary) | a failure |
 
 use std::time::Duration;
 

@@ -165,12 +165,14 @@ fn classify(step: Step, err: lettre::transport::smtp::Error) -> SendError {
 /// A 5xx to RCPT, by the enhanced status code that opens its text (RFC 3463) when the server
 /// gives one. Servers refuse at RCPT for more than the address: Postfix applies its client,
 /// sender and relay checks there (`554 5.7.1 Relay access denied`, a blocklisted IP, `553 5.1.8`
-/// a sender it does not own). Bouncing on those would suppress the whole guest list for a
-/// set-up error, so they count against the provider (`Unavailable`: the send waits or fails
-/// over); an address at fault as for a DSN (`mail_report::address_fault`: 5.1.x, 5.2.1, 5.4.4)
-/// bounces; other reasons (a full mailbox, 5.2.2) fail the delivery without suppressing
-/// anyone. Without an enhanced code, 550, 551 and 553 are the address's (RFC 5321's
-/// "mailbox unavailable", "user not local", "mailbox name not allowed"), the rest not.
+/// a sender it does not own, `550 5.1.0 <…>: Sender address rejected: User unknown`). Bouncing
+/// on those would suppress the whole guest list for a set-up error, so they count against the
+/// provider (`Unavailable`: the send waits or fails over), as does any refusal in Postfix's
+/// words for its sender checks, whatever its code. An address at fault as for a DSN
+/// (`mail_report::address_fault`: 5.1.x but 5.1.0, 5.1.7 and 5.1.8; 5.2.1; 5.4.4) bounces; other reasons
+/// (a full mailbox, 5.2.2; the unspecific 5.1.0) fail the delivery without suppressing anyone.
+/// Without an enhanced code, 550, 551 and 553 are the address's (RFC 5321's "mailbox
+/// unavailable", "user not local", "mailbox name not allowed"), the rest not.
 fn refused_recipient(
     err: &lettre::transport::smtp::Error,
     code: Option<&str>,
@@ -179,7 +181,14 @@ fn refused_recipient(
     let text = std::error::Error::source(err)
         .map(ToString::to_string)
         .unwrap_or_default();
+    if text
+        .to_ascii_lowercase()
+        .contains("sender address rejected")
+    {
+        return SendError::Unavailable(message);
+    }
     match mail_report::status_code(&text) {
+        Some((5, 1, 0)) => SendError::Refused(message),
         Some((5, subject, detail)) if mail_report::address_fault(subject, detail) => {
             SendError::Rejected(message)
         }
