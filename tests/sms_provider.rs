@@ -36,7 +36,17 @@ async fn a_message_arrives_with_its_fields_and_auth_and_its_sid_comes_back() {
     assert_eq!(got.body, "Ann & Bob: save the date, 6 June!");
     assert_eq!(got.user, ACCOUNT);
     assert_eq!(got.idempotency_key.as_deref(), Some("delivery-42"));
-    assert_eq!(sid, got.sid);
+    assert_eq!(sid, Some(got.sid.clone()));
+}
+
+#[tokio::test]
+async fn an_answer_cut_off_after_the_provider_took_the_text_is_accepted_without_an_id() {
+    let server = SmsServer::start().await;
+    server.on_to(GUEST, Action::AcceptCutOff, Some(1));
+    let client = SmsClient::new(&server.url(), Duration::from_millis(300)).unwrap();
+    let sent = client.send(&message(GUEST)).await;
+    assert_eq!(sent, Ok(None));
+    assert_eq!(server.messages().len(), 1);
 }
 
 #[tokio::test]
@@ -181,7 +191,7 @@ async fn the_outbox_writes_each_message_as_a_json_file() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(files, [format!("{id}.json")]);
+    assert_eq!(files, [format!("{}.json", id.unwrap())]);
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join(&files[0])).unwrap()).unwrap();
     assert_eq!(

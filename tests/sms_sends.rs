@@ -1,10 +1,11 @@
 //! Bulk SMS end to end (SPEC §5.1) against a stub HTTP provider on loopback: suppressed numbers
 //! get nothing, a number the provider refuses bounces and is suppressed, a 429 is retried, a
-//! marketing text carries a working opt-out link, and a provider that refuses connections is
-//! replaced by the secondary.
+//! marketing text carries a working opt-out link, a provider that refuses connections is
+//! replaced by the secondary, and one that took a text but whose answer was cut off is not.
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 use support::messages::{ORG, context_with, store, wait_until_finished};
 use support::refusing_address;
@@ -12,7 +13,9 @@ use support::sms::{Action, SmsServer, base_url, number, sms_provider, sms_send};
 use support::{start_worker, test_config};
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::messages::Category;
-use wedsync_kinds::messages::providers::{ProviderRole, Providers};
+use wedsync_kinds::messages::providers::{
+    BreakerConfig, Provider, ProviderRole, Providers, SmsClient,
+};
 use wedsync_kinds::register_all;
 use wedsync_kinds::suppression::{Address, Channel, Reason, SuppressionList};
 
@@ -153,4 +156,44 @@ async fn while_the_primary_sms_provider_is_down_texts_go_through_the_secondary()
             .await
             .unwrap();
     assert_eq!(providers, [Some("sms_secondary".to_owned())]);
+}
+
+#[tokio::test]
+async fn a_text_the_primary_took_is_not_sent_again_through_the_secondary_when_its_answer_is_cut_off()
+ {
+    let db = TestDb::new().await.unwrap();
+    let (primary, secondary) = (SmsServer::start().await, SmsServer::start().await);
+    primary.on_to(&number(1), Action::AcceptCutOff, Some(1));
+    // A short timeout, so the cut-off answer is given up on quickly.
+    let client = SmsClient::new(&primary.url(), Duration::from_millis(500)).unwrap();
+    let breaker = BreakerConfig {
+        failure_threshold: 3,
+        open_for: Duration::from_millis(200),
+    };
+    let providers = Providers::new()
+        .with(Provider::sms(
+            ProviderRole::Primary,
+            Arc::new(client),
+            breaker,
+        ))
+        .with(sms_provider(ProviderRole::Secondary, &secondary.url()));
+    let app = context_with(&db, providers);
+    let send = sms_send(Category::Transactional, 3);
+    store(&db, &send).await;
+    let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(30)).await;
+    worker.stop().await;
+
+    assert_eq!((summary.sent, summary.failed), (3, 0));
+    assert_eq!(primary.messages().len(), 3);
+    assert_eq!(secondary.requests_to(&number(1)), 0, "sent twice");
+    let message_id: Option<String> = sqlx::query_scalar(
+        "SELECT message_id FROM deliveries WHERE send_id = $1::uuid AND address = $2",
+    )
+    .bind(&send.id)
+    .bind(number(1))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(message_id, None, "the provider's id never arrived");
 }

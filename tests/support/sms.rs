@@ -9,7 +9,10 @@
 use super::rules::{Rule, take_action};
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use futures::StreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -52,6 +55,9 @@ pub enum Action {
     Delay(Duration),
     /// Close the connection without answering.
     Drop,
+    /// Accept the message, then send the answer's status and the start of its body, and never
+    /// the rest (a provider that stalls, or a connection cut, after it took the text).
+    AcceptCutOff,
 }
 
 #[derive(Default)]
@@ -156,7 +162,7 @@ async fn connection(stream: TcpStream, state: Arc<Mutex<State>>, stop: Cancellat
     }
 }
 
-type Answer = Response<Full<Bytes>>;
+type Answer = Response<BoxBody<Bytes, Infallible>>;
 
 async fn handle(
     req: Request<Incoming>,
@@ -199,7 +205,7 @@ async fn handle(
             let message = format!("test rule for this number on {path}");
             return Ok(error(status, code, &message));
         }
-        Some(Action::Delay(_)) | None => {}
+        Some(Action::Delay(_) | Action::AcceptCutOff) | None => {}
     }
     if path != format!("/2010-04-01/Accounts/{ACCOUNT}/Messages.json") {
         let message = format!("The requested resource {path} was not found");
@@ -225,6 +231,14 @@ async fn handle(
         sid,
         at: Instant::now(),
     });
+    if action == Some(Action::AcceptCutOff) {
+        let start = Bytes::from(answer.to_string()[..10].to_owned());
+        let body =
+            futures::stream::iter([Ok(Frame::data(start))]).chain(futures::stream::pending());
+        let mut cut = Response::new(BodyExt::boxed(StreamBody::new(body)));
+        *cut.status_mut() = StatusCode::CREATED;
+        return Ok(cut);
+    }
     Ok(json(201, &answer))
 }
 
@@ -274,7 +288,7 @@ fn error(status: u16, code: u32, message: &str) -> Answer {
 }
 
 fn json(status: u16, body: &serde_json::Value) -> Answer {
-    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
     *answer.status_mut() = StatusCode::from_u16(status).expect("a valid status");
     answer.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

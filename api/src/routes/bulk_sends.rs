@@ -9,7 +9,7 @@
 //!   `channel` is `email` (the default: `template` has a subject, a text and an optional HTML
 //!   part) or `sms` (E.164 numbers; `template` has a text part only — a subject or HTML is a
 //!   422 naming `template.subject` / `template.html` — and each rendered message, footer
-//!   included, is at most 1,600 characters).
+//!   included, is at most 1,600 characters, an emoji counting as 2).
 //! - `GET /{id}`: the send with its counts per status (counters kept on the send: one row),
 //!   the rate so far and an ETA. Another organisation's send is a 404.
 //! - `GET /{id}/deliveries?status=&after=&limit=`: deliveries in recipient order, keyset paged

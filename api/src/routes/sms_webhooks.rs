@@ -62,7 +62,7 @@ async fn reply(State(state): State<ApiState>, req: Request) -> Result<Response, 
 /// The answer to a delivery receipt.
 #[derive(Debug, Serialize)]
 pub struct ReceiptAnswer {
-    /// `hard_bounce`, `failed` or `no_change`.
+    /// `hard_bounce`, `opted_out`, `failed` or `no_change`.
     verdict: &'static str,
     /// `None`: no delivery of ours has this number and message id.
     delivery: Option<DeliveryNow>,

@@ -124,9 +124,20 @@ fn delivery_status(text: &str) -> Option<Report> {
         .filter(|g| g.get("action").is_some() || g.get("final-recipient").is_some())
         .map(|g| {
             let status = g.get("status").map(one_line);
+            let diagnostic = g.get("diagnostic-code").map(one_line);
+            let mut verdict = fields::verdict(g.get("action"), status.as_deref());
+            // The remote server refused our envelope sender, whatever code it chose (Postfix's
+            // sender checks): not the guest's address.
+            if verdict == Verdict::HardBounce
+                && diagnostic
+                    .as_deref()
+                    .is_some_and(|d| d.to_ascii_lowercase().contains("sender address rejected"))
+            {
+                verdict = Verdict::Failed;
+            }
             Report::DeliveryStatus {
-                verdict: fields::verdict(g.get("action"), status.as_deref()),
-                diagnostic: g.get("diagnostic-code").map(one_line),
+                verdict,
+                diagnostic,
                 status,
             }
         })

@@ -149,17 +149,27 @@ pub async fn apply_receipt(
             delivery: None,
         });
     };
-    if verdict == ReceiptVerdict::HardBounce {
-        found.delivery.suppressed = SuppressionList::new(pool.clone())
-            .add_for_delivery(
-                &found.delivery.org_id,
-                Channel::Sms,
-                &found.address_hash,
-                &found.address,
-                Reason::HardBounce,
-            )
-            .await?
-            .then_some(Reason::HardBounce);
+    match verdict {
+        ReceiptVerdict::HardBounce => {
+            found.delivery.suppressed = SuppressionList::new(pool.clone())
+                .add_for_delivery(
+                    &found.delivery.org_id,
+                    Channel::Sms,
+                    &found.address_hash,
+                    &found.address,
+                    Reason::HardBounce,
+                )
+                .await?
+                .then_some(Reason::HardBounce);
+        }
+        // The guest's STOP refuses every organisation's texts: global, as at send time.
+        ReceiptVerdict::OptedOut => {
+            SuppressionList::new(pool.clone())
+                .add(None, &address, Reason::Unsubscribed)
+                .await?;
+            found.delivery.suppressed = Some(Reason::Unsubscribed);
+        }
+        ReceiptVerdict::Failed | ReceiptVerdict::NoChange => {}
     }
     Ok(ReceiptApplied {
         verdict,

@@ -94,8 +94,10 @@ pub enum TemplateError {
         part: &'static str,
         channel: Channel,
     },
-    /// A rendered SMS over [`MAX_SMS_CHARS`] (providers refuse it, or split it past 10 parts).
-    #[error("the rendered SMS is {length} characters long; at most {max} (10 segments) fit")]
+    /// A rendered SMS over [`MAX_SMS_CHARS`] UTF-16 code units (providers refuse it).
+    #[error(
+        "the rendered SMS is {length} characters long (an emoji counts as 2); at most {max} fit"
+    )]
     TooLong { length: usize, max: usize },
     /// Rendering for another channel than the templates were compiled for (a bug of the caller).
     #[error("the templates were compiled for {compiled}, not {requested}")]

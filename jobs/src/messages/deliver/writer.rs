@@ -24,6 +24,7 @@ use crate::messages::sql;
 use crate::messages::template::Rendered;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection, PgPool};
+use std::borrow::Cow;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
@@ -189,13 +190,13 @@ async fn write_retrying(
 }
 
 async fn write(conn: &mut PgConnection, batch: &[StatusChange]) -> Result<(), sqlx::Error> {
-    let column = |f: fn(&StatusChange) -> Option<&str>| -> Vec<Option<&str>> {
-        batch.iter().map(f).collect()
+    let column = |f: fn(&StatusChange) -> Option<&str>| -> Vec<Option<Cow<'_, str>>> {
+        batch.iter().map(|o| f(o).map(pg_text)).collect()
     };
-    let rendered = |f: fn(&Rendered) -> Option<&str>| -> Vec<Option<&str>> {
+    let rendered = |f: fn(&Rendered) -> Option<&str>| -> Vec<Option<Cow<'_, str>>> {
         batch
             .iter()
-            .map(|o| o.rendered.as_ref().and_then(f))
+            .map(|o| o.rendered.as_ref().and_then(f).map(pg_text))
             .collect()
     };
     sqlx::query(sql::WRITE_OUTCOMES)
@@ -213,6 +214,17 @@ async fn write(conn: &mut PgConnection, batch: &[StatusChange]) -> Result<(), sq
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// `text` without NUL characters, which PostgreSQL text cannot hold. One would fail the whole
+/// statement, and the writer retries a statement until it succeeds: a provider's id or a
+/// template that renders `"\u0000"` must not stop the process recording what it sends.
+fn pg_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', ""))
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 #[cfg(test)]
@@ -309,6 +321,35 @@ mod tests {
             1,
             "on a connection of its own again"
         );
+    }
+
+    #[tokio::test]
+    async fn a_nul_in_a_providers_id_or_a_rendered_text_does_not_stop_the_writer() {
+        let db = TestDb::new().await.unwrap();
+        let ids = sending_deliveries(&db, 2).await;
+        let writer = StatusWriter::spawn(&db.pool);
+        writer.push(StatusChange {
+            message_id: Some("SM\0x".to_owned()),
+            rendered: Some(Rendered {
+                subject: "Hello\0".to_owned(),
+                text: "The ceremony\0 moved".to_owned(),
+                html: None,
+            }),
+            ..StatusChange::new(ids[0], "sent").tried()
+        });
+        writer.push(StatusChange::new(ids[1], "sent").tried());
+        tokio::time::timeout(Duration::from_secs(30), writer.flush())
+            .await
+            .expect("both outcomes are written within 30 s")
+            .unwrap();
+        assert_eq!(status_of(&db, ids[1]).await, "sent");
+        let message_id: String =
+            sqlx::query_scalar("SELECT message_id FROM deliveries WHERE id = $1")
+                .bind(ids[0])
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(message_id, "SMx");
     }
 
     async fn writer_connections(db: &TestDb) -> i64 {

@@ -58,12 +58,15 @@ pub enum Verdict {
     HardBounce,
 }
 
-/// The verdict of one recipient group's `Action` and `Status`.
+/// The verdict of one recipient group's `Action` and `Status`. `failed` with a 4.x.x status is
+/// a failure: the MTA gave up retrying (Postfix, once `maximal_queue_lifetime` has passed,
+/// reports `failed` with the last temporary status, 4.4.1 say), and nothing was delivered.
 pub(super) fn verdict(action: Option<&str>, status: Option<&str>) -> Verdict {
     let action = action.map(str::to_ascii_lowercase);
     let code = status.and_then(status_code);
     match (action.as_deref(), code) {
         (Some("delivered" | "relayed" | "expanded"), _) => Verdict::Delivered,
+        (Some("failed"), Some((4, _, _))) => Verdict::Failed,
         (Some("delayed"), _) | (_, Some((4, _, _))) => Verdict::Delayed,
         (_, Some((5, subject, detail))) if address_fault(subject, detail) => Verdict::HardBounce,
         (_, Some((5, _, _))) | (Some("failed"), _) => Verdict::Failed,
@@ -81,12 +84,13 @@ pub(crate) fn status_code(field: &str) -> Option<(u16, u16, u16)> {
 }
 
 /// Whether a permanent failure is the address's fault (RFC 3463): addressing status (X.1.x),
-/// except the sender's own address (X.1.7, X.1.8); a disabled mailbox (X.2.1); no route to
-/// the address's domain (X.4.4). A full mailbox (X.2.2), policy (X.7.x) and content (X.6.x)
+/// except the sender's own address (X.1.7, X.1.8) and the unspecific X.1.0 (Postfix gives it
+/// for its sender checks: `550 5.1.0 <bounces@…>: Sender address rejected`); a disabled
+/// mailbox (X.2.1); no route to the address's domain (X.4.4). A full mailbox (X.2.2), policy (X.7.x) and content (X.6.x)
 /// refusals are not: suppressing the guest for them would lose mail they want.
 pub(crate) fn address_fault(subject: u16, detail: u16) -> bool {
     match subject {
-        1 => !matches!(detail, 7 | 8),
+        1 => !matches!(detail, 0 | 7 | 8),
         2 => detail == 1,
         4 => detail == 4,
         _ => false,
@@ -126,15 +130,17 @@ mod tests {
                 Verdict::HardBounce,
             ),
             ("5.1.7", Verdict::Failed),
+            ("5.1.0", Verdict::Failed),
             ("5.2.2", Verdict::Failed),
             ("5.7.1", Verdict::Failed),
             ("5.6.0", Verdict::Failed),
-            ("4.2.2", Verdict::Delayed),
+            ("4.4.1", Verdict::Failed),
             ("x.y.z", Verdict::Failed),
         ] {
             assert_eq!(verdict(failed, Some(status)), expected, "{status}");
         }
         assert_eq!(verdict(Some("Delayed"), Some("4.4.7")), Verdict::Delayed);
+        assert_eq!(verdict(None, Some("4.2.2")), Verdict::Delayed);
         assert_eq!(
             verdict(Some("delivered"), Some("2.0.0")),
             Verdict::Delivered

@@ -208,3 +208,22 @@ fn ids_of_other_shapes_are_not_deliveries() {
     let good = format!("<delivery-12.{SEND}@a>");
     assert_eq!(delivery_refs(&good).count(), 1);
 }
+
+#[test]
+fn a_dsn_for_our_sender_refused_bounces_nobody() {
+    for (status, diagnostic) in [
+        ("5.1.0", "Recipient address rejected: User unknown"),
+        ("5.1.1", "Sender address rejected: Domain not found"),
+    ] {
+        let raw = dsn("failed", status, &headers_part(42))
+            .replace("Recipient address rejected: User unknown", diagnostic);
+        let Ok(MailReport {
+            report: Report::DeliveryStatus { verdict, .. },
+            ..
+        }) = parse(raw.as_bytes())
+        else {
+            panic!("not read as a DSN");
+        };
+        assert_eq!(verdict, Verdict::Failed, "{status} {diagnostic}");
+    }
+}

@@ -25,6 +25,7 @@ pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, Call, Permission};
 pub use error::{SendError, SmsMessage};
 pub use publish::PUBLISH_EVERY;
 pub use rate_limit::RateLimiter;
+pub(crate) use sms::{OPTED_OUT_CODE, RECIPIENT_CODES};
 pub use sms::{SmsClient, SmsConfigError, SmsOutbox};
 pub use smtp::{DEFAULT_POOL_SIZE, EmailTransport, SmtpConfigError};
 pub use status::{
@@ -41,18 +42,27 @@ use std::time::Duration;
 
 /// An SMS transport: the HTTP provider or the outbox folder.
 pub trait SmsTransport: Send + Sync + 'static {
-    /// The provider's id for the accepted message.
-    fn send<'a>(&'a self, message: &'a SmsMessage) -> BoxFuture<'a, Result<String, SendError>>;
+    /// The provider's id for the accepted message (`None`: accepted, its id unknown).
+    fn send<'a>(
+        &'a self,
+        message: &'a SmsMessage,
+    ) -> BoxFuture<'a, Result<Option<String>, SendError>>;
 }
 
 impl SmsTransport for SmsClient {
-    fn send<'a>(&'a self, message: &'a SmsMessage) -> BoxFuture<'a, Result<String, SendError>> {
+    fn send<'a>(
+        &'a self,
+        message: &'a SmsMessage,
+    ) -> BoxFuture<'a, Result<Option<String>, SendError>> {
         Box::pin(SmsClient::send(self, message))
     }
 }
 
 impl SmsTransport for SmsOutbox {
-    fn send<'a>(&'a self, message: &'a SmsMessage) -> BoxFuture<'a, Result<String, SendError>> {
+    fn send<'a>(
+        &'a self,
+        message: &'a SmsMessage,
+    ) -> BoxFuture<'a, Result<Option<String>, SendError>> {
         Box::pin(SmsOutbox::send(self, message))
     }
 }
@@ -167,7 +177,7 @@ impl Provider {
                 if !proceed.proceed().await {
                     return Ok(Handed::Withdrawn);
                 }
-                t.send(message).await.map(|sid| Handed::Accepted(Some(sid)))
+                t.send(message).await.map(Handed::Accepted)
             }
             _ => Err(SendError::Unavailable(format!(
                 "{} cannot carry this kind of message",

@@ -12,6 +12,7 @@
 mod classify;
 mod outbox;
 
+pub(crate) use classify::{OPTED_OUT_CODE, RECIPIENT_CODES};
 pub use outbox::SmsOutbox;
 
 use super::{SendError, SmsMessage};
@@ -92,8 +93,9 @@ impl SmsClient {
         })
     }
 
-    /// The provider's message id (Twilio's `sid`) on 2xx.
-    pub async fn send(&self, message: &SmsMessage) -> Result<String, SendError> {
+    /// The provider's message id (Twilio's `sid`) on 2xx (`None`: accepted, but the answer was
+    /// cut off before it).
+    pub async fn send(&self, message: &SmsMessage) -> Result<Option<String>, SendError> {
         let mut form = vec![
             ("To", message.to.as_str()),
             ("From", message.from.as_str()),
@@ -115,7 +117,10 @@ impl SmsClient {
         self.exchange(request).await.map_err(|e| self.scrub(e))
     }
 
-    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<String, SendError> {
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Option<String>, SendError> {
         let mut response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
         let retry_after = response
@@ -124,12 +129,17 @@ impl SmsClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let mut body = Vec::new();
-        // A cut-off answer is classified by its status with what arrived: a 2xx then lacks its
-        // id and counts as unavailable (the idempotency key covers the retry).
+        // A cut-off answer is classified by its status with what arrived: a 2xx cut off before
+        // its id was still accepted (see `classify`).
+        let mut whole = true;
         while body.len() < MAX_ANSWER_BYTES {
             match response.chunk().await {
                 Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                Err(_) => {
+                    whole = false;
+                    break;
+                }
             }
         }
         classify(
@@ -137,6 +147,7 @@ impl SmsClient {
                 status,
                 retry_after: retry_after.as_deref(),
                 body: &body,
+                whole,
             },
             chrono::Utc::now(),
         )

@@ -188,7 +188,6 @@ fn refused_recipient(
         return SendError::Unavailable(message);
     }
     match mail_report::status_code(&text) {
-        Some((5, 1, 0)) => SendError::Refused(message),
         Some((5, subject, detail)) if mail_report::address_fault(subject, detail) => {
             SendError::Rejected(message)
         }

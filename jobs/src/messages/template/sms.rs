@@ -9,8 +9,11 @@ use minijinja::{Value, context};
 
 /// The layout's name in the environment.
 pub(super) const LAYOUT: &str = "sms_base.txt";
-/// Longest rendered SMS, in characters: 10 segments of 160 GSM characters, and the most
-/// Twilio-style providers accept in one request.
+/// Longest rendered SMS, in UTF-16 code units: the most Twilio-style providers accept in one
+/// request (Twilio's 21617 beyond), where a character outside the Basic Multilingual Plane (an
+/// emoji) counts twice. Counted so, a body over the limit is refused when the send is created,
+/// not by the provider at send time. (1,600 GSM-7 characters go as 11 segments of 153; one
+/// character outside GSM-7, a curly quote, makes it UCS-2, 67 per segment.)
 pub const MAX_SMS_CHARS: usize = 1_600;
 
 /// What the SMS layout adds after the body.
@@ -38,7 +41,7 @@ pub(super) fn refuse_email_parts(source: &TemplateSource) -> Result<(), Template
 
 impl Templates {
     /// Render an SMS for one recipient: the text part in the SMS layout, at most
-    /// [`MAX_SMS_CHARS`] characters ([`TemplateError::TooLong`] beyond).
+    /// [`MAX_SMS_CHARS`] UTF-16 code units ([`TemplateError::TooLong`] beyond).
     pub fn render_sms(
         &self,
         variables: &serde_json::Value,
@@ -58,7 +61,7 @@ impl Templates {
             unsubscribe_url => footer.unsubscribe_url.unwrap_or_default(),
         };
         let text = self.layout("text", LAYOUT, ctx)?;
-        let length = text.chars().count();
+        let length = text.encode_utf16().count();
         if length > MAX_SMS_CHARS {
             return Err(TemplateError::TooLong {
                 length,
@@ -154,6 +157,26 @@ mod tests {
                 max: MAX_SMS_CHARS
             })
         );
+    }
+
+    #[test]
+    fn an_emoji_counts_twice_as_the_provider_counts_it() {
+        let t = compile("{{ note }}");
+        let footer = SmsFooter {
+            sender_name: "A",
+            unsubscribe_url: None,
+        };
+        // 799 emoji are 1,598 UTF-16 units, and the layout's 3 make 1,601: 802 characters.
+        let emoji = "\u{1F48D}".repeat(799);
+        assert_eq!(
+            t.render_sms(&json!({"note": emoji}), &footer),
+            Err(TemplateError::TooLong {
+                length: MAX_SMS_CHARS + 1,
+                max: MAX_SMS_CHARS
+            })
+        );
+        let fits = "\u{1F48D}".repeat(798);
+        assert!(t.render_sms(&json!({"note": fits}), &footer).is_ok());
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //!
 //! | answer | class | why |
 //! | --- | --- | --- |
-//! | 2xx with a JSON `sid` | `Ok(sid)` | accepted |
-//! | 2xx without one | `Unavailable` | not the provider we expect (a captive proxy, a wrong URL) |
+//! | 2xx with a JSON `sid` | `Ok(Some(sid))` | accepted |
+//! | 2xx whose answer was cut off before a `sid` | `Ok(None)` | accepted, its id unknown: the provider took the text, and sending it again (or through the secondary) would be a duplicate |
+//! | 2xx, answered whole, without one | `Unavailable` | not the provider we expect (a captive proxy, a wrong URL) |
 //! | 400, 422 with the code of an opt-out ([`OPTED_OUT_CODE`]) | `OptedOut` | the guest replied STOP: suppressed for every organisation, until they reply START |
 //! | 400, 422 with a provider code about the recipient ([`RECIPIENT_CODES`]) | `Rejected` | the number is bad: the delivery bounces |
+//! | 400, 422 with a provider code about this message ([`MESSAGE_CODES`]) | `Refused` | the same answer every time, and neither the number's fault nor the provider's: `failed` |
 //! | 429 | `Deferred`, `retry_after` from `Retry-After` | the provider works but wants us slower |
 //! | 401, 403 | `Unavailable` | our credentials: must not bounce every guest |
 //! | 404 | `Unavailable` | a wrong `WEDSYNC_SMS_URL` or account: must not bounce every guest |
@@ -29,14 +31,23 @@ use std::time::Duration;
 const MAX_MESSAGE_CHARS: usize = 200;
 
 /// Twilio error codes that are about the recipient's number: 21211 invalid `To`, 21214 `To`
-/// cannot be reached, 21217 not a valid number, 21401 invalid number, 21407 the number's type
-/// takes no SMS, 21421 invalid number, 21612 not reachable by SMS, 21614 not a mobile number.
-pub(super) const RECIPIENT_CODES: [u64; 8] =
-    [21211, 21214, 21217, 21401, 21407, 21421, 21612, 21614];
+/// cannot be reached, 21217 not a valid number, 21265 a short code, 21401 invalid number,
+/// 21407 the number's type takes no SMS, 21421 invalid number, 21614 not a mobile number,
+/// 21635 a landline. (Not 21612, "not reachable with this `To`/`From` combination": it also
+/// comes from a sender that may not text a country, which would suppress every guest there.)
+pub(crate) const RECIPIENT_CODES: [u64; 9] = [
+    21211, 21214, 21217, 21265, 21401, 21407, 21421, 21614, 21635,
+];
+
+/// Twilio error codes that refuse this message for good, but neither its number nor the
+/// provider: 21612 the `To`/`From` combination cannot be reached, 21617 the body is over the
+/// length limit (an emoji counts double), 21619 the body is empty. Retrying gets the same
+/// answer, and counting them against the breaker would let a few such guests stop every send.
+pub(crate) const MESSAGE_CODES: [u64; 3] = [21612, 21617, 21619];
 
 /// Twilio's error code for a recipient who replied STOP to the sending number: not a bad
 /// number, a guest's choice, which their START reverses.
-pub(super) const OPTED_OUT_CODE: u64 = 21610;
+pub(crate) const OPTED_OUT_CODE: u64 = 21610;
 
 /// The parts of an answer classification looks at.
 #[derive(Debug, Clone, Copy)]
@@ -44,17 +55,22 @@ pub(super) struct Reply<'a> {
     pub status: u16,
     pub retry_after: Option<&'a str>,
     pub body: &'a [u8],
+    /// The body arrived whole (not cut off by a timeout or a dropped connection).
+    pub whole: bool,
 }
 
-/// The provider's message id, or the class of the failure.
-pub(super) fn classify(reply: Reply<'_>, now: DateTime<Utc>) -> Result<String, SendError> {
+/// The provider's message id (`None`: accepted, but the answer was cut off before it), or the
+/// class of the failure.
+pub(super) fn classify(reply: Reply<'_>, now: DateTime<Utc>) -> Result<Option<String>, SendError> {
     let status = reply.status;
     if (200..300).contains(&status) {
-        return accepted_sid(reply.body).ok_or_else(|| {
-            SendError::Unavailable(format!(
+        return match accepted_sid(reply.body) {
+            Some(sid) => Ok(Some(sid)),
+            None if !reply.whole => Ok(None),
+            None => Err(SendError::Unavailable(format!(
                 "HTTP {status}, but the answer is not the expected JSON with a `sid`"
-            ))
-        });
+            ))),
+        };
     }
     let reason = reason(status, reply.body);
     Err(match status {
@@ -63,6 +79,9 @@ pub(super) fn classify(reply: Reply<'_>, now: DateTime<Utc>) -> Result<String, S
         }
         400 | 422 if provider_code(reply.body).is_some_and(|c| RECIPIENT_CODES.contains(&c)) => {
             SendError::Rejected(reason)
+        }
+        400 | 422 if provider_code(reply.body).is_some_and(|c| MESSAGE_CODES.contains(&c)) => {
+            SendError::Refused(reason)
         }
         429 => SendError::Deferred {
             reason,
@@ -84,9 +103,18 @@ fn provider_code(body: &[u8]) -> Option<u64> {
     }
 }
 
+/// The `sid`, without control characters (PostgreSQL text holds no NUL) and at most
+/// [`MAX_MESSAGE_CHARS`] long.
 fn accepted_sid(body: &[u8]) -> Option<String> {
     let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let sid = answer.get("sid")?.as_str()?.trim();
+    let sid: String = answer
+        .get("sid")?
+        .as_str()?
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_MESSAGE_CHARS)
+        .collect();
+    let sid = sid.trim();
     (!sid.is_empty()).then(|| sid.to_owned())
 }
 
@@ -140,11 +168,15 @@ fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    fn answer(status: u16, body: &str) -> Result<String, SendError> {
+    fn answer(status: u16, body: &str) -> Result<Option<String>, SendError> {
         answer_after(status, None, body)
     }
 
-    fn answer_after(status: u16, retry: Option<&str>, body: &str) -> Result<String, SendError> {
+    fn answer_after(
+        status: u16,
+        retry: Option<&str>,
+        body: &str,
+    ) -> Result<Option<String>, SendError> {
         let now = DateTime::parse_from_rfc3339("2026-06-06T12:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
@@ -153,6 +185,7 @@ mod tests {
                 status,
                 retry_after: retry,
                 body: body.as_bytes(),
+                whole: true,
             },
             now,
         )
@@ -164,8 +197,46 @@ mod tests {
     fn a_2xx_with_a_sid_is_accepted() {
         assert_eq!(
             answer(201, r#"{"sid": "SM0123", "status": "queued"}"#),
-            Ok("SM0123".into())
+            Ok(Some("SM0123".into()))
         );
+        assert_eq!(
+            answer(201, r#"{"sid": "SM\u0000\n0123"}"#),
+            Ok(Some("SM0123".into()))
+        );
+    }
+
+    #[test]
+    fn a_2xx_cut_off_before_its_sid_is_accepted_without_one() {
+        let now = Utc::now();
+        let reply = |whole| Reply {
+            status: 201,
+            retry_after: None,
+            body: br#"{"account_sid": "AC1", "si"#,
+            whole,
+        };
+        assert_eq!(classify(reply(false), now), Ok(None));
+        assert!(matches!(
+            classify(reply(true), now),
+            Err(SendError::Unavailable(_))
+        ));
+        // A refusal cut off is still a refusal: nothing was accepted.
+        let cut_refusal = Reply {
+            status: 500,
+            whole: false,
+            ..reply(false)
+        };
+        assert!(matches!(
+            classify(cut_refusal, now),
+            Err(SendError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn a_code_about_the_message_fails_it_without_a_bounce_or_a_breaker_failure() {
+        for code in MESSAGE_CODES {
+            let err = answer(400, &format!(r#"{{"code": {code}}}"#)).unwrap_err();
+            assert!(matches!(err, SendError::Refused(_)), "{code}: {err:?}");
+        }
     }
 
     #[test]

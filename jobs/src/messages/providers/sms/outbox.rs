@@ -18,7 +18,7 @@ impl SmsOutbox {
     /// Write `message` as `<uuid>.json` (the folder is created on first use) and return the
     /// uuid as its message id. The file appears whole: it is written aside, then renamed.
     /// A folder that cannot be written is [`SendError::Unavailable`], as a provider down is.
-    pub async fn send(&self, message: &SmsMessage) -> Result<String, SendError> {
+    pub async fn send(&self, message: &SmsMessage) -> Result<Option<String>, SendError> {
         let failed = |what: &str, e: std::io::Error| {
             SendError::Unavailable(format!("SMS outbox {}: {what}: {e}", self.dir.display()))
         };
@@ -34,6 +34,6 @@ impl SmsOutbox {
         tokio::fs::rename(&partial, self.dir.join(format!("{id}.json")))
             .await
             .map_err(|e| failed("rename", e))?;
-        Ok(id)
+        Ok(Some(id))
     }
 }
