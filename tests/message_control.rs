@@ -301,3 +301,89 @@ async fn a_cancel_waiting_for_a_claim_lets_the_claim_count_and_both_finish() {
     assert_eq!(summary.state, "cancelled");
     assert_eq!(summary.cancelled, 20);
 }
+
+#[tokio::test]
+async fn a_cancel_settles_deliveries_left_sending_by_a_batch_job_that_is_gone() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let app = support::messages::context(&db, &smtp.url());
+    let send = new_send(Category::Transactional, recipients(3));
+    store(&db, &send).await;
+    support::messages::run_fanout(&app, &send.id).await.unwrap();
+    // A run claimed all three (as its claim does) and was killed on its last attempt: the
+    // rescuer discarded its job, and the deliveries are left `sending`.
+    sqlx::query("UPDATE deliveries SET status = 'sending' WHERE send_id = $1::uuid")
+        .bind(&send.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let queue = Queue::new(db.pool.clone());
+    queue
+        .cancel(only_job(&db, "deliver_batch").await, Some(ORG))
+        .await
+        .unwrap();
+
+    let summary = control::cancel(&queue, &send.id, Some(ORG)).await.unwrap();
+    assert_eq!(summary.state, "cancelled");
+    assert_eq!((summary.sending, summary.cancelled), (0, 3));
+    assert_eq!(smtp.count(), 0);
+}
+
+#[tokio::test]
+async fn a_cancel_leaves_the_deliveries_of_a_batch_job_still_there_to_that_job() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let app = support::messages::context(&db, &smtp.url());
+    let send = new_send(Category::Transactional, recipients(3));
+    store(&db, &send).await;
+    support::messages::run_fanout(&app, &send.id).await.unwrap();
+    // Claimed by a run whose job is still there (it may be sending them now).
+    sqlx::query("UPDATE deliveries SET status = 'sending' WHERE send_id = $1::uuid")
+        .bind(&send.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let queue = Queue::new(db.pool.clone());
+    let summary = control::cancel(&queue, &send.id, Some(ORG)).await.unwrap();
+    assert_eq!((summary.sending, summary.cancelled), (3, 0));
+}
+
+#[tokio::test]
+async fn a_resume_leaves_a_batch_waiting_out_its_retry_backoff_alone() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let app = support::messages::context(&db, &smtp.url());
+    let send = new_send(Category::Transactional, recipients(3));
+    store(&db, &send).await;
+    support::messages::run_fanout(&app, &send.id).await.unwrap();
+    // The batch's last run was told to come back in an hour (a provider's `Retry-After`).
+    let batch = only_job(&db, "deliver_batch").await;
+    let backoff = "SELECT state::text, scheduled_at, attempt FROM jobs WHERE id = $1";
+    sqlx::query(
+        "UPDATE jobs SET state = 'retryable', attempt = 1,
+                         scheduled_at = now() + interval '1 hour' WHERE id = $1",
+    )
+    .bind(batch)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let before: (String, chrono::DateTime<chrono::Utc>, i32) = sqlx::query_as(backoff)
+        .bind(batch)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+
+    let queue = Queue::new(db.pool.clone());
+    control::pause(&db.pool, &send.id, Some(ORG)).await.unwrap();
+    let summary = control::resume(&queue, &send.id, Some(ORG)).await.unwrap();
+    assert_eq!(summary.state, "active");
+    let after: (String, chrono::DateTime<chrono::Utc>, i32) = sqlx::query_as(backoff)
+        .bind(batch)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        after, before,
+        "the resume ran the batch before its backoff ended"
+    );
+}

@@ -122,7 +122,8 @@ SELECT count(*) AS n FROM snoozed
 pub const RUN_NOW_BY_UNIQUE_KEYS: &str = r#"
 WITH woken AS (
     UPDATE jobs SET state = 'available', scheduled_at = now()
-     WHERE unique_key = ANY($1::text[]) AND state IN ('scheduled', 'retryable')
+     WHERE unique_key = ANY($1::text[])
+       AND (state = 'scheduled' OR ($2 AND state = 'retryable'))
     RETURNING queue
 )
 SELECT coalesce(sum(q.n), 0)::bigint

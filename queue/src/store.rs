@@ -148,11 +148,31 @@ impl Queue {
     }
 
     /// Make the waiting (scheduled or retryable) jobs with any of `unique_keys` available now,
-    /// e.g. the snoozed jobs of a bulk send that was resumed. Returns how many were woken.
+    /// e.g. the jobs of a cancelled bulk send, so they end at once. Returns how many were woken.
     pub async fn run_now_by_unique_keys(&self, unique_keys: &[String]) -> Result<u64, QueueError> {
+        self.wake_by_unique_keys(unique_keys, true).await
+    }
+
+    /// Make the snoozed (scheduled) jobs with any of `unique_keys` available now, e.g. those of
+    /// a bulk send that was resumed. A job waiting out its retry backoff keeps waiting: the
+    /// backoff is what its last failure asked for (a provider's `Retry-After`), and running it
+    /// early would spend an attempt on the same answer. Returns how many were woken.
+    pub async fn run_snoozed_now_by_unique_keys(
+        &self,
+        unique_keys: &[String],
+    ) -> Result<u64, QueueError> {
+        self.wake_by_unique_keys(unique_keys, false).await
+    }
+
+    async fn wake_by_unique_keys(
+        &self,
+        unique_keys: &[String],
+        retryable_too: bool,
+    ) -> Result<u64, QueueError> {
         let woken: i64 = sqlx::query_scalar(sql::RUN_NOW_BY_UNIQUE_KEYS)
             .persistent(false)
             .bind(unique_keys)
+            .bind(retryable_too)
             .fetch_one(&self.pool)
             .await?;
         Ok(woken as u64)

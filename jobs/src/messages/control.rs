@@ -6,7 +6,9 @@
 //! took `cancelled` and ends. What this module adds around that:
 //! - resume wakes the send's batch jobs at once (they snoozed while it was paused), found by
 //!   the unique keys the fan-out gave them;
-//! - cancel marks every `queued` delivery `cancelled` in the same transaction, drops the inline
+//! - cancel marks every `queued` delivery `cancelled` in the same transaction (and a `sending`
+//!   one whose batch job is gone: killed on its last attempt and discarded, or cancelled by an
+//!   operator, nothing else would settle it), drops the inline
 //!   recipients of a send not fanned out yet (or only partly), and wakes the batch jobs (and a
 //!   fan-out waiting for its `send_at`) so they end now rather than when their wait runs out.
 //!
@@ -80,7 +82,9 @@ pub async fn resume(
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            let woken = queue.run_now_by_unique_keys(&send.batch_keys()).await?;
+            let woken = queue
+                .run_snoozed_now_by_unique_keys(&send.batch_keys())
+                .await?;
             tracing::info!(bulk_send.id = %send.id, woken, "bulk send resumed");
         }
         "active" => {}
@@ -132,8 +136,14 @@ async fn cancel_now(pool: &PgPool, send: &Target) -> Result<(), ControlError> {
         };
     }
     let deliveries = cancel_queued(&mut tx, &send.id).await?;
+    let orphaned = sqlx::query(sql::CANCEL_ORPHANED_DELIVERIES)
+        .bind(&send.id)
+        .bind(send.batch_size.max(1))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     tx.commit().await?;
-    tracing::info!(bulk_send.id = %send.id, deliveries, "bulk send cancelled");
+    tracing::info!(bulk_send.id = %send.id, deliveries, orphaned, "bulk send cancelled");
     Ok(())
 }
 

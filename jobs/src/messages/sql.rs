@@ -271,6 +271,21 @@ UPDATE deliveries d SET status = 'cancelled', updated_at = now()
          ORDER BY id FOR UPDATE) q
  WHERE d.id = q.id AND d.status = 'queued'";
 
+/// Deliveries of the send `$1` (batch size `$2`) left `sending` by a batch with no unfinished
+/// job (`batch_unique_key`): a run killed on its last attempt, whose job was discarded, or one
+/// an operator cancelled. Nothing else will settle them, so the send's cancel does. A batch
+/// whose job is still there settles its own (`cancel_rest`), and may still be sending them.
+pub const CANCEL_ORPHANED_DELIVERIES: &str = "
+UPDATE deliveries d SET status = 'cancelled', updated_at = now()
+  FROM (SELECT id FROM deliveries o
+         WHERE o.send_id = $1::uuid AND o.status = 'sending'
+           AND NOT EXISTS (
+               SELECT 1 FROM jobs j
+                WHERE j.unique_key = 'deliver_batch:' || $1::uuid::text || ':'
+                                     || (o.ordinal - o.ordinal % $2)::text)
+         ORDER BY id FOR UPDATE) q
+ WHERE d.id = q.id AND d.status = 'sending'";
+
 /// A page of a send's deliveries in recipient order (ordinal above `$3`), optionally of one
 /// status: the send's range of `deliveries_send_ordinal_key`, filtered.
 pub const LIST_DELIVERIES: &str = "
