@@ -75,9 +75,22 @@ async fn adding_twice_keeps_one_entry_and_removing_ends_the_suppression() {
         .await
         .unwrap();
     assert!(first.created && !second.created);
-    assert_eq!(first.entry, second.entry);
+    assert_eq!(first.entry.id, second.entry.id);
+    // The guest's own complaint takes the planner's manual entry's place.
+    assert_eq!(
+        (first.entry.reason.as_str(), second.entry.reason.as_str()),
+        ("manual", "complaint")
+    );
+    let third = list
+        .add(Some("acme"), &phone, Reason::Manual)
+        .await
+        .unwrap();
+    assert_eq!(
+        third.entry, second.entry,
+        "a manual entry does not weaken it"
+    );
     assert_eq!(first.entry.address.as_deref(), Some("+447700900123"));
-    assert_eq!(first.entry.address_hash, phone.hash());
+    assert_eq!(first.entry.address_hash, Some(phone.hash()));
 
     // An erased entry is only removed when the caller says so.
     let erased = email("erased@example.com");
@@ -89,7 +102,12 @@ async fn adding_twice_keeps_one_entry_and_removing_ends_the_suppression() {
     assert_eq!(list.remove(None, &erased, false).await.unwrap(), None);
     assert!(list.remove(None, &erased, true).await.unwrap().is_some());
 
-    let removed = list.remove(Some("acme"), &phone, false).await.unwrap();
+    // The complaint is the guest's: only an admin removes it.
+    assert_eq!(
+        list.remove(Some("acme"), &phone, false).await.unwrap(),
+        None
+    );
+    let removed = list.remove(Some("acme"), &phone, true).await.unwrap();
     assert_eq!(removed.map(|e| e.id), Some(first.entry.id));
     assert!(
         !list

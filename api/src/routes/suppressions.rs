@@ -10,7 +10,11 @@
 //!
 //! Scope: the entry belongs to `org_id` (default: the caller's organisation); planners may only
 //! write their own. `global: true` is the list every organisation shares and needs an admin, as
-//! does removing an erased guest's entry.
+//! does removing an entry that records the guest's own act (`unsubscribed`, `complaint`) or an
+//! erasure (`erased`): a planner may remove only `manual` and `hard_bounce` entries. A guest's
+//! opt-out or complaint arriving for an address already on the list as `manual` or
+//! `hard_bounce` takes that entry's place. A planner's listing shows global entries without
+//! their address or its hash.
 
 use crate::ApiState;
 use crate::auth::{Principal, Role};
@@ -102,9 +106,11 @@ async fn remove(
         return Ok(Json(entry));
     }
     match list.find(scope, &target.address).await? {
-        Some(_) => Err(ApiError::Forbidden(
-            "this entry belongs to an erased guest; only an admin can remove it".to_owned(),
-        )),
+        Some(entry) => Err(ApiError::Forbidden(format!(
+            "this entry's reason is `{}` (the guest's own opt-out or complaint, or an erased \
+             guest); only an admin can remove it",
+            entry.reason
+        ))),
         None => Err(ApiError::NotFound(
             "that address is not on this suppression list".to_owned(),
         )),

@@ -29,7 +29,9 @@ pub struct Entry {
     pub org_id: Option<String>,
     pub channel: String,
     pub address: Option<String>,
-    pub address_hash: String,
+    /// `None` in a planner's listing of a global entry: the hash of a phone number is quickly
+    /// reversed by trying every number, and the global list holds other organisations' guests.
+    pub address_hash: Option<String>,
     pub reason: String,
     pub created_at: DateTime<Utc>,
 }
@@ -151,6 +153,18 @@ impl SuppressionList {
                 });
             }
             if let Some(entry) = self.find_hash(org, channel, hash).await? {
+                let entry = if matches!(reason, Reason::Unsubscribed | Reason::Complaint) {
+                    let strengthened: Option<Entry> = sqlx::query_as(sql::STRENGTHEN)
+                        .bind(org)
+                        .bind(channel.as_str())
+                        .bind(hash)
+                        .bind(reason.as_str())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    strengthened.unwrap_or(entry)
+                } else {
+                    entry
+                };
                 return Ok(Added {
                     entry,
                     created: false,
@@ -204,20 +218,21 @@ impl SuppressionList {
             .await
     }
 
-    /// Remove `address` from exactly this scope; `erased` entries only when `include_erased`
-    /// (taking an erased guest off the list is a deliberate, admin-only act). Returns the
-    /// removed entry, `None` if there was none (or it was erased and not included).
+    /// Remove `address` from exactly this scope. Only `manual` and `hard_bounce` entries unless
+    /// `admin`: an `unsubscribed` or `complaint` entry is the guest's own act, which a planner
+    /// must not undo, and taking an `erased` guest off the list is a deliberate act too.
+    /// Returns the removed entry, `None` if there was none (or it needs an admin).
     pub async fn remove(
         &self,
         org: Option<&str>,
         address: &Address,
-        include_erased: bool,
+        admin: bool,
     ) -> Result<Option<Entry>, sqlx::Error> {
         sqlx::query_as(sql::REMOVE)
             .bind(org)
             .bind(address.channel().as_str())
             .bind(address.hash())
-            .bind(include_erased)
+            .bind(admin)
             .fetch_optional(&self.pool)
             .await
     }

@@ -25,18 +25,30 @@ SELECT id, org_id, channel, address, address_hash, reason, created_at
   FROM suppressions
  WHERE org_id IS NOT DISTINCT FROM $1 AND channel = $2 AND address_hash = $3";
 
-/// `$4`: whether an `erased` entry may be removed.
+/// The entry of `$1`/`$2`/`$3` takes reason `$4` if it only had one a planner may remove
+/// (`manual`, `hard_bounce`): the guest's own act (`unsubscribed`, `complaint`) must outlive the
+/// planner's entry, not hide behind it.
+pub const STRENGTHEN: &str = "
+UPDATE suppressions SET reason = $4
+ WHERE org_id IS NOT DISTINCT FROM $1 AND channel = $2 AND address_hash = $3
+   AND reason IN ('manual', 'hard_bounce')
+RETURNING id, org_id, channel, address, address_hash, reason, created_at";
+
+/// `$4`: whether the caller is an admin, who alone may remove an entry that records the
+/// guest's own act (`unsubscribed`, `complaint`) or an erasure (`erased`).
 pub const REMOVE: &str = "
 DELETE FROM suppressions
  WHERE org_id IS NOT DISTINCT FROM $1 AND channel = $2 AND address_hash = $3
-   AND (reason <> 'erased' OR $4)
+   AND (reason IN ('manual', 'hard_bounce') OR $4)
 RETURNING id, org_id, channel, address, address_hash, reason, created_at";
 
 /// Filters are NULL (or false) when unused; see `ListFilter`.
 pub const LIST: &str = "
 SELECT id, org_id, channel,
        CASE WHEN $1::text IS NOT NULL AND org_id IS NULL THEN NULL ELSE address END AS address,
-       address_hash, reason, created_at
+       CASE WHEN $1::text IS NOT NULL AND org_id IS NULL THEN NULL ELSE address_hash END
+           AS address_hash,
+       reason, created_at
   FROM suppressions
  WHERE ($1::text IS NULL OR org_id = $1 OR org_id IS NULL)
    AND ($2::text IS NULL OR org_id = $2)
