@@ -156,7 +156,8 @@ pub fn normalise_email(raw: &str) -> Result<String, AddressError> {
     Ok(email)
 }
 
-/// Strip separators and check for E.164 (`+` and 8 to 15 digits, the first not 0). A `(0)` is
+/// Strip separators and check for E.164 (`+` and 8 to 15 digits, the first not 0, and no 0
+/// right after the country code but where national numbers start with one). A `(0)` is
 /// the written convention for a trunk prefix dialled only from within the country (`+44 (0)20
 /// 7946 0958`), so it is dropped: kept, the number would be another one than the same number
 /// written without it, and a suppression of one would miss the other.
@@ -180,7 +181,38 @@ pub fn normalise_phone(raw: &str) -> Result<String, AddressError> {
     if digits.starts_with('0') {
         return Err(invalid("a country code never starts with 0"));
     }
+    let code = &digits[..country_code_len(digits)];
+    if digits[code.len()..].starts_with('0') && !NATIONAL_ZERO.contains(&code) {
+        // `+44 07700 900123`: the trunk prefix, dialled only within the country. Dropping it
+        // would need every country's rules; kept, the number would not match the same number
+        // written without it (a suppression, a provider's receipt or a STOP reply).
+        return Err(invalid(
+            "the 0 after the country code is dialled only within the country: leave it out \
+             (+44 7700 900123, not +44 07700 900123)",
+        ));
+    }
     Ok(compact)
+}
+
+/// Country calling codes whose national numbers may start with 0: Italy, Côte d'Ivoire,
+/// Gabon, the Republic of the Congo, San Marino, Vatican City.
+const NATIONAL_ZERO: [&str; 6] = ["39", "225", "241", "242", "378", "379"];
+
+/// How many of `digits`' leading digits are its country calling code (ITU-T E.164: codes are
+/// prefix-free; 1 and 7 are one digit, these two-digit ones are listed, every other is three).
+fn country_code_len(digits: &str) -> usize {
+    const TWO_DIGITS: [&str; 44] = [
+        "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46",
+        "47", "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63",
+        "64", "65", "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98",
+    ];
+    if digits.starts_with(['1', '7']) {
+        1
+    } else if TWO_DIGITS.contains(&&digits[..2]) {
+        2
+    } else {
+        3
+    }
 }
 
 #[cfg(test)]
@@ -263,9 +295,34 @@ mod tests {
             "+1234567",
             "+1234567890123456",
             "++447700900123",
+            "+44 07700 900123",
+            "+33 06 12 34 56 78",
+            "+1 0415 555 0100",
+            "+353 087 123 4567",
         ] {
             assert!(normalise_phone(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn a_zero_after_the_country_code_is_kept_where_national_numbers_start_with_it() {
+        assert_eq!(
+            normalise_phone("+39 06 6988 3145").unwrap(),
+            "+390669883145"
+        );
+        assert_eq!(
+            normalise_phone("+225 07 12 34 56 78").unwrap(),
+            "+2250712345678"
+        );
+        // A three-digit code whose numbers do not start with 0 (Ireland): its own digits.
+        assert_eq!(
+            normalise_phone("+353 87 123 4567").unwrap(),
+            "+353871234567"
+        );
+        assert_eq!(
+            normalise_phone("+44 (0)7700 900123").unwrap(),
+            "+447700900123"
+        );
     }
 
     #[test]
