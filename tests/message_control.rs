@@ -387,3 +387,66 @@ async fn a_resume_leaves_a_batch_waiting_out_its_retry_backoff_alone() {
         "the resume ran the batch before its backoff ended"
     );
 }
+
+#[tokio::test]
+async fn a_worker_whose_heartbeats_cannot_get_through_sends_nothing_until_one_does() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    // 1,000 at 100 messages a second: still sending long after the heartbeats stop.
+    let send = new_send(Category::Transactional, recipients(1_000));
+    store(&db, &send).await;
+    let worker = start_worker(
+        &db,
+        register_all(),
+        slow_context(&db, &smtp),
+        test_config(&["messages"]),
+    );
+    wait_for("the first messages", Duration::from_secs(20), || async {
+        (smtp.count() >= 50).then_some(())
+    })
+    .await;
+
+    // Hold the worker's row: its next heartbeat waits (as one stuck on a starved pool or a
+    // stalled runtime would), and others would rescue its jobs 2 s after the last one.
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM workers FOR UPDATE")
+        .fetch_all(&mut *holder)
+        .await
+        .unwrap();
+    wait_for("a heartbeat to wait", Duration::from_secs(10), || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'
+                AND query LIKE 'UPDATE workers SET heartbeat_at%'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+    // The lease (1.8 s after the last heartbeat that got through was sent) has lapsed by now.
+    // Absence of messages cannot be awaited: these two waits are the test.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let at_lapse = smtp.count();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        smtp.count(),
+        at_lapse,
+        "messages went while the worker could not know it still held its jobs"
+    );
+    assert!(at_lapse < 1_000);
+
+    // The row is free: the heartbeat gets through and the send goes on — either the jobs are
+    // still this worker's, or (if the rescue, waiting for the row too, came first) the worker
+    // learns it was declared dead, stops its held-up runs, and the rescued jobs send the rest.
+    // Each message once, either way.
+    holder.rollback().await.unwrap();
+    let summary = wait_until_finished(&db, &send.id, Duration::from_secs(60)).await;
+    worker.stop().await;
+    assert_eq!((summary.sent, summary.failed), (1_000, 0));
+    let mut addresses = smtp.first_recipients();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!((smtp.count(), addresses.len()), (1_000, 1_000), "each once");
+}

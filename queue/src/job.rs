@@ -1,5 +1,6 @@
 //! The typed job trait, what a run returns, and the registry that maps kinds to handlers.
 
+use crate::lease::Lease;
 use crate::model::{JobRow, NewJob};
 use crate::retry::exponential_backoff;
 use futures::future::BoxFuture;
@@ -53,6 +54,9 @@ pub struct JobContext<C> {
     pub attempt: i32,
     pub max_attempts: i32,
     pub org_id: Option<String>,
+    /// Whether the worker still holds this job (see [`Lease`]); ask it before doing what must
+    /// not happen twice.
+    pub lease: Lease,
 }
 
 pub type JobResult = Result<Outcome, JobError>;
@@ -147,7 +151,7 @@ pub struct PreparedRun {
     pub future: BoxFuture<'static, JobResult>,
 }
 
-type PrepareFn<C> = fn(&JobRow, C) -> Result<PreparedRun, JobError>;
+type PrepareFn<C> = fn(&JobRow, C, Lease) -> Result<PreparedRun, JobError>;
 
 /// Defaults of a registered kind, for enqueuers that only have its name (API, CLI).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -228,15 +232,15 @@ impl<C: Clone + Send + Sync + 'static> Registry<C> {
 
     /// Decode `row`'s args and build the future that runs it. An unknown kind is retried (a
     /// deploy may bring its handler); args that do not decode are a permanent failure.
-    pub fn prepare(&self, row: &JobRow, app: C) -> Result<PreparedRun, JobError> {
+    pub fn prepare(&self, row: &JobRow, app: C, lease: Lease) -> Result<PreparedRun, JobError> {
         let handler = self.handlers.get(row.kind.as_str()).ok_or_else(|| {
             JobError::Retry(format!("no handler registered for kind `{}`", row.kind))
         })?;
-        (handler.prepare)(row, app)
+        (handler.prepare)(row, app, lease)
     }
 }
 
-fn prepare<J: Job>(row: &JobRow, app: J::Context) -> Result<PreparedRun, JobError> {
+fn prepare<J: Job>(row: &JobRow, app: J::Context, lease: Lease) -> Result<PreparedRun, JobError> {
     let job: J = serde_json::from_value(row.args.clone())
         .map_err(|e| JobError::Permanent(format!("args of `{}` do not decode: {e}", J::KIND)))?;
     let timeout = job.timeout();
@@ -246,6 +250,7 @@ fn prepare<J: Job>(row: &JobRow, app: J::Context) -> Result<PreparedRun, JobErro
         attempt: row.attempt,
         max_attempts: row.max_attempts,
         org_id: row.org_id.clone(),
+        lease,
     };
     Ok(PreparedRun {
         timeout,

@@ -7,6 +7,7 @@
 mod admin;
 mod error;
 mod job;
+mod lease;
 mod model;
 pub mod retry;
 pub mod sql;
@@ -18,6 +19,7 @@ pub use job::{
     Job, JobContext, JobError, JobResult, KindInfo, Outcome, PreparedRun, Registry, SharedRegistry,
     error_chain,
 };
+pub use lease::Lease;
 pub use model::{Enqueued, JobFilter, JobRow, JobState, NewJob, Pool, QueueStats, UnknownState};
 pub use store::{Maintenance, Queue, enqueue, enqueue_many, error_entry};
 

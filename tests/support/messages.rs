@@ -126,6 +126,7 @@ pub async fn run_fanout(app: &AppContext, send_id: &str) -> wedsync_queue::JobRe
         attempt: 1,
         max_attempts: 10,
         org_id: Some(ORG.to_owned()),
+        lease: wedsync_queue::Lease::unbounded(),
     })
     .await
 }

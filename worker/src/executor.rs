@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
-use wedsync_queue::{JobError, JobRow, JobState, Outcome, Queue, Registry, error_entry};
+use wedsync_queue::{JobError, JobRow, JobState, Lease, Outcome, Queue, Registry, error_entry};
 
 /// One claim of a job: the same job claimed again (after a rescue) is a different claim.
 pub(crate) type Claim = (i64, i32);
@@ -38,6 +38,8 @@ pub(crate) struct Shared<C> {
     pub run_log: Option<Mutex<Vec<i64>>>,
     /// Where a raw metric event per execution goes (never blocks), unless events are off.
     pub events: Option<wedsync_metrics::EventSink>,
+    /// This process's hold on its claimed jobs, renewed by each successful heartbeat.
+    pub lease: Lease,
 }
 
 /// Jobs in flight for one queue, and a signal when one ends.
@@ -138,7 +140,9 @@ async fn execute<C: Clone + Send + Sync + 'static>(
     row: &JobRow,
 ) -> Result<Outcome, JobError> {
     let attempt = async {
-        let prepared = shared.registry.prepare(row, shared.app.clone())?;
+        let prepared = shared
+            .registry
+            .prepare(row, shared.app.clone(), shared.lease.clone())?;
         match tokio::time::timeout(prepared.timeout, prepared.future).await {
             Ok(result) => result,
             Err(_) => Err(JobError::Retry(format!(

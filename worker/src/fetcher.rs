@@ -35,6 +35,13 @@ impl<C: Clone + Send + Sync + 'static> Fetcher<C> {
             let free = limit.saturating_sub(self.slots.in_flight.load(Ordering::Acquire));
             let mut drained = false;
             if free > 0 {
+                // Claim nothing while this process may have been declared dead: a claim under
+                // the old id would be stopped with the rest once a heartbeat tells it so, and
+                // sit `running` until the sweep for jobs of vanished workers.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    () = self.shared.lease.held() => {}
+                }
                 let want = (free as i64).min(self.max_batch);
                 let worker_id = self.identity.current();
                 match self

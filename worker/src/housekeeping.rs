@@ -72,12 +72,14 @@ pub(crate) async fn heartbeat<C>(
             _ = tokio::time::sleep(interval) => {}
         }
         let current = identity.current();
+        let sent_at = std::time::Instant::now();
         let beat = tokio::select! {
             _ = stop.cancelled() => return,
             beat = shared.queue.heartbeat(&current) => beat,
         };
         match beat {
             Ok(true) => {
+                shared.lease.renew(sent_at);
                 health.record(true);
                 stop_released_jobs(&shared, &current).await;
             }
@@ -86,8 +88,12 @@ pub(crate) async fn heartbeat<C>(
                 let fresh = default_worker_id();
                 tracing::warn!(old = %current, new = %fresh, "this worker was declared dead and its jobs rescued; stopping them and carrying on under a new id");
                 lock(&shared.running).values().for_each(|h| h.abort());
+                let registering = std::time::Instant::now();
                 match shared.queue.register_worker(&fresh, &host, &queues).await {
-                    Ok(()) => *lock(&identity.current) = fresh.into(),
+                    Ok(()) => {
+                        *lock(&identity.current) = fresh.into();
+                        shared.lease.renew(registering);
+                    }
                     Err(err) => tracing::warn!(error = %err, "registering under a new id failed"),
                 }
             }

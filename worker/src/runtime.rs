@@ -15,7 +15,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wedsync_metrics::EventWriter;
-use wedsync_queue::{Queue, QueueError, Registry};
+use wedsync_queue::{Lease, Queue, QueueError, Registry};
 
 /// After the grace period, how long interrupted jobs get to unwind before they are handed back.
 const UNWIND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,9 +70,13 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         config.queues.dedup();
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let identity = Arc::new(Identity::new(config.worker_id.clone()));
+        let lease = Lease::lapsed(lease_time(&config));
+        let registering = std::time::Instant::now();
         queue
             .register_worker(&config.worker_id, &host, &config.queues)
             .await?;
+        // Registering is this process's first heartbeat.
+        lease.renew(registering);
         for name in &config.queues {
             queue
                 .ensure_pool(name, config.initial_concurrency(name))
@@ -98,6 +102,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             running: Mutex::new(HashMap::new()),
             interrupted: Mutex::new(Vec::new()),
             job_ended: Notify::new(),
+            lease,
             run_log: config.run_log.as_ref().map(|_| Mutex::new(Vec::new())),
             events,
         });
@@ -208,6 +213,16 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             handed_back,
         })
     }
+}
+
+/// How long after a successful heartbeat was sent this process may take its jobs to be its own
+/// (`Lease`): a heartbeat interval short of the timeout after which others rescue them, so a
+/// lease renewed on time never lapses, and one that lapses does so before a rescue can happen.
+fn lease_time(config: &WorkerConfig) -> Duration {
+    config
+        .heartbeat_timeout
+        .saturating_sub(config.heartbeat_interval)
+        .max(config.heartbeat_timeout / 2)
 }
 
 /// Wait up to `grace` for running jobs; then interrupt their handlers and wait (bounded) for the

@@ -58,6 +58,7 @@ async fn run_fanout(app: &TestApp, id: &str) -> Outcome {
         attempt: 1,
         max_attempts: 10,
         org_id: Some(ORG.to_owned()),
+        lease: wedsync_queue::Lease::unbounded(),
     })
     .await
     .unwrap()

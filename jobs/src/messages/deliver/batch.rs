@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use wedsync_queue::JobError;
+use wedsync_queue::{JobError, Lease};
 
 /// A send that came back: the delivery, its Message-ID and bodies, and how it fared.
 struct Sent {
@@ -85,6 +85,8 @@ pub(super) struct Batch<'a> {
     /// Whether the send was paused or cancelled meanwhile (`watch`).
     pub states: &'a SendStates,
     pub unrecorded: &'a Arc<Semaphore>,
+    /// Whether the worker still holds the job: no message goes while it may not (`go_ahead`).
+    pub lease: &'a Lease,
     /// No chunk is claimed after this, well inside the job's timeout: a rate-limited batch can
     /// take longer than one run may (200 messages at 1/s shared by ten batches), and a run cut
     /// off by its timeout would drop messages mid-send. A chunk is at most half a second's
@@ -206,6 +208,7 @@ impl<'a> Batch<'a> {
                 &delivery.address,
                 checked_at,
                 self.unrecorded,
+                self.lease,
             );
             let dispatched = self
                 .providers

@@ -16,6 +16,12 @@
 //!   (one indexed lookup, at most once per [`RECHECK_AFTER`]). Messages that go out at once —
 //!   every message when nothing limits the rate — cost no query.
 //!
+//! - The worker must still hold the batch's job ([`Lease`]): while its heartbeats fail, another
+//!   worker may be about to rescue the job and send the same deliveries. The message waits
+//!   until a heartbeat gets through: then either the job is still this worker's and the
+//!   message goes, or the worker learns it was declared dead and stops the run, and the
+//!   message never goes from here.
+//!
 //! A delivery found suppressed here is withdrawn unsent and becomes `suppressed`. When the
 //! lookup itself fails the message is withdrawn too (back to `queued`, claimed again by the
 //! next run): better late than sent to someone who asked not to be.
@@ -32,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use wedsync_queue::Lease;
 
 /// How stale the claim's suppression check may be when a message goes: well above the wait of
 /// an unthrottled message for its turn (tens of milliseconds), so that only messages held up
@@ -53,6 +60,7 @@ pub(super) struct GoAhead<'a> {
     /// Taken by the first `proceed` that lets the message go; kept if it is tried again at a
     /// second provider.
     permit: Mutex<Option<OwnedSemaphorePermit>>,
+    lease: &'a Lease,
 }
 
 impl<'a> GoAhead<'a> {
@@ -64,6 +72,7 @@ impl<'a> GoAhead<'a> {
         address: &'a str,
         checked_at: Instant,
         unrecorded: &'a Arc<Semaphore>,
+        lease: &'a Lease,
     ) -> Self {
         GoAhead {
             watch,
@@ -75,6 +84,7 @@ impl<'a> GoAhead<'a> {
             suppressed: AtomicBool::new(false),
             unrecorded,
             permit: Mutex::new(None),
+            lease,
         }
     }
 
@@ -134,7 +144,9 @@ impl Proceed for GoAhead<'_> {
             if !held {
                 self.acquire_permit().await;
             }
-            // The wait for a permit can be long (a slow database): look again after it.
+            // Right before the message goes, so that no rescue can have come in between.
+            self.lease.held().await;
+            // The waits for a permit and the lease can be long (a slow database): look again.
             let go = self.watch.stop().is_none() && self.still_not_suppressed().await;
             // A permit taken for an earlier provider stays: that provider may have taken the
             // message before it failed, and it is unrecorded until its outcome is written.
@@ -172,6 +184,7 @@ mod tests {
         // A send that is not there reads as active.
         let watch = states.watch(&uuid::Uuid::new_v4().to_string());
         let unrecorded = Arc::new(Semaphore::new(1));
+        let lease = Lease::unbounded();
         let go = |address| {
             GoAhead::new(
                 &watch,
@@ -181,6 +194,7 @@ mod tests {
                 address,
                 Instant::now(),
                 &unrecorded,
+                &lease,
             )
         };
         let first = go("a@example.com");
@@ -207,5 +221,30 @@ mod tests {
         drop(permit);
         assert!(waiting.await);
         assert!(second.take_permit().is_some());
+    }
+
+    #[tokio::test]
+    async fn no_message_goes_while_the_worker_may_have_lost_the_job() {
+        let db = TestDb::new().await.unwrap();
+        let states = SendStates::spawn(db.pool.clone());
+        let watch = states.watch(&uuid::Uuid::new_v4().to_string());
+        let unrecorded = Arc::new(Semaphore::new(1));
+        // The worker's heartbeats have failed for longer than the lease.
+        let lease = Lease::lapsed(Duration::from_secs(4));
+        let go = GoAhead::new(
+            &watch,
+            &db.pool,
+            "org",
+            Channel::Email,
+            "a@example.com",
+            Instant::now(),
+            &unrecorded,
+            &lease,
+        );
+        let mut proceed = go.proceed();
+        assert!(futures::poll!(&mut proceed).is_pending());
+        // A heartbeat gets through: the job is still this worker's.
+        lease.renew(std::time::Instant::now());
+        assert!(proceed.await);
     }
 }

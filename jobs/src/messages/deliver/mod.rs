@@ -142,6 +142,7 @@ impl Job for DeliverBatch {
             writer: messages.writer(pool),
             states: messages.send_states(pool),
             unrecorded: messages.unrecorded(),
+            lease: &ctx.lease,
             claim_until: Instant::now() + messages.run_budget.min(BATCH_TIMEOUT) / 2,
         };
         let finished = batch.run().await?;
