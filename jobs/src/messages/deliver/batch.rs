@@ -5,7 +5,7 @@
 use super::chunk_size::{ChunkSize, LastChunkSizes};
 use super::claim::{Chunk, Claimed, claim_chunk};
 use super::compose::Composer;
-use super::go_ahead::GoAhead;
+use super::go_ahead::{GoAhead, Guest};
 use super::watch::{SendStates, StateWatch};
 use super::writer::{StatusChange, StatusWriter};
 use crate::messages::providers::{Dispatched, Providers, SendError};
@@ -200,12 +200,15 @@ impl<'a> Batch<'a> {
         };
         let channel = self.composer.channel();
         Some(async move {
+            let guest = Guest {
+                org_id: self.org_id,
+                channel,
+                address: &delivery.address,
+            };
             let go_ahead = GoAhead::new(
                 watch,
                 self.pool,
-                self.org_id,
-                channel,
-                &delivery.address,
+                guest,
                 checked_at,
                 self.unrecorded,
                 self.lease,

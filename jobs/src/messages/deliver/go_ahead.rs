@@ -63,13 +63,19 @@ pub(super) struct GoAhead<'a> {
     lease: &'a Lease,
 }
 
+/// Whom a message is for: an organisation's guest on a channel.
+pub(super) struct Guest<'a> {
+    pub org_id: &'a str,
+    pub channel: Channel,
+    /// Normalised, as the claim returned it.
+    pub address: &'a str,
+}
+
 impl<'a> GoAhead<'a> {
     pub fn new(
         watch: &'a StateWatch,
         pool: &'a PgPool,
-        org_id: &'a str,
-        channel: Channel,
-        address: &'a str,
+        guest: Guest<'a>,
         checked_at: Instant,
         unrecorded: &'a Arc<Semaphore>,
         lease: &'a Lease,
@@ -77,9 +83,9 @@ impl<'a> GoAhead<'a> {
         GoAhead {
             watch,
             pool,
-            org_id,
-            channel,
-            address,
+            org_id: guest.org_id,
+            channel: guest.channel,
+            address: guest.address,
             checked_at: Mutex::new(checked_at),
             suppressed: AtomicBool::new(false),
             unrecorded,
@@ -189,9 +195,11 @@ mod tests {
             GoAhead::new(
                 &watch,
                 &db.pool,
-                "org",
-                Channel::Email,
-                address,
+                Guest {
+                    org_id: "org",
+                    channel: Channel::Email,
+                    address,
+                },
                 Instant::now(),
                 &unrecorded,
                 &lease,
@@ -234,9 +242,11 @@ mod tests {
         let go = GoAhead::new(
             &watch,
             &db.pool,
-            "org",
-            Channel::Email,
-            "a@example.com",
+            Guest {
+                org_id: "org",
+                channel: Channel::Email,
+                address: "a@example.com",
+            },
             Instant::now(),
             &unrecorded,
             &lease,
