@@ -330,6 +330,53 @@ async fn a_cancel_settles_deliveries_left_sending_by_a_batch_job_that_is_gone() 
 }
 
 #[tokio::test]
+async fn a_cancel_settles_only_the_batch_whose_job_is_gone() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let app = support::messages::context(&db, &smtp.url());
+    let send = new_send(Category::Transactional, recipients(450));
+    store(&db, &send).await;
+    support::messages::run_fanout(&app, &send.id).await.unwrap();
+    let batch_size: i32 =
+        sqlx::query_scalar("SELECT batch_size FROM bulk_sends WHERE id = $1::uuid")
+            .bind(&send.id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(2 * batch_size < 450, "three batches or more: {batch_size}");
+    sqlx::query("UPDATE deliveries SET status = 'sending' WHERE send_id = $1::uuid")
+        .bind(&send.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // Only the second batch's job is gone.
+    let queue = Queue::new(db.pool.clone());
+    let second: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE unique_key = $1")
+        .bind(wedsync_kinds::messages::batch_unique_key(
+            &send.id, batch_size,
+        ))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    queue.cancel(second, Some(ORG)).await.unwrap();
+
+    let summary = control::cancel(&queue, &send.id, Some(ORG)).await.unwrap();
+    assert_eq!(
+        (summary.sending, summary.cancelled),
+        (450 - batch_size, batch_size)
+    );
+    let cancelled: Vec<i32> = sqlx::query_scalar(
+        "SELECT ordinal FROM deliveries WHERE send_id = $1::uuid AND status = 'cancelled'
+          ORDER BY ordinal",
+    )
+    .bind(&send.id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(cancelled, (batch_size..2 * batch_size).collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn a_cancel_leaves_the_deliveries_of_a_batch_job_still_there_to_that_job() {
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;

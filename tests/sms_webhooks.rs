@@ -120,13 +120,13 @@ async fn receipts_and_replies_change_deliveries_and_the_next_send() {
     app.messages.sms_status_callback = Some(format!("{api}{STATUS_PATH}"));
     // Guest 3 replied STOP to our number before, straight to the provider.
     sms.on_to(&number(3), Action::Code(400, 21610), Some(1));
-    let first = sms_send(Category::Transactional, 4);
+    let first = sms_send(Category::Transactional, 5);
     store(&db, &first).await;
     let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
     wait_until_finished(&db, &first.id, Duration::from_secs(20)).await;
 
     let sent = sms.messages();
-    assert_eq!(sent.len(), 3);
+    assert_eq!(sent.len(), 4);
     for text in &sent {
         assert_eq!(
             text.status_callback.as_deref(),
@@ -202,6 +202,21 @@ async fn receipts_and_replies_change_deliveries_and_the_next_send() {
         "another guest's message id"
     );
 
+    // Guest 4 had replied STOP, and the provider said so only in the receipt: as at send time,
+    // `suppressed` and a global opt-out.
+    let answer = provider
+        .receipt(&number(4), &sid(4), "failed", Some("21610"))
+        .await;
+    assert_eq!(
+        (&answer["verdict"], &answer["delivery"]["status"]),
+        (&Value::from("opted_out"), &Value::from("suppressed"))
+    );
+    assert_eq!(answer["delivery"]["suppressed"], "unsubscribed");
+    assert_eq!(
+        globally_suppressed(&db, 4).await.as_deref(),
+        Some("unsubscribed")
+    );
+
     let counts = get_send(&db.pool, &first.id, None).await.unwrap().unwrap();
     assert_eq!(
         (
@@ -210,7 +225,7 @@ async fn receipts_and_replies_change_deliveries_and_the_next_send() {
             counts.failed,
             counts.suppressed
         ),
-        (1, 1, 1, 1),
+        (1, 1, 1, 2),
         "the counters follow"
     );
     let org_entries: Vec<(String, String)> =
@@ -249,7 +264,7 @@ async fn receipts_and_replies_change_deliveries_and_the_next_send() {
     let summary = wait_until_finished(&db, &next.id, Duration::from_secs(20)).await;
     worker.stop().await;
     assert_eq!((summary.sent, summary.suppressed), (2, 2));
-    let mut later: Vec<String> = sms.messages()[3..].iter().map(|t| t.to.clone()).collect();
+    let mut later: Vec<String> = sms.messages()[4..].iter().map(|t| t.to.clone()).collect();
     later.sort();
     assert_eq!(later, [number(2), number(3)]);
 }

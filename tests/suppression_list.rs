@@ -175,3 +175,18 @@ async fn the_send_time_check_looks_entries_up_by_the_hash_index() {
         "the lookup does not use the hash index:\n{plan}"
     );
 }
+
+#[tokio::test]
+async fn a_guests_opt_out_does_not_take_over_an_admins_global_entry() {
+    let db = TestDb::new().await.unwrap();
+    let list = SuppressionList::new(db.pool.clone());
+    let phone = Address::parse(Channel::Sms, "+44 7700 900123").unwrap();
+    list.add(None, &phone, Reason::Manual).await.unwrap();
+    // The guest's STOP: a global opt-out, which their START would remove.
+    let stop = list.add(None, &phone, Reason::Unsubscribed).await.unwrap();
+    assert!(!stop.created);
+    assert_eq!(
+        stop.entry.reason, "manual",
+        "the admin's entry stays as it was"
+    );
+}

@@ -106,9 +106,12 @@ mod tests {
     fn a_lease_is_held_for_its_time_after_the_heartbeat_was_sent() {
         let lease = Lease::new(Duration::from_secs(4));
         assert!(lease.is_held(), "renewed when made");
-        let long_ago = Instant::now() + Duration::from_secs(3600);
-        lease.renew(long_ago);
-        assert!(lease.is_held());
+        // Timed from when the heartbeat was sent, not from when its answer came.
+        let lapsed = Lease::lapsed(Duration::from_secs(4));
+        lapsed.renew(Instant::now() - Duration::from_millis(4_100));
+        assert!(!lapsed.is_held());
+        lapsed.renew(Instant::now() - Duration::from_millis(3_000));
+        assert!(lapsed.is_held());
     }
 
     #[tokio::test]

@@ -64,7 +64,10 @@ impl WorkerTuning {
                 DEFAULT_SHUTDOWN_GRACE_MS,
             )?,
         };
-        if worker.heartbeat_timeout <= worker.heartbeat_interval {
+        // A process's lease on its jobs lasts the timeout less one interval after a heartbeat
+        // (`wedsync_queue::Lease`): with less than two intervals it would lapse between two
+        // heartbeats on time, and stall sending and claiming every time.
+        if worker.heartbeat_timeout < worker.heartbeat_interval * 2 {
             let setting = match source.get("WEDSYNC_HEARTBEAT_TIMEOUT_MS", false)? {
                 Some(v) => v.setting,
                 None => format!(
@@ -75,7 +78,7 @@ impl WorkerTuning {
             return Err(SettingsError::invalid(
                 setting,
                 format!(
-                    "is not longer than WEDSYNC_HEARTBEAT_INTERVAL_MS={}",
+                    "is not at least twice WEDSYNC_HEARTBEAT_INTERVAL_MS={}",
                     worker.heartbeat_interval.as_millis()
                 ),
                 "a timeout of several heartbeat intervals",

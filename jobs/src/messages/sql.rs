@@ -275,6 +275,9 @@ UPDATE deliveries d SET status = 'cancelled', updated_at = now()
 /// job (`batch_unique_key`): a run killed on its last attempt, whose job was discarded, or one
 /// an operator cancelled. Nothing else will settle them, so the send's cancel does. A batch
 /// whose job is still there settles its own (`cancel_rest`), and may still be sending them.
+/// A job an operator cancelled while it ran is deleted before its handler stops: a message it
+/// had in flight may have gone and still be counted `cancelled` (its `sent` write finds the
+/// row no longer `sending`).
 pub const CANCEL_ORPHANED_DELIVERIES: &str = "
 UPDATE deliveries d SET status = 'cancelled', updated_at = now()
   FROM (SELECT id FROM deliveries o

@@ -195,8 +195,9 @@ pub fn normalise_phone(raw: &str) -> Result<String, AddressError> {
 }
 
 /// Country calling codes whose national numbers may start with 0: Italy, Côte d'Ivoire,
-/// Gabon, the Republic of the Congo, San Marino, Vatican City.
-const NATIONAL_ZERO: [&str; 6] = ["39", "225", "241", "242", "378", "379"];
+/// Benin (all numbers since November 2024: `+229 01 …`), Gabon, the Republic of the Congo,
+/// San Marino, Vatican City.
+const NATIONAL_ZERO: [&str; 7] = ["39", "225", "229", "241", "242", "378", "379"];
 
 /// How many of `digits`' leading digits are its country calling code (ITU-T E.164: codes are
 /// prefix-free; 1 and 7 are one digit, these two-digit ones are listed, every other is three).
@@ -313,6 +314,10 @@ mod tests {
         assert_eq!(
             normalise_phone("+225 07 12 34 56 78").unwrap(),
             "+2250712345678"
+        );
+        assert_eq!(
+            normalise_phone("+229 01 97 12 34 56").unwrap(),
+            "+2290197123456"
         );
         // A three-digit code whose numbers do not start with 0 (Ireland): its own digits.
         assert_eq!(

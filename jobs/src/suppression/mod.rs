@@ -152,24 +152,36 @@ impl SuppressionList {
                     created: true,
                 });
             }
-            if let Some(entry) = self.find_hash(org, channel, hash).await? {
-                let entry = if matches!(reason, Reason::Unsubscribed | Reason::Complaint) {
-                    let strengthened: Option<Entry> = sqlx::query_as(sql::STRENGTHEN)
-                        .bind(org)
-                        .bind(channel.as_str())
-                        .bind(hash)
-                        .bind(reason.as_str())
-                        .fetch_optional(&self.pool)
-                        .await?;
-                    strengthened.unwrap_or(entry)
-                } else {
-                    entry
-                };
-                return Ok(Added {
-                    entry,
-                    created: false,
-                });
+            let Some(entry) = self.find_hash(org, channel, hash).await? else {
+                continue;
+            };
+            // An organisation's entry a planner may remove gives way to the guest's own act.
+            // Not a global one: the admins' list, where a guest's START removes only what
+            // their STOP made.
+            let weak = matches!(entry.reason.as_str(), "manual" | "hard_bounce");
+            if org.is_some() && weak && matches!(reason, Reason::Unsubscribed | Reason::Complaint) {
+                let strengthened: Option<Entry> = sqlx::query_as(sql::STRENGTHEN)
+                    .bind(org)
+                    .bind(channel.as_str())
+                    .bind(hash)
+                    .bind(reason.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                match strengthened {
+                    Some(entry) => {
+                        return Ok(Added {
+                            entry,
+                            created: false,
+                        });
+                    }
+                    // Removed or changed meanwhile: look again.
+                    None => continue,
+                }
             }
+            return Ok(Added {
+                entry,
+                created: false,
+            });
         }
     }
 

@@ -25,9 +25,9 @@ SELECT id, org_id, channel, address, address_hash, reason, created_at
   FROM suppressions
  WHERE org_id IS NOT DISTINCT FROM $1 AND channel = $2 AND address_hash = $3";
 
-/// The entry of `$1`/`$2`/`$3` takes reason `$4` if it only had one a planner may remove
-/// (`manual`, `hard_bounce`): the guest's own act (`unsubscribed`, `complaint`) must outlive the
-/// planner's entry, not hide behind it.
+/// The organisation's entry of `$1`/`$2`/`$3` takes reason `$4` if it only had one a planner
+/// may remove (`manual`, `hard_bounce`): the guest's own act (`unsubscribed`, `complaint`) must
+/// outlive the planner's entry, not hide behind it.
 pub const STRENGTHEN: &str = "
 UPDATE suppressions SET reason = $4
  WHERE org_id IS NOT DISTINCT FROM $1 AND channel = $2 AND address_hash = $3

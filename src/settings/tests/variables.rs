@@ -124,13 +124,14 @@ fn a_bad_value_names_the_variable_and_what_is_expected() {
         assert!(message.contains(needle), "{name}: {message}");
     }
 
-    let message = load(&[("WEDSYNC_HEARTBEAT_TIMEOUT_MS", "1000")])
+    let message = load(&[("WEDSYNC_HEARTBEAT_TIMEOUT_MS", "1999")])
         .unwrap_err()
         .to_string();
     assert!(
-        message.starts_with("WEDSYNC_HEARTBEAT_TIMEOUT_MS=`1000` is not longer than"),
+        message.starts_with("WEDSYNC_HEARTBEAT_TIMEOUT_MS=`1999` is not at least twice"),
         "{message}"
     );
+    assert!(load(&[("WEDSYNC_HEARTBEAT_TIMEOUT_MS", "2000")]).is_ok());
     let message = load(&[("WEDSYNC_HEARTBEAT_INTERVAL_MS", "6000")])
         .unwrap_err()
         .to_string();

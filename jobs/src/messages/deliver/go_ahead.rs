@@ -20,7 +20,9 @@
 //!   worker may be about to rescue the job and send the same deliveries. The message waits
 //!   until a heartbeat gets through: then either the job is still this worker's and the
 //!   message goes, or the worker learns it was declared dead and stops the run, and the
-//!   message never goes from here.
+//!   message never goes from here. It waits before it takes a connection, a breaker call or a
+//!   rate-limit slot (`Proceed::ready`), and the lease is looked at once more as the very last
+//!   step, after the suppression lookup, with no wait between it and the message.
 //!
 //! A delivery found suppressed here is withdrawn unsent and becomes `suppressed`. When the
 //! lookup itself fails the message is withdrawn too (back to `queued`, claimed again by the
@@ -150,10 +152,16 @@ impl Proceed for GoAhead<'_> {
             if !held {
                 self.acquire_permit().await;
             }
-            // Right before the message goes, so that no rescue can have come in between.
-            self.lease.held().await;
-            // The waits for a permit and the lease can be long (a slow database): look again.
-            let go = self.watch.stop().is_none() && self.still_not_suppressed().await;
+            // The wait for a permit can be long (a slow database): look again after it.
+            let mut go = self.watch.stop().is_none() && self.still_not_suppressed().await;
+            // The lease last, with no wait after it, so that no rescue can come in between:
+            // the suppression lookup is slow exactly when heartbeats fail. It was waited for
+            // before the message took its slot and connection (`ready`); lapsed since (a long
+            // wait for them), the message waits here, and looks again.
+            while go && !self.lease.is_held() {
+                self.lease.held().await;
+                go = self.watch.stop().is_none() && self.still_not_suppressed().await;
+            }
             // A permit taken for an earlier provider stays: that provider may have taken the
             // message before it failed, and it is unrecorded until its outcome is written.
             if !go && !held {
@@ -162,6 +170,11 @@ impl Proceed for GoAhead<'_> {
             go
         }
         .boxed()
+    }
+
+    /// The worker's lease, before the message takes a connection, a slot or a breaker call.
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        self.lease.held().boxed()
     }
 
     /// A fallback provider's connection is only queued for with the permit in hand (see
@@ -251,10 +264,13 @@ mod tests {
             &unrecorded,
             &lease,
         );
+        let mut ready = go.ready();
+        assert!(futures::poll!(&mut ready).is_pending());
         let mut proceed = go.proceed();
         assert!(futures::poll!(&mut proceed).is_pending());
         // A heartbeat gets through: the job is still this worker's.
         lease.renew(std::time::Instant::now());
+        assert!(futures::poll!(&mut ready).is_ready());
         assert!(proceed.await);
     }
 }

@@ -206,6 +206,13 @@ impl Provider {
 pub trait Proceed: Sync {
     fn proceed(&self) -> BoxFuture<'_, bool>;
 
+    /// Wait until the caller may send at all (the worker's lease on its job), before the
+    /// message takes a connection, a breaker call or a rate-limit slot: a message that waited
+    /// holding those would hold a connection idle and go in a burst; nothing by default.
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        futures::future::ready(()).boxed()
+    }
+
     /// Take what [`Proceed::proceed`] would wait for, before queueing for a fallback
     /// provider's transport; nothing by default.
     fn reserve(&self) -> BoxFuture<'_, ()> {
@@ -293,6 +300,7 @@ impl Providers {
         proceed: &dyn Proceed,
     ) -> Dispatched {
         let chain = self.of(channel);
+        proceed.ready().await;
         let mut retry_after: Option<Duration> = None;
         let mut failure: Option<(String, SendError)> = None;
         for (position, provider) in chain.iter().enumerate() {
