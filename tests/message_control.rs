@@ -58,6 +58,24 @@ async fn sending_400(db: &TestDb, smtp: &SmtpServer) -> (NewSend, support::Runni
     (send, worker)
 }
 
+/// A send of `n` recipients, fanned out: its deliveries `queued`, its batch jobs waiting.
+async fn fanned_out(db: &TestDb, smtp: &SmtpServer, n: usize) -> NewSend {
+    let app = support::messages::context(db, &smtp.url());
+    let send = new_send(Category::Transactional, recipients(n));
+    store(db, &send).await;
+    support::messages::run_fanout(&app, &send.id).await.unwrap();
+    send
+}
+
+/// Every delivery of `send` `sending`, as batch runs' claims leave them.
+async fn claim_all(db: &TestDb, send: &NewSend) {
+    sqlx::query("UPDATE deliveries SET status = 'sending' WHERE send_id = $1::uuid")
+        .bind(&send.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn against_a_slow_server_a_pause_still_stops_new_messages_within_two_seconds() {
     // One connection, each message answered after 100 ms: every message the batches have
@@ -221,10 +239,7 @@ async fn a_batch_longer_than_one_run_is_finished_by_the_next_runs_without_using_
 async fn a_send_whose_batch_job_was_cancelled_shows_stalled_until_an_operator_retries_it() {
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;
-    let app = support::messages::context(&db, &smtp.url());
-    let send = new_send(Category::Transactional, recipients(3));
-    store(&db, &send).await;
-    support::messages::run_fanout(&app, &send.id).await.unwrap();
+    let send = fanned_out(&db, &smtp, 3).await;
     let stalled = || is_stalled(&db, &send.id);
     assert!(
         !stalled().await,
@@ -245,6 +260,7 @@ async fn a_send_whose_batch_job_was_cancelled_shows_stalled_until_an_operator_re
 
     queue.retry(batch, Some(ORG)).await.unwrap();
     assert!(!stalled().await, "the retried batch job will send them");
+    let app = support::messages::context(&db, &smtp.url());
     let worker = start_worker(&db, register_all(), app, test_config(&["messages"]));
     let summary = wait_until_finished(&db, &send.id, Duration::from_secs(20)).await;
     worker.stop().await;
@@ -306,17 +322,10 @@ async fn a_cancel_waiting_for_a_claim_lets_the_claim_count_and_both_finish() {
 async fn a_cancel_settles_deliveries_left_sending_by_a_batch_job_that_is_gone() {
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;
-    let app = support::messages::context(&db, &smtp.url());
-    let send = new_send(Category::Transactional, recipients(3));
-    store(&db, &send).await;
-    support::messages::run_fanout(&app, &send.id).await.unwrap();
+    let send = fanned_out(&db, &smtp, 3).await;
     // A run claimed all three (as its claim does) and was killed on its last attempt: the
     // rescuer discarded its job, and the deliveries are left `sending`.
-    sqlx::query("UPDATE deliveries SET status = 'sending' WHERE send_id = $1::uuid")
-        .bind(&send.id)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    claim_all(&db, &send).await;
     let queue = Queue::new(db.pool.clone());
     queue
         .cancel(only_job(&db, "deliver_batch").await, Some(ORG))
@@ -333,10 +342,7 @@ async fn a_cancel_settles_deliveries_left_sending_by_a_batch_job_that_is_gone() 
 async fn a_cancel_settles_only_the_batch_whose_job_is_gone() {
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;
-    let app = support::messages::context(&db, &smtp.url());
-    let send = new_send(Category::Transactional, recipients(450));
-    store(&db, &send).await;
-    support::messages::run_fanout(&app, &send.id).await.unwrap();
+    let send = fanned_out(&db, &smtp, 450).await;
     let batch_size: i32 =
         sqlx::query_scalar("SELECT batch_size FROM bulk_sends WHERE id = $1::uuid")
             .bind(&send.id)
@@ -344,11 +350,7 @@ async fn a_cancel_settles_only_the_batch_whose_job_is_gone() {
             .await
             .unwrap();
     assert!(2 * batch_size < 450, "three batches or more: {batch_size}");
-    sqlx::query("UPDATE deliveries SET status = 'sending' WHERE send_id = $1::uuid")
-        .bind(&send.id)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    claim_all(&db, &send).await;
     // Only the second batch's job is gone.
     let queue = Queue::new(db.pool.clone());
     let second: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE unique_key = $1")
@@ -380,16 +382,9 @@ async fn a_cancel_settles_only_the_batch_whose_job_is_gone() {
 async fn a_cancel_leaves_the_deliveries_of_a_batch_job_still_there_to_that_job() {
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;
-    let app = support::messages::context(&db, &smtp.url());
-    let send = new_send(Category::Transactional, recipients(3));
-    store(&db, &send).await;
-    support::messages::run_fanout(&app, &send.id).await.unwrap();
+    let send = fanned_out(&db, &smtp, 3).await;
     // Claimed by a run whose job is still there (it may be sending them now).
-    sqlx::query("UPDATE deliveries SET status = 'sending' WHERE send_id = $1::uuid")
-        .bind(&send.id)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    claim_all(&db, &send).await;
     let queue = Queue::new(db.pool.clone());
     let summary = control::cancel(&queue, &send.id, Some(ORG)).await.unwrap();
     assert_eq!((summary.sending, summary.cancelled), (3, 0));
@@ -399,10 +394,7 @@ async fn a_cancel_leaves_the_deliveries_of_a_batch_job_still_there_to_that_job()
 async fn a_resume_leaves_a_batch_waiting_out_its_retry_backoff_alone() {
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;
-    let app = support::messages::context(&db, &smtp.url());
-    let send = new_send(Category::Transactional, recipients(3));
-    store(&db, &send).await;
-    support::messages::run_fanout(&app, &send.id).await.unwrap();
+    let send = fanned_out(&db, &smtp, 3).await;
     // The batch's last run was told to come back in an hour (a provider's `Retry-After`).
     let batch = only_job(&db, "deliver_batch").await;
     let backoff = "SELECT state::text, scheduled_at, attempt FROM jobs WHERE id = $1";
