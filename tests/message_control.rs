@@ -10,7 +10,7 @@ use support::messages::{
     wait_until_finished,
 };
 use support::smtp::SmtpServer;
-use support::{start_worker, test_config, wait_for};
+use support::{start_worker, test_config, wait_for, wait_for_activity};
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::messages::fanout::fan_out_next_slice;
 use wedsync_kinds::messages::providers::{
@@ -290,20 +290,10 @@ async fn a_cancel_waiting_for_a_claim_lets_the_claim_count_and_both_finish() {
         let id = send.id.clone();
         async move { control::cancel(&queue, &id, Some(ORG)).await }
     });
-    wait_for(
+    wait_for_activity(
+        &db,
         "the cancel to wait for the claimed delivery",
-        Duration::from_secs(10),
-        || async {
-            let waiting: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-                                 WHERE datname = current_database() AND wait_event_type = 'Lock'
-                                   AND query LIKE '%SET status = ''cancelled''%')",
-            )
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-            waiting.then_some(())
-        },
+        "wait_event_type = 'Lock' AND query LIKE '%SET status = ''cancelled''%'",
     )
     .await;
     // The claim's count row, new for its session (shard 7: not the fan-out's 16).
@@ -452,17 +442,11 @@ async fn a_worker_whose_heartbeats_cannot_get_through_sends_nothing_until_one_do
         .fetch_all(&mut *holder)
         .await
         .unwrap();
-    wait_for("a heartbeat to wait", Duration::from_secs(10), || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event_type = 'Lock'
-                AND query LIKE 'UPDATE workers SET heartbeat_at%'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        (waiting > 0).then_some(())
-    })
+    wait_for_activity(
+        &db,
+        "a heartbeat to wait",
+        "wait_event_type = 'Lock' AND query LIKE 'UPDATE workers SET heartbeat_at%'",
+    )
     .await;
     // The lease (1.8 s after the last heartbeat that got through was sent) has lapsed by now.
     // Absence of messages cannot be awaited: these two waits are the test.

@@ -211,21 +211,29 @@ pub async fn wait_for_job_state(
 /// Wait until a connection to this database LISTENs for new jobs, i.e. a worker's listener is
 /// up and NOTIFY can reach it (its LISTEN statement has finished: the connection is idle).
 pub async fn wait_for_listener(db: &TestDb) {
-    wait_for(
+    wait_for_activity(
+        db,
         "a worker to LISTEN for new jobs",
-        Duration::from_secs(10),
-        || async {
-            let listening: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-                                 WHERE datname = current_database() AND state = 'idle'
-                                   AND query LIKE 'LISTEN \"wedsync_jobs\"%')",
-            )
+        "state = 'idle' AND query LIKE 'LISTEN \"wedsync_jobs\"%'",
+    )
+    .await
+}
+
+/// Wait (up to 10 s) until a connection to this database matches `predicate`, an SQL condition
+/// on `pg_stat_activity` (e.g. a statement waiting for a lock).
+pub async fn wait_for_activity(db: &TestDb, what: &str, predicate: &str) {
+    let query = format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                         WHERE datname = current_database() AND {predicate})"
+    );
+    wait_for(what, Duration::from_secs(10), || async {
+        // The predicate is the test's own text.
+        let found: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(query.clone()))
             .fetch_one(&db.pool)
             .await
             .expect("read pg_stat_activity");
-            listening.then_some(())
-        },
-    )
+        found.then_some(())
+    })
     .await
 }
 
