@@ -495,3 +495,27 @@ async fn an_email_send_still_requires_a_subject() {
     let response = create(&app, &planner, &no_subject).await;
     assert_eq!(problem_fields(response).await, ["template"]);
 }
+
+#[tokio::test]
+async fn a_template_that_would_build_a_value_of_any_size_or_run_for_minutes_is_a_422() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let guests: Vec<Value> = (0..20_000)
+        .map(|i| json!({"address": format!("g{i}@example.com"), "variables": {"name": "G"}}))
+        .collect();
+    for (text, field) in [
+        ("{{ ([0] * 10000000000) | sum }}", "template.text"),
+        ("{{ range(100000) | join(name * 100000) }}", "template.text"),
+        ("{{ name | indent(1000000000) }}", "template.text"),
+        (
+            "{% for i in range(60000) %}{% endfor %}{{ name }}",
+            "template",
+        ),
+    ] {
+        let mut costly = body(json!(guests));
+        costly["template"]["text"] = json!(text);
+        let response = create(&app, &planner, &costly).await;
+        assert_eq!(problem_fields(response).await, [field], "{text}");
+    }
+    assert_eq!(stored_sends(&app).await, 0);
+}

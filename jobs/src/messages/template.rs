@@ -8,9 +8,12 @@
 //!   subject are not.
 //! - The subject becomes a header: any control character a variable brings (CR, LF, tab) is
 //!   replaced by a space, so no variable can add a header line.
-//! - Rendering is bounded by fuel, so a template's loop cannot keep a worker busy.
+//! - Rendering is bounded by fuel, so a template's loop cannot keep a worker busy, and what a
+//!   template may build is bounded too ([`sandbox`]): one request cannot take the process's
+//!   memory or cores.
 //! - The layouts are embedded with `include_str!`: the binary needs no template files.
 
+mod sandbox;
 mod sms;
 
 pub use sms::{MAX_SMS_CHARS, SmsFooter};
@@ -24,9 +27,13 @@ const BASE_TEXT: &str = include_str!("../../../templates/email/base.txt");
 const BASE_SMS: &str = include_str!("../../../templates/sms/base.txt");
 /// Instructions one render of a part or of a layout may execute.
 const FUEL: u64 = 200_000;
+/// Instructions the renders of one send's check may execute together
+/// ([`Templates::limit_total_fuel`]): ~2,000 a recipient at 50,000 recipients, where a
+/// message with a dozen variables and its layout take ~100–200.
+pub const SEND_FUEL: u64 = 100_000_000;
 /// Most bytes a rendered part (with its layout) may have: beyond any wedding message (Gmail
-/// clips HTML past ~102 KB), and what bounds a template that multiplies a string
-/// (`{{ "x" * 99999999 }}` in a loop) before it takes the process's memory.
+/// clips HTML past ~102 KB), and what bounds a template that writes a long text in a loop
+/// before it takes the process's memory.
 pub const MAX_PART_BYTES: usize = 128 * 1024;
 
 /// A send's templates as the planner wrote them. An unknown field is refused: a misspelt
@@ -88,6 +95,12 @@ pub enum TemplateError {
     /// The part's render ran past its instruction budget (an endless or huge loop).
     #[error("the {part} template takes too long to render (a loop too long or endless)")]
     OutOfFuel { part: &'static str },
+    /// The renders of the whole send ran past [`Templates::limit_total_fuel`]'s budget.
+    #[error(
+        "the templates take too long to render for every recipient (more than {limit} steps \
+         together): shorten their loops"
+    )]
+    SendTooCostly { limit: u64 },
     /// The channel has no such part (an SMS has no subject and no HTML).
     #[error("an {channel} message has no {part}")]
     NotForChannel {
@@ -114,6 +127,8 @@ pub struct Templates {
     /// Top-level variables each part uses, for naming the one a recipient lacks.
     used: Vec<(&'static str, BTreeSet<String>)>,
     has_html: bool,
+    /// Set while a send is checked: what its renders may spend together.
+    budget: Option<sandbox::FuelBudget>,
 }
 
 const PARTS: [(&str, &str); 3] = [
@@ -135,7 +150,25 @@ impl Templates {
         channel: Channel,
         source: &TemplateSource,
     ) -> Result<Templates, TemplateError> {
-        let mut env = Environment::new();
+        Templates::compile_checked(channel, source, true)
+    }
+
+    /// [`Templates::compile_for`] for a send already stored: its templates were checked when it
+    /// was created, and a send created before the operators `~`, `+`, `*` and `**` were refused
+    /// ([`sandbox`]) still renders, bounded by its fuel and size caps as before.
+    pub fn compile_stored(
+        channel: Channel,
+        source: &TemplateSource,
+    ) -> Result<Templates, TemplateError> {
+        Templates::compile_checked(channel, source, false)
+    }
+
+    fn compile_checked(
+        channel: Channel,
+        source: &TemplateSource,
+        refuse_operators: bool,
+    ) -> Result<Templates, TemplateError> {
+        let mut env = sandbox::environment();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
         let sources = match channel {
@@ -160,6 +193,9 @@ impl Templates {
         let mut used = Vec::new();
         for ((part, name), text) in PARTS.into_iter().zip(sources) {
             let Some(text) = text else { continue };
+            if refuse_operators {
+                sandbox::refuse_growing_operators(part, &text)?;
+            }
             env.add_template_owned(name, text)
                 .map_err(|e| TemplateError::Syntax {
                     part,
@@ -179,7 +215,15 @@ impl Templates {
             env,
             used,
             has_html: source.html.is_some(),
+            budget: None,
         })
+    }
+
+    /// Make every later render spend from one budget of `fuel` instructions, and fail with
+    /// [`TemplateError::SendTooCostly`] once it is used up: a send's check renders every
+    /// recipient, and [`FUEL`] each would let one request keep the cores busy for minutes.
+    pub fn limit_total_fuel(&mut self, fuel: u64) {
+        self.budget = Some(sandbox::FuelBudget::new(fuel));
     }
 
     /// The first top-level variable `part` mentions that `variables` (a JSON object) lacks.
@@ -249,18 +293,48 @@ impl Templates {
         variables: &serde_json::Value,
     ) -> Result<String, TemplateError> {
         let template = self.env.get_template(name).expect("compiled");
-        render_capped(&template, vars, part).map_err(|error| match error {
-            TemplateError::Undefined { part, variable } => TemplateError::Undefined {
-                part,
-                variable: self.missing_in(part, variables).unwrap_or(variable),
-            },
-            other => other,
-        })
+        self.render_capped(&template, vars, part)
+            .map_err(|error| match error {
+                TemplateError::Undefined { part, variable } => TemplateError::Undefined {
+                    part,
+                    variable: self.missing_in(part, variables).unwrap_or(variable),
+                },
+                other => other,
+            })
     }
 
     fn layout(&self, part: &'static str, name: &str, ctx: Value) -> Result<String, TemplateError> {
         let template = self.env.get_template(name).expect("embedded");
-        render_capped(&template, &ctx, part)
+        self.render_capped(&template, &ctx, part)
+    }
+
+    /// Render into a buffer that refuses to grow past [`MAX_PART_BYTES`], and spend what the
+    /// render took from the send's budget, if one is set.
+    fn render_capped(
+        &self,
+        template: &minijinja::Template<'_, '_>,
+        ctx: &Value,
+        part: &'static str,
+    ) -> Result<String, TemplateError> {
+        let mut out = Capped(Vec::new());
+        match template.render_captured_to(ctx, &mut out) {
+            Ok(captured) => {
+                if let Some(budget) = &self.budget {
+                    let (spent, _) = captured.state().fuel_levels().unwrap_or_default();
+                    budget.spend(spent)?;
+                }
+                String::from_utf8(out.0).map_err(|e| TemplateError::Render {
+                    part,
+                    message: e.to_string(),
+                })
+            }
+            Err(e) if e.kind() == ErrorKind::WriteFailure => Err(TemplateError::TooLarge {
+                part,
+                limit: MAX_PART_BYTES,
+            }),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(TemplateError::OutOfFuel { part }),
+            Err(e) => Err(render_error(part, &e)),
+        }
     }
 }
 
@@ -270,29 +344,10 @@ impl TemplateError {
     pub fn is_costly(&self) -> bool {
         matches!(
             self,
-            TemplateError::TooLarge { .. } | TemplateError::OutOfFuel { .. }
+            TemplateError::TooLarge { .. }
+                | TemplateError::OutOfFuel { .. }
+                | TemplateError::SendTooCostly { .. }
         )
-    }
-}
-
-/// Render into a buffer that refuses to grow past [`MAX_PART_BYTES`].
-fn render_capped(
-    template: &minijinja::Template<'_, '_>,
-    ctx: &Value,
-    part: &'static str,
-) -> Result<String, TemplateError> {
-    let mut out = Capped(Vec::new());
-    match template.render_captured_to(ctx, &mut out) {
-        Ok(_) => String::from_utf8(out.0).map_err(|e| TemplateError::Render {
-            part,
-            message: e.to_string(),
-        }),
-        Err(e) if e.kind() == ErrorKind::WriteFailure => Err(TemplateError::TooLarge {
-            part,
-            limit: MAX_PART_BYTES,
-        }),
-        Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(TemplateError::OutOfFuel { part }),
-        Err(e) => Err(render_error(part, &e)),
     }
 }
 
@@ -313,6 +368,19 @@ impl std::io::Write for Capped {
 }
 
 fn render_error(part: &'static str, err: &minijinja::Error) -> TemplateError {
+    if matches!(
+        err.kind(),
+        ErrorKind::UnknownFilter
+            | ErrorKind::UnknownTest
+            | ErrorKind::UnknownFunction
+            | ErrorKind::UnknownMethod
+    ) {
+        // Found only when rendered, but the template's fault whoever the recipient.
+        return TemplateError::Syntax {
+            part,
+            message: describe(err),
+        };
+    }
     if err.kind() == ErrorKind::UndefinedError {
         // Named by `Templates::part` when a top-level variable is missing; else a nested or
         // computed name (`guest.name`, `items[3]`).
@@ -489,7 +557,10 @@ mod tests {
         let t = Templates::compile(&TemplateSource {
             subject: "s".into(),
             text: "ok".into(),
-            html: Some("{% for i in range(1000) %}{{ \"x\" * 99999999 }}{% endfor %}".into()),
+            html: Some(format!(
+                "{{% for i in range(100000) %}}{}{{% endfor %}}",
+                "x".repeat(1000)
+            )),
         })
         .unwrap();
         let result = t.render(&json!({}), &FOOTER);
@@ -500,10 +571,115 @@ mod tests {
         assert!(result.unwrap_err().is_costly());
         let just_under = Templates::compile(&TemplateSource {
             subject: "s".into(),
-            text: "{{ \"x\" * 100000 }}".into(),
+            text: format!(
+                "{{% for i in range(1000) %}}{}{{% endfor %}}",
+                "x".repeat(100)
+            ),
             html: None,
         })
         .unwrap();
         assert!(just_under.render(&json!({}), &FOOTER).is_ok());
+    }
+
+    /// What `text` does when compiled and rendered for one guest.
+    fn text_of(text: &str) -> Result<String, TemplateError> {
+        let t = Templates::compile(&TemplateSource {
+            subject: "s".into(),
+            text: text.into(),
+            html: None,
+        })?;
+        t.render(&json!({"name": "Ann"}), &FOOTER).map(|r| r.text)
+    }
+
+    #[test]
+    fn a_template_cannot_build_a_value_of_any_size() {
+        for attack in [
+            "{{ ([0] * 10000000000) | sum }}",
+            "{% set a = name %}{% set a = a ~ a %}{% set a = a ~ a %}{{ a }}",
+            "{% set a = [name] + [name] %}{{ a | join }}",
+        ] {
+            assert!(
+                matches!(
+                    text_of(attack),
+                    Err(TemplateError::Syntax { part: "text", .. })
+                ),
+                "{attack}"
+            );
+        }
+        let joined = text_of(&format!(
+            "{{{{ range(100000) | join(\"{}\") }}}}",
+            "x".repeat(2000)
+        ));
+        let Err(TemplateError::Render { message, .. }) = joined else {
+            panic!("{joined:?}")
+        };
+        assert!(
+            message.contains("`join` would build more than"),
+            "{message}"
+        );
+        let replaced = text_of(&format!(
+            "{{{{ \"{}\" | replace(\"\", \"{}\") }}}}",
+            "y".repeat(1000),
+            "x".repeat(1000)
+        ));
+        assert!(
+            matches!(replaced, Err(TemplateError::Render { .. })),
+            "{replaced:?}"
+        );
+        for removed in ["indent(1000000000)", "format", "batch(1000000000, 'x')"] {
+            let result = text_of(&format!("{{{{ name | {removed} }}}}"));
+            assert!(
+                matches!(result, Err(TemplateError::Syntax { part: "text", .. })),
+                "{removed}: {result:?}"
+            );
+        }
+        // The capped filters still do their work within the cap.
+        assert!(
+            text_of("{{ ['a', 'b'] | join(', ') }} {{ name | replace('n', 'm') }}")
+                .unwrap()
+                .starts_with("a, b Amm")
+        );
+    }
+
+    #[test]
+    fn the_renders_of_a_send_share_one_budget() {
+        let mut t = Templates::compile(&TemplateSource {
+            subject: "s".into(),
+            text: "{% for i in range(10000) %}{% endfor %}{{ name }}".into(),
+            html: None,
+        })
+        .unwrap();
+        let guest = json!({"name": "Ann"});
+        t.limit_total_fuel(3 * FUEL);
+        let mut rendered = 0;
+        let err = loop {
+            match t.render(&guest, &FOOTER) {
+                Ok(_) => rendered += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err, TemplateError::SendTooCostly { limit: 3 * FUEL });
+        assert!(err.is_costly());
+        // Each render takes ~20,000 steps (two a turn of the loop): ~30 fit in the budget.
+        assert!((10..=40).contains(&rendered), "{rendered}");
+    }
+
+    #[test]
+    fn a_send_stored_before_the_operator_check_still_renders() {
+        let source = TemplateSource {
+            subject: "s".into(),
+            text: "{{ name ~ '!' }}".into(),
+            html: None,
+        };
+        assert!(matches!(
+            Templates::compile(&source),
+            Err(TemplateError::Syntax { part: "text", .. })
+        ));
+        let stored = Templates::compile_stored(Channel::Email, &source).unwrap();
+        let text = stored
+            .render(&json!({"name": "Ann"}), &FOOTER)
+            .unwrap()
+            .text;
+        assert!(text.starts_with("Ann!"), "{text}");
     }
 }

@@ -13,7 +13,7 @@
 //! the real one.
 
 use super::Category;
-use super::template::{Footer, SmsFooter, TemplateError, TemplateSource, Templates};
+use super::template::{Footer, SEND_FUEL, SmsFooter, TemplateError, TemplateSource, Templates};
 use crate::suppression::{Address, Channel};
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +119,7 @@ pub fn validate_send(
             return Err(found.into_invalid());
         }
     }
-    let templates = match Templates::compile_for(channel, source) {
+    let mut templates = match Templates::compile_for(channel, source) {
         Ok(t) => t,
         Err(TemplateError::Syntax { part, message }) => {
             found.push(&format!("template.{part}"), message);
@@ -134,6 +134,7 @@ pub fn validate_send(
             return Err(found.into_invalid());
         }
     };
+    templates.limit_total_fuel(SEND_FUEL);
     let unsubscribe_url = unsubscribe_stand_in(layout.unsubscribe_url_len);
     let unsubscribe_url =
         (layout.category == Category::Marketing).then_some(unsubscribe_url.as_str());
@@ -306,9 +307,15 @@ impl Checks<'_> {
                 continue;
             }
             if let Err(e) = rendered {
-                if e.is_costly() {
-                    // The template's doing, not this recipient's: every next one would cost as much.
-                    found.push(&format!("recipients[{index}].message"), e.to_string());
+                if e.is_costly() || matches!(e, TemplateError::Syntax { .. }) {
+                    // The template's doing, not this recipient's: every next one would cost as
+                    // much, or fail the same way (an unknown filter shows only when rendered).
+                    let field = match e {
+                        TemplateError::SendTooCostly { .. } => "template".to_owned(),
+                        TemplateError::Syntax { part, .. } => format!("template.{part}"),
+                        _ => format!("recipients[{index}].message"),
+                    };
+                    found.push(&field, e.to_string());
                     return Checked {
                         valid,
                         found,
@@ -544,7 +551,10 @@ mod tests {
     #[test]
     fn a_template_too_large_to_render_stops_validation_at_the_first_recipient() {
         let huge = TemplateSource {
-            text: "{% for i in range(1000) %}{{ \"x\" * 99999999 }}{% endfor %}".into(),
+            text: format!(
+                "{{% for i in range(100000) %}}{}{{% endfor %}}",
+                "x".repeat(1000)
+            ),
             ..source()
         };
         let guests = (0..1000)
@@ -560,6 +570,73 @@ mod tests {
         assert_eq!(invalid.problems[0].field, "recipients[0].message");
         assert!(invalid.problems[0].message.contains("larger than"));
         assert_eq!(invalid.more, 0);
+    }
+
+    #[test]
+    fn an_unknown_filter_is_one_problem_of_the_template_not_one_per_recipient() {
+        let unknown = TemplateSource {
+            text: "Table {{ table | indent(1000000000) }}".into(),
+            ..source()
+        };
+        let guests = (0..100)
+            .map(|i| {
+                recipient(
+                    &format!("g{i}@example.com"),
+                    json!({"name": "G", "table": 1}),
+                )
+            })
+            .collect();
+        let invalid = validate(Channel::Email, &unknown, guests).unwrap_err();
+        assert_eq!(invalid.problems.len(), 1, "{:?}", invalid.problems);
+        assert_eq!(invalid.problems[0].field, "template.text");
+        assert!(invalid.problems[0].message.contains("unknown filter"));
+    }
+
+    #[test]
+    fn a_template_too_costly_for_the_whole_send_stops_its_check() {
+        // ~120,000 steps a recipient: each render is within its own fuel, 50,000 together are
+        // ~6·10⁹ steps (minutes of both cores) without a budget for the send.
+        let costly = TemplateSource {
+            text: "{% for i in range(60000) %}{% endfor %}Table {{ table }}".into(),
+            ..source()
+        };
+        let guests = (0..50_000)
+            .map(|i| {
+                recipient(
+                    &format!("g{i}@example.com"),
+                    json!({"name": "G", "table": 1}),
+                )
+            })
+            .collect();
+        let invalid = validate(Channel::Email, &costly, guests).unwrap_err();
+        assert_eq!(invalid.problems.len(), 1, "{:?}", invalid.problems);
+        assert_eq!(invalid.problems[0].field, "template");
+        assert!(invalid.problems[0].message.contains("for every recipient"));
+    }
+
+    #[test]
+    fn a_wedding_message_costs_a_small_share_of_the_send_budget() {
+        let mut templates = Templates::compile(&TemplateSource {
+            subject: "The ceremony moved to 3 pm, {{ name }}".into(),
+            text: "Dear {{ name }},\n\nYou are at table {{ table }}.{% if plus_one is defined %} \
+                   With {{ plus_one }}.{% endif %}"
+                .into(),
+            html: Some("<p>Dear {{ name }},</p><p>Table {{ table | default('-') }}</p>".into()),
+        })
+        .unwrap();
+        // 50,000 renders of this message fit in what a send may spend.
+        templates.limit_total_fuel(SEND_FUEL / 50_000);
+        let footer = Footer {
+            sender_name: "Ann and Bob",
+            postal_address: "1 Chapel Lane, York",
+            unsubscribe_url: Some("https://example.com/u?token=t"),
+        };
+        templates
+            .render(
+                &json!({"name": "Ann", "table": 4, "plus_one": "Bob"}),
+                &footer,
+            )
+            .unwrap();
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl<'a> Composer<'a> {
         messages: &'a MessagesContext,
     ) -> Result<Composer<'a>, String> {
         let channel = send.channel()?;
-        let templates = Templates::compile_for(
+        let templates = Templates::compile_stored(
             channel,
             &TemplateSource {
                 subject: send.subject_template.clone().unwrap_or_default(),

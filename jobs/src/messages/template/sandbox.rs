@@ -1,0 +1,195 @@
+//! What a planner's template may do, so that one request cannot take the process's memory or
+//! its cores.
+//!
+//! Fuel counts the template's own instructions, not what a built-in does in one of them, and
+//! the rendered-size cap ([`super::MAX_PART_BYTES`]) bounds only what is written out. So:
+//! - **Operators that build a value of any size are refused at compile time**: `~` and `+`
+//!   (concatenation: `{% set a = a ~ a %}` doubles per line), `*` (`[0] * 10000000000` is a lazy
+//!   sequence that `join` or `sum` then walks natively) and `**`. A message needs none of them:
+//!   `{{ first }} {{ last }}` writes what `first ~ " " ~ last` would.
+//! - **Built-ins whose output is not bounded by their input are removed** (`indent`, `batch`,
+//!   `slice`, `chain`, `format`: a width, a fill or a chain of any size) or **capped** (`join`,
+//!   `replace`: refused when their result would pass the part's cap).
+//! - **A whole send's renders share one budget** ([`FuelBudget`]): each render may spend
+//!   [`super::FUEL`], but 50,000 recipients at that cost would keep the cores busy for minutes.
+
+use super::{MAX_PART_BYTES, TemplateError};
+use minijinja::machinery::{Token, WhitespaceConfig, tokenize};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::StringInput;
+use minijinja::{Environment, Error, ErrorKind, State, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Built-in filters a template may not use: their result's size is set by an argument.
+const REMOVED_FILTERS: [&str; 5] = ["indent", "batch", "slice", "chain", "format"];
+
+/// An environment with minijinja's built-ins, less those that can build a value of any size.
+pub(super) fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    for name in REMOVED_FILTERS {
+        env.remove_filter(name);
+    }
+    env.add_filter("join", capped_join);
+    env.add_filter("replace", capped_replace);
+    env
+}
+
+/// Refuse `source` (the `part` template) when its code uses an operator that can build a value
+/// of any size. Syntax errors are left to the compiler, which names them better.
+pub(super) fn refuse_growing_operators(
+    part: &'static str,
+    source: &str,
+) -> Result<(), TemplateError> {
+    let tokens = tokenize(
+        source,
+        false,
+        SyntaxConfig,
+        WhitespaceConfig::default(),
+    );
+    for token in tokens {
+        let Ok((token, span)) = token else {
+            return Ok(());
+        };
+        let operator = match token {
+            Token::Tilde => "~",
+            Token::Plus => "+",
+            Token::Mul => "*",
+            Token::Pow => "**",
+            _ => continue,
+        };
+        return Err(TemplateError::Syntax {
+            part,
+            message: format!(
+                "`{operator}` is not allowed in templates (line {}): it can build a value of \
+                 any size; write `{{{{ a }}}} {{{{ b }}}}` rather than `a ~ b`",
+                span.start_line
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `join`, refused when the joined string would pass the part's cap.
+fn capped_join(
+    state: &State,
+    value: &Value,
+    joiner: Option<StringInput<'_>>,
+) -> Result<Value, Error> {
+    let joiner_len = joiner.as_ref().map_or(0, |j| j.as_str().len());
+    let mut estimate = 0usize;
+    if let Ok(items) = value.try_iter() {
+        for (n, item) in items.enumerate() {
+            let item_len = item
+                .as_str()
+                .map_or_else(|| item.to_string().len(), str::len);
+            estimate += item_len + if n > 0 { joiner_len } else { 0 };
+            refuse_past_cap(estimate, "join")?;
+        }
+    }
+    minijinja::filters::join(state, value, joiner)
+}
+
+/// `replace`, refused when the result would pass the part's cap.
+fn capped_replace(
+    state: &State,
+    value: StringInput<'_>,
+    from: StringInput<'_>,
+    to: StringInput<'_>,
+) -> Result<Value, Error> {
+    let text = value.as_str();
+    let matches = if from.as_str().is_empty() {
+        text.chars().count() + 1
+    } else {
+        text.matches(from.as_str()).count()
+    };
+    let estimate = text
+        .len()
+        .saturating_add(matches.saturating_mul(to.as_str().len()));
+    refuse_past_cap(estimate, "replace")?;
+    minijinja::filters::replace(state, value, from, to)
+}
+
+fn refuse_past_cap(estimate: usize, filter: &str) -> Result<(), Error> {
+    if estimate > MAX_PART_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("`{filter}` would build more than {MAX_PART_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Instructions the renders of one send may spend together. Shared by the threads that check a
+/// send's recipients; [`FuelBudget::spend`] fails once it is used up.
+#[derive(Debug)]
+pub(super) struct FuelBudget {
+    limit: u64,
+    left: AtomicU64,
+}
+
+impl FuelBudget {
+    pub(super) fn new(limit: u64) -> FuelBudget {
+        FuelBudget {
+            limit,
+            left: AtomicU64::new(limit),
+        }
+    }
+
+    /// Take `fuel` from the budget; [`TemplateError::SendTooCostly`] when not that much is left.
+    pub(super) fn spend(&self, fuel: u64) -> Result<(), TemplateError> {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(fuel)
+            })
+            .map(drop)
+            .map_err(|_| TemplateError::SendTooCostly { limit: self.limit })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_growing_operator_is_refused_with_its_line() {
+        for (source, operator) in [
+            ("{{ a ~ b }}", "~"),
+            ("{{ a + b }}", "+"),
+            ("x\n{{ [0] * 10000000000 }}", "*"),
+            ("{% set x = 2 ** 64 %}", "**"),
+        ] {
+            let Err(TemplateError::Syntax { message, .. }) =
+                refuse_growing_operators("text", source)
+            else {
+                panic!("{source} was accepted");
+            };
+            assert!(
+                message.starts_with(&format!("`{operator}` is not allowed")),
+                "{message}"
+            );
+        }
+        let Err(TemplateError::Syntax { message, .. }) =
+            refuse_growing_operators("text", "x\n{{ [0] * 10000000000 }}")
+        else {
+            unreachable!()
+        };
+        assert!(message.contains("(line 2)"), "{message}");
+    }
+
+    #[test]
+    fn the_same_characters_in_the_message_itself_are_fine() {
+        let source = "1 + 1 ~ 2 * 3 ** 4 {{ name }} {% if a - 1 > 0 %}{{ a // 2 }}{% endif %}";
+        assert_eq!(refuse_growing_operators("text", source), Ok(()));
+    }
+
+    #[test]
+    fn a_budget_refuses_what_is_beyond_it_and_keeps_what_is_left() {
+        let budget = FuelBudget::new(100);
+        assert_eq!(budget.spend(60), Ok(()));
+        assert_eq!(
+            budget.spend(41),
+            Err(TemplateError::SendTooCostly { limit: 100 })
+        );
+        assert_eq!(budget.spend(40), Ok(()));
+    }
+}
