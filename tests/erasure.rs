@@ -3,6 +3,8 @@
 //! `information_schema`, so tables added later are searched too — while the guest stays
 //! suppressed and other guests' data is untouched.
 
+mod support;
+
 use serde_json::{Value, json};
 use wedsync_db::testing::TestDb;
 use wedsync_kinds::erasure::{ErasureRecord, ErasureRequest, LOCATIONS, erase};
@@ -321,4 +323,67 @@ async fn an_organisations_erasure_suppresses_in_its_list_and_erases_everywhere()
     .await
     .unwrap();
     assert_eq!(acme, ("erased".to_owned(), None));
+}
+
+/// Entries of the list that hold `address` readable, in any scope.
+async fn readable_entries(db: &TestDb, address: &Address) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM suppressions WHERE address_hash = $1 AND address IS NOT NULL",
+    )
+    .bind(address.hash())
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_entry_added_in_another_list_while_an_erasure_runs_does_not_keep_the_address() {
+    let db = TestDb::new().await.unwrap();
+    let erasure = ErasureRequest {
+        phone: None,
+        ..request(None)
+    };
+    let email = erasure.email.clone().unwrap();
+    // Hold the erasure at its last statement, its transaction open, its entry not yet visible.
+    let mut hold = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE erasures IN EXCLUSIVE MODE")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let erasing = tokio::spawn({
+        let pool = db.pool.clone();
+        async move { erase(&pool, &erasure).await }
+    });
+    support::wait_for_activity(
+        &db,
+        "the erasure waiting to record itself",
+        "wait_event_type = 'Lock' AND query LIKE 'INSERT INTO erasures%'",
+    )
+    .await;
+    // A hard bounce for the guest in an organisation's list, meanwhile.
+    let adding = tokio::spawn({
+        let list = SuppressionList::new(db.pool.clone());
+        let email = email.clone();
+        async move { list.add(Some("acme"), &email, Reason::HardBounce).await }
+    });
+    support::wait_for(
+        "the entry added, or waiting for the erasure",
+        std::time::Duration::from_secs(10),
+        || async {
+            let waiting: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                                 WHERE datname = current_database() AND wait_event = 'advisory')",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            (waiting || adding.is_finished()).then_some(())
+        },
+    )
+    .await;
+    hold.commit().await.unwrap();
+    erasing.await.unwrap().unwrap();
+    let added = adding.await.unwrap().unwrap();
+    assert_eq!(added.entry.address, None);
+    assert_eq!(readable_entries(&db, &email).await, 0);
 }

@@ -1,7 +1,9 @@
 //! SMTP over TLS (issue #3): `smtps://` (implicit TLS) and `smtp://…?tls=required` (STARTTLS)
 //! to the in-test server, whose certificate only `WEDSYNC_SMTP_CA_FILE` vouches for; a
 //! certificate nobody vouches for, or a server without STARTTLS when it is required, stops the
-//! send before any of the message is said.
+//! send before any of the message is said. A login (AUTH PLAIN) follows the server's offer,
+//! never precedes a second EHLO, and keeps every character of the password. The last look
+//! before a message (the worker's lease) comes after its connection is set up.
 
 mod support;
 
@@ -99,4 +101,55 @@ async fn a_worker_configured_for_smtps_and_the_ca_file_delivers_a_send_encrypted
     let received = smtp.messages();
     assert_eq!(received.len(), 30);
     assert!(received.iter().all(|m| m.encrypted));
+}
+
+#[tokio::test]
+async fn a_login_comes_after_the_servers_offer_is_read_and_keeps_every_character_of_its_password() {
+    for tls in [Encryption::None, Encryption::StartTls, Encryption::Implicit] {
+        let smtp = SmtpServer::start_with(tls).await;
+        smtp.require_login("planner@ann", "p&ss+w/rd");
+        let url = smtp
+            .url()
+            .replacen("://", "://planner%40ann:p&ss+w%2Frd@", 1);
+        let transport = trusting_the_test_ca(&url);
+        for to in ["first@example.com", "second@example.com"] {
+            transport.send(&mail_to(to)).await.unwrap();
+        }
+        assert_eq!(smtp.count(), 2, "{tls:?}");
+        // Some servers refuse an EHLO after AUTH (503) or forget the login (530 to MAIL).
+        assert_eq!(smtp.ehlos_after_login(), 0, "{tls:?}");
+        // The offer was read: the transactions still went whole.
+        assert_eq!(smtp.whole_transaction_count(), 2, "{tls:?}");
+
+        let wrong = trusting_the_test_ca(&smtp.url().replacen("://", "://planner%40ann:p@", 1));
+        let err = wrong.send(&mail_to("third@example.com")).await.unwrap_err();
+        assert!(
+            matches!(&err, SendError::Unavailable(_)),
+            "{tls:?}: {err:?}"
+        );
+        assert_eq!(smtp.count(), 2, "{tls:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_last_look_before_a_message_comes_after_its_connection_is_set_up() {
+    let smtp = SmtpServer::start().await;
+    smtp.greet_after(Duration::from_millis(600));
+    let transport = EmailTransport::smtp("WEDSYNC_SMTP_URL", &smtp.url(), 1, None).unwrap();
+    let asked = std::time::Instant::now();
+    // As a worker's lease of 300 ms that no heartbeat renews: lapsed once the server greets.
+    let held = || asked.elapsed() < Duration::from_millis(300);
+    let sent = transport
+        .send_if(&mail_to("guest@example.com"), &held)
+        .await
+        .unwrap();
+    assert!(!sent);
+    assert_eq!(smtp.mail_count(), 0);
+    // The connection is kept for the next message, which may go.
+    let sent = transport
+        .send_if(&mail_to("guest@example.com"), &|| true)
+        .await
+        .unwrap();
+    assert!(sent);
+    assert_eq!(smtp.count(), 1);
 }

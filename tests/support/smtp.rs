@@ -104,6 +104,12 @@ struct State {
     ended_sessions: usize,
     /// RSET commands still to be met with silence, the connection held open (a hung server).
     hung_rsets: usize,
+    /// The user and password AUTH PLAIN must give before MAIL (none: no login asked).
+    login: Option<(String, String)>,
+    /// EHLO commands refused because they came after a login.
+    ehlos_after_login: usize,
+    /// How long a new connection waits for its greeting (a slow or distant server).
+    greeting_delay: std::time::Duration,
 }
 
 /// How the server offers TLS.
@@ -223,6 +229,22 @@ impl SmtpServer {
     /// hung server does.
     pub fn hang_on_rset(&self, times: usize) {
         self.state.lock().unwrap().hung_rsets = times;
+    }
+
+    /// Require AUTH PLAIN with `user` and `password` before MAIL (530 without it), and refuse an
+    /// EHLO after the login with 503, as poste.io does.
+    pub fn require_login(&self, user: &str, password: &str) {
+        self.state.lock().unwrap().login = Some((user.into(), password.into()));
+    }
+
+    /// Greet new connections only after `delay`.
+    pub fn greet_after(&self, delay: std::time::Duration) {
+        self.state.lock().unwrap().greeting_delay = delay;
+    }
+
+    /// How many EHLO commands came after a login (and were refused).
+    pub fn ehlos_after_login(&self) -> usize {
+        self.state.lock().unwrap().ehlos_after_login
     }
 
     /// Stop offering PIPELINING (to connections opened from now on), as some servers never do.
@@ -354,6 +376,11 @@ fn session(
     Box::pin(async move {
         let (read, mut write) = tokio::io::split(stream);
         let mut lines = BufReader::new(read);
+        let greeting_delay = state.lock().unwrap().greeting_delay;
+        if greet {
+            // The server's own pace, not a wait for a condition.
+            tokio::time::sleep(greeting_delay).await;
+        }
         if greet
             && write
                 .write_all(b"220 test-smtp ESMTP ready\r\n")
@@ -391,6 +418,7 @@ where
     let mut in_transaction = false;
     let mut chunks: Vec<u8> = Vec::new();
     let mut line = String::new();
+    let mut logged_in = false;
     loop {
         line.clear();
         match lines.read_line(&mut line).await {
@@ -399,7 +427,11 @@ where
         }
         let command = line.trim_end();
         let upper = command.to_ascii_uppercase();
-        let reply: String = if upper.starts_with("EHLO") {
+        let login = state.lock().unwrap().login.clone();
+        let reply: String = if upper.starts_with("EHLO") && logged_in {
+            state.lock().unwrap().ehlos_after_login += 1;
+            "503 5.5.1 already authenticated\r\n".into()
+        } else if upper.starts_with("EHLO") {
             let (pipelining, chunking) = {
                 let state = state.lock().unwrap();
                 (!state.no_pipelining, !state.no_chunking)
@@ -408,7 +440,22 @@ where
             keywords.extend(pipelining.then_some("PIPELINING"));
             keywords.extend(chunking.then_some("CHUNKING"));
             keywords.extend(starttls.is_some().then_some("STARTTLS"));
+            keywords.extend(login.is_some().then_some("AUTH PLAIN"));
             ehlo_reply(&keywords)
+        } else if let Some(given) = command.strip_prefix("AUTH PLAIN ") {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(given.trim())
+                .unwrap_or_default();
+            let expected = login.map(|(user, password)| format!("\0{user}\0{password}"));
+            logged_in = expected.is_some_and(|e| e.as_bytes() == decoded);
+            if logged_in {
+                "235 2.7.0 Authentication successful\r\n".into()
+            } else {
+                "535 5.7.8 Authentication credentials invalid\r\n".into()
+            }
+        } else if upper.starts_with("MAIL FROM:") && login.is_some() && !logged_in {
+            "530 5.7.0 Authentication required\r\n".into()
         } else if upper.starts_with("HELO") {
             "250 test-smtp\r\n".into()
         } else if upper == "STARTTLS" && starttls.is_some() {

@@ -157,6 +157,12 @@ async fn suppress(
     address: &Address,
 ) -> Result<(u64, i64), ErasureError> {
     let hash = address.hash();
+    // Held to the commit: an insert that would store this address readable waits for it.
+    sqlx::query(crate::suppression::sql::LOCK_ADDRESS)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await
+        .map_err(at(SUPPRESSIONS))?;
     let redacted = sqlx::query(
         "UPDATE suppressions SET address = NULL WHERE address_hash = $1 AND address IS NOT NULL",
     )

@@ -10,7 +10,7 @@
 
 mod address;
 mod reason;
-mod sql;
+pub(crate) mod sql;
 
 pub use address::{
     Address, AddressError, Channel, MAX_EMAIL_LEN, normalise_email, normalise_phone,
@@ -138,14 +138,22 @@ impl SuppressionList {
         let readable = readable.filter(|_| reason != Reason::Erased);
         // A concurrent remove between the two statements: insert again.
         loop {
+            let mut tx = self.pool.begin().await?;
+            if readable.is_some() {
+                sqlx::query(sql::LOCK_ADDRESS)
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let inserted: Option<Entry> = sqlx::query_as(sql::INSERT)
                 .bind(org)
                 .bind(channel.as_str())
                 .bind(hash)
                 .bind(readable)
                 .bind(reason.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
+            tx.commit().await?;
             if let Some(entry) = inserted {
                 return Ok(Added {
                     entry,

@@ -7,6 +7,14 @@ SELECT EXISTS (
     SELECT 1 FROM suppressions
      WHERE address_hash = $1 AND channel = $2 AND (org_id = $3 OR org_id IS NULL))";
 
+/// `$1` hash: serialises, for one address, an erasure (which makes every readable entry of it
+/// unreadable) with an [`INSERT`] that may store it readable. Without it an insert in another
+/// scope than the erasure's, running while the erasure's transaction is open, sees no `erased`
+/// entry yet and is not seen by the erasure's redaction: the address would stay readable. Taken
+/// in a statement of its own, so the insert's snapshot comes after the erasure's commit.
+pub const LOCK_ADDRESS: &str =
+    "SELECT pg_advisory_xact_lock(hashtext('suppression_address'), hashtext($1))";
+
 /// `$1` organisation (NULL: global), `$2` channel, `$3` hash, `$4` readable address (NULL for
 /// erased), `$5` reason; no row when the scope already holds the address. The address is not
 /// stored readable if the guest was erased anywhere: an erased address never comes back.

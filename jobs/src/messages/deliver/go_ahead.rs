@@ -177,6 +177,11 @@ impl Proceed for GoAhead<'_> {
         self.lease.held().boxed()
     }
 
+    /// The last look again once a new connection is ready: the send still on, the lease held.
+    fn still(&self) -> bool {
+        self.watch.stop().is_none() && self.lease.is_held()
+    }
+
     /// A fallback provider's connection is only queued for with the permit in hand (see
     /// [`Proceed`]); kept from the provider before, or taken now. Kept if `proceed` then
     /// withdraws the message, and given back with its outcome like any other.

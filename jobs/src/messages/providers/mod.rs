@@ -218,11 +218,22 @@ pub trait Proceed: Sync {
     fn reserve(&self) -> BoxFuture<'_, ()> {
         futures::future::ready(()).boxed()
     }
+
+    /// Whether what [`Proceed::proceed`] last said still holds, without waiting (the worker's
+    /// lease): asked again right before the message goes when setting up the transport took
+    /// time (a new SMTP connection). `false` sends the message back to `proceed`.
+    fn still(&self) -> bool {
+        true
+    }
 }
 
 impl<F: Fn() -> bool + Sync> Proceed for F {
     fn proceed(&self) -> BoxFuture<'_, bool> {
         futures::future::ready(self()).boxed()
+    }
+
+    fn still(&self) -> bool {
+        self()
     }
 }
 
@@ -414,6 +425,10 @@ impl Proceed for Gate<'_> {
 
     fn reserve(&self) -> BoxFuture<'_, ()> {
         self.proceed.reserve()
+    }
+
+    fn still(&self) -> bool {
+        self.proceed.still()
     }
 }
 

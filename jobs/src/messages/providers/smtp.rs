@@ -210,12 +210,12 @@ fn exposes_credentials(security: &smtp_tls::Security, host: &str) -> bool {
     matches!(security, smtp_tls::Security::Plain) && !loopback
 }
 
-/// `%40` → `@` and the like in a URL's user or password.
+/// `%40` → `@` and the like in a URL's user or password. A `&` or `+` there is itself: the
+/// `url` crate leaves both as written in the user info.
 fn percent_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Shows the kind of transport, never the credentials.
@@ -271,6 +271,13 @@ mod tests {
         assert!(!err.contains("secret"), "{err}");
         let debug = format!("{:?}", smtp("smtps://user:secret@x").unwrap());
         assert!(!debug.contains("secret"), "{debug}");
+    }
+
+    #[test]
+    fn a_password_keeps_every_character_the_url_gives_it() {
+        let parsed = url::Url::parse("smtp://us%40er:p&ss+w%2Frd%40;x@mail.example.com").unwrap();
+        assert_eq!(percent_decode(parsed.username()), "us@er");
+        assert_eq!(percent_decode(parsed.password().unwrap()), "p&ss+w/rd@;x");
     }
 
     #[test]

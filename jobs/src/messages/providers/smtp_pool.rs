@@ -120,10 +120,9 @@ impl SmtpPool {
             .acquire()
             .await
             .map_err(|_| PoolError::Io("the SMTP pool was closed".into()))?;
-        if !proceed.proceed().await {
+        let Some((mut conn, reused)) = self.ready_connection(proceed).await? else {
             return Ok(false);
-        }
-        let (mut conn, reused) = self.checkout().await?;
+        };
         match self.transact(&mut conn, envelope, message).await {
             Ok(()) => {
                 self.checkin(conn);
@@ -150,7 +149,15 @@ impl SmtpPool {
                 error: PoolError::Smtp { error, .. },
                 before_content: true,
             }) if reused && is_unanswered(&error) => {
+                drop(conn);
                 let mut conn = self.connect().await?;
+                if !proceed.still() {
+                    self.checkin(conn);
+                    let Some((again, _)) = self.ready_connection(proceed).await? else {
+                        return Ok(false);
+                    };
+                    conn = again;
+                }
                 self.transact(&mut conn, envelope, message)
                     .await
                     .map_err(|f| f.error)?;
@@ -158,6 +165,26 @@ impl SmtpPool {
                 Ok(true)
             }
             Err(failure) => Err(failure.error),
+        }
+    }
+
+    /// A connection for a message `proceed` lets go (`None`: it said no). Its last look
+    /// ([`Proceed::still`]: the worker's lease) is taken again once the connection is ready, for
+    /// a new one takes up to [`CONNECT_TIMEOUT`] (connected, greeted, logged in): nothing but
+    /// the transaction may come between that look and the message.
+    async fn ready_connection(
+        &self,
+        proceed: &dyn Proceed,
+    ) -> Result<Option<(Connection, bool)>, PoolError> {
+        loop {
+            if !proceed.proceed().await {
+                return Ok(None);
+            }
+            let (conn, reused) = self.checkout().await?;
+            if proceed.still() {
+                return Ok(Some((conn, reused)));
+            }
+            self.checkin(conn);
         }
     }
 
@@ -239,14 +266,20 @@ impl SmtpPool {
                     .await
                     .map_err(|e| PoolError::Io(format!("STARTTLS with the SMTP server: {e}")))?;
             }
+            // What the server offers is asked before the login: an EHLO after AUTH is refused
+            // by some servers (503) and makes others forget the login (530 to every MAIL).
+            let mut conn = Connection::new(conn, probe, &self.hello)
+                .await
+                .map_err(|e| {
+                    PoolError::Io(format!("asking the SMTP server what it offers: {e}"))
+                })?;
             if let Some(credentials) = &self.credentials {
-                conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                conn.smtp
+                    .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
                     .await
                     .map_err(|e| PoolError::Io(format!("SMTP authentication: {e}")))?;
             }
-            Connection::new(conn, probe, &self.hello)
-                .await
-                .map_err(|e| PoolError::Io(format!("asking the SMTP server what it offers: {e}")))
+            Ok(conn)
         };
         tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await

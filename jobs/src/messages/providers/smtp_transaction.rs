@@ -52,17 +52,28 @@ pub(super) enum Peer {
 
 impl Connection {
     /// Ask the server again what it offers (lettre's own EHLO keeps no PIPELINING): one round
-    /// trip per connection.
+    /// trip per connection, before any login. A server that refuses this second EHLO gets one
+    /// command at a time, as lettre sends them.
     pub async fn new(
         mut smtp: AsyncSmtpConnection,
         probe: std::net::TcpStream,
         hello: &ClientId,
     ) -> Result<Self, lettre::transport::smtp::Error> {
-        let reply = smtp
+        let reply = match smtp
             .command(lettre::transport::smtp::commands::Ehlo::new(hello.clone()))
-            .await?;
-        let pipelining = reply.message().any(|line| offers(line, "PIPELINING"));
-        let chunking = reply.message().any(|line| offers(line, "CHUNKING"));
+            .await
+        {
+            Ok(reply) => Some(reply),
+            Err(e) if e.status().is_some() => None,
+            // No answer at all: the connection is gone.
+            Err(e) => return Err(e),
+        };
+        let offered = |keyword| {
+            reply
+                .as_ref()
+                .is_some_and(|reply| reply.message().any(|line| offers(line, keyword)))
+        };
+        let (pipelining, chunking) = (offered("PIPELINING"), offered("CHUNKING"));
         Ok(Connection {
             smtp,
             pipelining,

@@ -40,12 +40,7 @@ pub(super) fn refuse_growing_operators(
     part: &'static str,
     source: &str,
 ) -> Result<(), TemplateError> {
-    let tokens = tokenize(
-        source,
-        false,
-        SyntaxConfig,
-        WhitespaceConfig::default(),
-    );
+    let tokens = tokenize(source, false, SyntaxConfig, WhitespaceConfig::default());
     for token in tokens {
         let Ok((token, span)) = token else {
             return Ok(());
