@@ -41,6 +41,8 @@ const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 const MAX_NAME_LEN: usize = 200;
 const MAX_POSTAL_LEN: usize = 500;
+/// How far ahead `send_at` may be: a wedding is planned up to a year or so ahead.
+const MAX_SEND_AHEAD_DAYS: i64 = 400;
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -127,6 +129,17 @@ async fn create(
     }
     if body.recipients.is_none() {
         errors.push(FieldError::new("recipients", "is required"));
+    }
+    // A time in the past means now. Beyond a year it is a typo (9999 for 2027), and the send's
+    // recipients would sit in the database until then.
+    if body
+        .send_at
+        .is_some_and(|at| at > Utc::now() + chrono::Duration::days(MAX_SEND_AHEAD_DAYS))
+    {
+        errors.push(FieldError::new(
+            "send_at",
+            format!("must be at most {MAX_SEND_AHEAD_DAYS} days ahead"),
+        ));
     }
     let (Some(category), Some(sender), Some(template), Some(recipients)) =
         (category, sender, body.template, body.recipients)
@@ -280,10 +293,12 @@ async fn show(
 
 async fn find(state: &ApiState, principal: &Principal, id: &str) -> Result<SendSummary, ApiError> {
     let not_found = || ApiError::NotFound(format!("bulk send {id} not found"));
-    if uuid::Uuid::parse_str(id).is_err() {
+    // The canonical form: the parser also takes `urn:uuid:…` and braces, which PostgreSQL's
+    // `uuid` does not.
+    let Ok(id) = uuid::Uuid::parse_str(id).map(|id| id.to_string()) else {
         return Err(not_found());
-    }
-    messages::get_send(&state.pool, id, principal.org_scope())
+    };
+    messages::get_send(&state.pool, &id, principal.org_scope())
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(not_found)
@@ -292,24 +307,31 @@ async fn find(state: &ApiState, principal: &Principal, id: &str) -> Result<SendS
 /// The send as the API shows it, with rate (finished deliveries per second since the fan-out)
 /// and an ETA from it. Cancelled deliveries count as finished. A `done` or `cancelled` send has
 /// nothing left, whatever its counts: an erased guest's delivery is deleted, and with it its
-/// count.
+/// count. The rate is measured up to when the send stopped moving (done, cancelled, or the
+/// current pause began), so it does not fall on every later read; a paused send has no ETA.
+/// Earlier pauses, since resumed, still count as time spent.
 pub(crate) fn present(s: &SendSummary) -> Value {
+    let now = Utc::now();
     let finished = s.sent + s.suppressed + s.failed + s.bounced + s.cancelled;
-    let remaining = if matches!(s.state.as_str(), "done" | "cancelled") {
-        0
-    } else {
-        (s.recipient_count - finished).max(0)
+    let (remaining, until) = match s.state.as_str() {
+        "done" => (0, s.updated_at),
+        "cancelled" => (0, s.cancelled_at.unwrap_or(s.updated_at)),
+        "paused" => (
+            (s.recipient_count - finished).max(0),
+            s.paused_at.unwrap_or(now),
+        ),
+        _ => ((s.recipient_count - finished).max(0), now),
     };
     let elapsed = s
         .fanned_out_at
-        .map(|at| (Utc::now() - at).num_milliseconds() as f64 / 1000.0)
+        .map(|at| (until - at).num_milliseconds() as f64 / 1000.0)
         .filter(|secs| *secs > 0.0);
     let rate = elapsed.map(|secs| f64::from(finished) / secs);
     let eta = match rate {
-        _ if remaining == 0 => Some(Utc::now()),
+        _ if remaining == 0 => Some(until),
+        _ if s.state == "paused" => None,
         Some(rate) if rate > 0.0 => Some(
-            Utc::now()
-                + chrono::Duration::milliseconds((f64::from(remaining) / rate * 1000.0) as i64),
+            now + chrono::Duration::milliseconds((f64::from(remaining) / rate * 1000.0) as i64),
         ),
         _ => None,
     };
@@ -428,10 +450,25 @@ mod tests {
 
     #[test]
     fn a_finished_send_whose_erased_guest_took_a_count_with_it_has_nothing_left() {
-        // Three recipients, two sent, the third's delivery erased (deleted, and its count).
-        assert!((-5..=0).contains(&eta_in_seconds("done", 3, 2)));
-        assert!((-5..=0).contains(&eta_in_seconds("cancelled", 3, 2)));
+        // Three recipients, two sent, the third's delivery erased (deleted, and its count). It
+        // finished (its last update) an hour ago, as it was fanned out.
+        assert!((-3_605..=-3_595).contains(&eta_in_seconds("done", 3, 2)));
+        assert!((-3_605..=-3_595).contains(&eta_in_seconds("cancelled", 3, 2)));
         // Still active, the third is still to go: half an hour at two an hour.
         assert!((1_795..=1_805).contains(&eta_in_seconds("active", 3, 2)));
+    }
+
+    #[test]
+    fn a_paused_send_has_no_eta_and_a_finished_one_keeps_its_rate() {
+        let mut paused = summary("paused", 3, 2);
+        paused.paused_at = Some(Utc::now());
+        let shown = present(&paused);
+        assert!(shown["eta"].is_null(), "{shown}");
+        assert!(shown["rate_per_second"].as_f64().unwrap() > 0.0);
+        // 100 sent within a minute of the fan-out an hour ago: 100/60 a second, not 100/3600.
+        let mut done = summary("done", 100, 100);
+        done.updated_at = done.fanned_out_at.unwrap() + chrono::Duration::seconds(60);
+        let rate = present(&done)["rate_per_second"].as_f64().unwrap();
+        assert!((rate - 100.0 / 60.0).abs() < 0.01, "{rate}");
     }
 }

@@ -314,17 +314,27 @@ async fn send_at_schedules_the_fanout() {
     let planner = app.key("acme", Role::Planner).await;
     let mut later =
         body(json!([{"address": "a@example.com", "variables": {"name": "A", "table": 1}}]));
-    later["send_at"] = json!("2031-06-05T14:00:00Z");
+    let at = (chrono::Utc::now() + chrono::Duration::days(30))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    later["send_at"] = json!(at);
     let response = create(&app, &planner, &later).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let send: Value = response.json().await.unwrap();
-    assert_eq!(send["send_at"], "2031-06-05T14:00:00Z");
+    assert_eq!(send["send_at"], at);
     let scheduled: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT scheduled_at FROM jobs WHERE kind = 'bulk_send_fanout'")
             .fetch_one(&app.db.pool)
             .await
             .unwrap();
-    assert_eq!(scheduled.to_rfc3339(), "2031-06-05T14:00:00+00:00");
+    assert_eq!(
+        scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        at
+    );
+    // A typo's year is refused, and nothing is stored for it.
+    later["send_at"] = json!("9999-06-05T14:00:00Z");
+    let response = create(&app, &planner, &later).await;
+    assert_eq!(problem_fields(response).await, ["send_at"]);
+    assert_eq!(stored_sends(&app).await, 1);
 }
 
 fn sms_body(recipients: Value) -> Value {
@@ -518,4 +528,30 @@ async fn a_template_that_would_build_a_value_of_any_size_or_run_for_minutes_is_a
         assert_eq!(problem_fields(response).await, [field], "{text}");
     }
     assert_eq!(stored_sends(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_send_is_found_by_any_spelling_of_its_id() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let guests = json!([{"address": "ann@example.com", "variables": {"name": "Ann", "table": 1}}]);
+    let send: Value = create(&app, &planner, &body(guests))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = send["id"].as_str().unwrap();
+    for spelling in [
+        format!("urn:uuid:{id}"),
+        id.to_uppercase(),
+        id.replace('-', ""),
+    ] {
+        for path in [
+            format!("/v1/bulk-sends/{spelling}"),
+            format!("/v1/bulk-sends/{spelling}/deliveries"),
+        ] {
+            let response = app.get(&path, &planner).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+    }
 }

@@ -30,6 +30,8 @@ struct Sent {
     permit: Option<OwnedSemaphorePermit>,
     /// Withdrawn because the guest was suppressed while the message waited (`go_ahead`).
     suppressed_meanwhile: bool,
+    /// Withdrawn because the suppression list could not be read (`go_ahead`).
+    lookup_failed: bool,
 }
 
 /// Why a batch stopped before its end.
@@ -218,6 +220,7 @@ impl<'a> Batch<'a> {
                 .send(channel, composed.outgoing, &go_ahead)
                 .await;
             let suppressed_meanwhile = go_ahead.found_suppressed();
+            let lookup_failed = go_ahead.lookup_failed();
             let permit = go_ahead.take_permit();
             Sent {
                 delivery,
@@ -226,6 +229,7 @@ impl<'a> Batch<'a> {
                 dispatched,
                 permit,
                 suppressed_meanwhile,
+                lookup_failed,
             }
         })
     }
@@ -246,6 +250,7 @@ impl<'a> Batch<'a> {
                 dispatched,
                 permit,
                 suppressed_meanwhile,
+                lookup_failed,
             } = sent;
             let id = delivery.id;
             let change = match dispatched {
@@ -331,6 +336,11 @@ impl<'a> Batch<'a> {
                 Dispatched::Withdrawn if suppressed_meanwhile => {
                     finished.tally.suppressed += 1;
                     StatusChange::new(id, "suppressed")
+                }
+                // Retried with backoff (`requeued`), not at once.
+                Dispatched::Withdrawn if lookup_failed => {
+                    finished.tally.requeued += 1;
+                    StatusChange::new(id, "queued")
                 }
                 Dispatched::Withdrawn => {
                     finished.tally.withdrawn += 1;

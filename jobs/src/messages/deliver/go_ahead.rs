@@ -58,6 +58,8 @@ pub(super) struct GoAhead<'a> {
     /// statement was sent (`claim::Chunk::checked_at`).
     checked_at: Mutex<Instant>,
     suppressed: AtomicBool,
+    /// The suppression list could not be read, so the message was withdrawn unchecked.
+    lookup_failed: AtomicBool,
     unrecorded: &'a Arc<Semaphore>,
     /// Taken by the first `proceed` that lets the message go; kept if it is tried again at a
     /// second provider.
@@ -90,6 +92,7 @@ impl<'a> GoAhead<'a> {
             address: guest.address,
             checked_at: Mutex::new(checked_at),
             suppressed: AtomicBool::new(false),
+            lookup_failed: AtomicBool::new(false),
             unrecorded,
             permit: Mutex::new(None),
             lease,
@@ -105,6 +108,13 @@ impl<'a> GoAhead<'a> {
     /// The message was withdrawn because the guest was suppressed while it waited.
     pub fn found_suppressed(&self) -> bool {
         self.suppressed.load(Ordering::Relaxed)
+    }
+
+    /// The message was withdrawn because the suppression list could not be read: a temporary
+    /// failure, retried with backoff like one at the provider (not at once, which would claim
+    /// and withdraw the same messages in a loop while the database struggles).
+    pub fn lookup_failed(&self) -> bool {
+        self.lookup_failed.load(Ordering::Relaxed)
     }
 
     /// Wait for a permit of the unrecorded limit. The semaphore is never closed; if it were, the
@@ -136,6 +146,7 @@ impl<'a> GoAhead<'a> {
             }
             Err(err) => {
                 tracing::warn!(error = %err, "checking the suppression list before sending failed; the message waits for the next run");
+                self.lookup_failed.store(true, Ordering::Relaxed);
                 false
             }
         }
@@ -277,5 +288,35 @@ mod tests {
         lease.renew(std::time::Instant::now());
         assert!(futures::poll!(&mut ready).is_ready());
         assert!(proceed.await);
+    }
+
+    #[tokio::test]
+    async fn a_suppression_list_that_cannot_be_read_withdraws_the_message_as_a_failure() {
+        let db = TestDb::new().await.unwrap();
+        let states = SendStates::spawn(db.pool.clone());
+        let watch = states.watch(&uuid::Uuid::new_v4().to_string());
+        let unrecorded = Arc::new(Semaphore::new(1));
+        let lease = Lease::unbounded();
+        // A pool of its own, closed: every lookup through it fails.
+        let closed = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy_with(db.pool.connect_options().as_ref().clone());
+        closed.close().await;
+        let go = GoAhead::new(
+            &watch,
+            &closed,
+            Guest {
+                org_id: "org",
+                channel: Channel::Email,
+                address: "a@example.com",
+            },
+            // Checked by the claim long enough ago to look again.
+            Instant::now() - RECHECK_AFTER,
+            &unrecorded,
+            &lease,
+        );
+        assert!(!go.proceed().await);
+        assert!(go.lookup_failed());
+        assert!(!go.found_suppressed());
+        assert!(go.take_permit().is_none(), "nothing went: no permit kept");
     }
 }
