@@ -515,7 +515,10 @@ async fn a_template_that_would_build_a_value_of_any_size_or_run_for_minutes_is_a
         .collect();
     for (text, field) in [
         ("{{ ([0] * 10000000000) | sum }}", "template.text"),
-        ("{{ range(100000) | join(name * 100000) }}", "template.text"),
+        (
+            "{% set a %}{{ name }}{{ name }}{% endset %}{{ a }}",
+            "template.text",
+        ),
         ("{{ name | indent(1000000000) }}", "template.text"),
         (
             "{% for i in range(60000) %}{% endfor %}{{ name }}",

@@ -154,8 +154,9 @@ impl Templates {
     }
 
     /// [`Templates::compile_for`] for a send already stored: its templates were checked when it
-    /// was created, and a send created before the operators `~`, `+`, `*` and `**` were refused
-    /// ([`sandbox`]) still renders, bounded by its fuel and size caps as before.
+    /// was created, so a send created before [`sandbox`]'s rules (no `~`, `+`, `*`, `**`, set
+    /// blocks or macros; fewer built-in filters) still renders, with minijinja's built-ins and
+    /// bounded by its fuel and size caps as before.
     pub fn compile_stored(
         channel: Channel,
         source: &TemplateSource,
@@ -166,9 +167,13 @@ impl Templates {
     fn compile_checked(
         channel: Channel,
         source: &TemplateSource,
-        refuse_operators: bool,
+        sandboxed: bool,
     ) -> Result<Templates, TemplateError> {
-        let mut env = sandbox::environment();
+        let mut env = if sandboxed {
+            sandbox::environment()
+        } else {
+            Environment::new()
+        };
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
         let sources = match channel {
@@ -193,7 +198,7 @@ impl Templates {
         let mut used = Vec::new();
         for ((part, name), text) in PARTS.into_iter().zip(sources) {
             let Some(text) = text else { continue };
-            if refuse_operators {
+            if sandboxed {
                 sandbox::refuse_growing_operators(part, &text)?;
             }
             env.add_template_owned(name, text)
@@ -333,7 +338,14 @@ impl Templates {
                 limit: MAX_PART_BYTES,
             }),
             Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(TemplateError::OutOfFuel { part }),
-            Err(e) => Err(render_error(part, &e)),
+            Err(e) => {
+                // What a failed render spent is not known: it is charged all it may spend, so
+                // failing renders cannot run the send's check past its budget.
+                if let Some(budget) = &self.budget {
+                    budget.spend(FUEL)?;
+                }
+                Err(render_error(part, &e))
+            }
         }
     }
 }
@@ -681,5 +693,12 @@ mod tests {
             .unwrap()
             .text;
         assert!(text.starts_with("Ann!"), "{text}");
+        let indented = TemplateSource {
+            text: "{{ 'a\nb' | indent(2) }}".into(),
+            ..source
+        };
+        let stored = Templates::compile_stored(Channel::Email, &indented).unwrap();
+        let text = stored.render(&json!({}), &FOOTER).unwrap().text;
+        assert!(text.starts_with("a\n  b"), "{text}");
     }
 }

@@ -615,6 +615,27 @@ mod tests {
     }
 
     #[test]
+    fn renders_that_fail_spend_the_send_budget_too() {
+        // Each render loops ~130,000 steps, then fails on a variable nobody has: charged its
+        // whole allowance, ~500 of them end the check instead of all 1,000.
+        let failing = TemplateSource {
+            text: "{% for i in range(65000) %}{% endfor %}{{ nobody_has_this }}".into(),
+            ..source()
+        };
+        let guests = (0..1_000)
+            .map(|i| {
+                recipient(
+                    &format!("g{i}@example.com"),
+                    json!({"name": "G", "table": 1}),
+                )
+            })
+            .collect();
+        let invalid = validate(Channel::Email, &failing, guests).unwrap_err();
+        let found = invalid.problems.len() + invalid.more;
+        assert!((400..=600).contains(&found), "{found}");
+    }
+
+    #[test]
     fn a_wedding_message_costs_a_small_share_of_the_send_budget() {
         let mut templates = Templates::compile(&TemplateSource {
             subject: "The ceremony moved to 3 pm, {{ name }}".into(),

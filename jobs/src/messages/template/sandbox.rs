@@ -7,6 +7,9 @@
 //!   (concatenation: `{% set a = a ~ a %}` doubles per line), `*` (`[0] * 10000000000` is a lazy
 //!   sequence that `join` or `sum` then walks natively) and `**`. A message needs none of them:
 //!   `{{ first }} {{ last }}` writes what `first ~ " " ~ last` would.
+//! - **So are statements that render into a string of their own** (`{% set %}` blocks, macros,
+//!   `{% call %}`, `{% filter %}`: no cap bounds such a string, and each can double it) **or
+//!   reach another template** (`include`, `import`, `from`, `extends`).
 //! - **Built-ins whose output is not bounded by their input are removed** (`indent`, `batch`,
 //!   `slice`, `chain`, `format`: a width, a fill or a chain of any size) or **capped** (`join`,
 //!   `replace`: refused when their result would pass the part's cap).
@@ -34,32 +37,71 @@ pub(super) fn environment() -> Environment<'static> {
     env
 }
 
-/// Refuse `source` (the `part` template) when its code uses an operator that can build a value
-/// of any size. Syntax errors are left to the compiler, which names them better.
+/// Statements a planner's template may not use: each renders into a string of its own, which
+/// no cap bounds (`{% set a %}{{ a }}{{ a }}{% endset %}` doubles per line; a macro called on
+/// its own result does the same), or reaches another template (the layouts, itself).
+const REFUSED_STATEMENTS: [&str; 7] = [
+    "macro", "call", "filter", "include", "import", "from", "extends",
+];
+
+/// Refuse `source` (the `part` template) when its code uses an operator or a statement that can
+/// build a value of any size. Syntax errors are left to the compiler, which names them better.
 pub(super) fn refuse_growing_operators(
     part: &'static str,
     source: &str,
 ) -> Result<(), TemplateError> {
+    let refuse = |what: String, line: u16, instead: &str| {
+        Err(TemplateError::Syntax {
+            part,
+            message: format!(
+                "{what} is not allowed in templates (line {line}): it can build a value of any \
+                 size; {instead}"
+            ),
+        })
+    };
     let tokens = tokenize(source, false, SyntaxConfig, WhitespaceConfig::default());
+    // Within `{% set … %}`: whether an `=` has come (an assignment, not a block).
+    let mut in_set: Option<bool> = None;
+    let mut after_block_start = false;
     for token in tokens {
         let Ok((token, span)) = token else {
             return Ok(());
         };
-        let operator = match token {
-            Token::Tilde => "~",
-            Token::Plus => "+",
-            Token::Mul => "*",
-            Token::Pow => "**",
-            _ => continue,
-        };
-        return Err(TemplateError::Syntax {
-            part,
-            message: format!(
-                "`{operator}` is not allowed in templates (line {}): it can build a value of \
-                 any size; write `{{{{ a }}}} {{{{ b }}}}` rather than `a ~ b`",
-                span.start_line
-            ),
-        });
+        let line = span.start_line;
+        let statement_start = std::mem::replace(&mut after_block_start, false);
+        match token {
+            Token::Tilde | Token::Plus | Token::Mul | Token::Pow => {
+                let operator = match token {
+                    Token::Tilde => "~",
+                    Token::Plus => "+",
+                    Token::Mul => "*",
+                    _ => "**",
+                };
+                return refuse(
+                    format!("`{operator}`"),
+                    line,
+                    "write `{{ a }} {{ b }}` rather than `a ~ b`",
+                );
+            }
+            Token::BlockStart => after_block_start = true,
+            Token::Ident(keyword) if statement_start && REFUSED_STATEMENTS.contains(&keyword) => {
+                return refuse(
+                    format!("`{{% {keyword} %}}`"),
+                    line,
+                    "write the message out in this template",
+                );
+            }
+            Token::Ident("set") if statement_start => in_set = Some(false),
+            Token::Assign if in_set.is_some() => in_set = Some(true),
+            Token::BlockEnd if in_set.take() == Some(false) => {
+                return refuse(
+                    "`{% set %}…{% endset %}`".to_owned(),
+                    line,
+                    "use `{% set name = value %}`",
+                );
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -169,6 +211,35 @@ mod tests {
             unreachable!()
         };
         assert!(message.contains("(line 2)"), "{message}");
+    }
+
+    #[test]
+    fn statements_that_render_into_a_string_of_their_own_are_refused() {
+        for (source, what) in [
+            (
+                "{% set a %}{{ a }}{{ a }}{% endset %}",
+                "`{% set %}…{% endset %}`",
+            ),
+            (
+                "{% macro d(x) %}{{ x }}{{ x }}{% endmacro %}{{ d(d(name)) }}",
+                "`{% macro %}`",
+            ),
+            ("{% filter upper %}x{% endfilter %}", "`{% filter %}`"),
+            ("{% include 'body.txt' %}", "`{% include %}`"),
+            ("{%- from 'x' import y -%}", "`{% from %}`"),
+        ] {
+            let Err(TemplateError::Syntax { message, .. }) =
+                refuse_growing_operators("text", source)
+            else {
+                panic!("{source} was accepted");
+            };
+            assert!(
+                message.starts_with(&format!("{what} is not allowed")),
+                "{message}"
+            );
+        }
+        let fine = "{% set a = name %}{% set b, c = 1, 2 %}{% if a %}{{ a }}{% endif %} set macro";
+        assert_eq!(refuse_growing_operators("text", fine), Ok(()));
     }
 
     #[test]
