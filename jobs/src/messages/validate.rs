@@ -410,6 +410,18 @@ mod tests {
         }
     }
 
+    /// `n` valid guests, `g<i>@example.com`, with the variables of [`source`].
+    fn guests(n: usize) -> Vec<Recipient> {
+        (0..n)
+            .map(|i| {
+                recipient(
+                    &format!("g{i}@example.com"),
+                    json!({"name": "G", "table": 1}),
+                )
+            })
+            .collect()
+    }
+
     fn recipient(address: &str, variables: serde_json::Value) -> Recipient {
         Recipient {
             address: address.into(),
@@ -557,14 +569,7 @@ mod tests {
             ),
             ..source()
         };
-        let guests = (0..1000)
-            .map(|i| {
-                recipient(
-                    &format!("g{i}@example.com"),
-                    json!({"name": "G", "table": 1}),
-                )
-            })
-            .collect();
+        let guests = guests(1000);
         let invalid = validate(Channel::Email, &huge, guests).unwrap_err();
         assert_eq!(invalid.problems.len(), 1);
         assert_eq!(invalid.problems[0].field, "recipients[0].message");
@@ -578,14 +583,7 @@ mod tests {
             text: "Table {{ table | indent(1000000000) }}".into(),
             ..source()
         };
-        let guests = (0..100)
-            .map(|i| {
-                recipient(
-                    &format!("g{i}@example.com"),
-                    json!({"name": "G", "table": 1}),
-                )
-            })
-            .collect();
+        let guests = guests(100);
         let invalid = validate(Channel::Email, &unknown, guests).unwrap_err();
         assert_eq!(invalid.problems.len(), 1, "{:?}", invalid.problems);
         assert_eq!(invalid.problems[0].field, "template.text");
@@ -600,14 +598,7 @@ mod tests {
             text: "{% for i in range(60000) %}{% endfor %}Table {{ table }}".into(),
             ..source()
         };
-        let guests = (0..50_000)
-            .map(|i| {
-                recipient(
-                    &format!("g{i}@example.com"),
-                    json!({"name": "G", "table": 1}),
-                )
-            })
-            .collect();
+        let guests = guests(50_000);
         let invalid = validate(Channel::Email, &costly, guests).unwrap_err();
         assert_eq!(invalid.problems.len(), 1, "{:?}", invalid.problems);
         assert_eq!(invalid.problems[0].field, "template");
@@ -622,14 +613,7 @@ mod tests {
             text: "{% for i in range(65000) %}{% endfor %}{{ nobody_has_this }}".into(),
             ..source()
         };
-        let guests = (0..1_000)
-            .map(|i| {
-                recipient(
-                    &format!("g{i}@example.com"),
-                    json!({"name": "G", "table": 1}),
-                )
-            })
-            .collect();
+        let guests = guests(1_000);
         let invalid = validate(Channel::Email, &failing, guests).unwrap_err();
         let found = invalid.problems.len() + invalid.more;
         assert!((400..=600).contains(&found), "{found}");
