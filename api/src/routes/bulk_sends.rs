@@ -293,9 +293,7 @@ async fn show(
 
 async fn find(state: &ApiState, principal: &Principal, id: &str) -> Result<SendSummary, ApiError> {
     let not_found = || ApiError::NotFound(format!("bulk send {id} not found"));
-    // The canonical form: the parser also takes `urn:uuid:…` and braces, which PostgreSQL's
-    // `uuid` does not.
-    let Ok(id) = uuid::Uuid::parse_str(id).map(|id| id.to_string()) else {
+    let Some(id) = messages::canonical_send_id(id) else {
         return Err(not_found());
     };
     messages::get_send(&state.pool, &id, principal.org_scope())

@@ -200,8 +200,7 @@ async fn read(pool: &PgPool, id: &str, org: Option<&str>) -> Result<Target, Cont
 
 /// Any spelling of a UUID finds the send; the keys of its jobs use the hyphenated lower case.
 fn canonical(id: &str) -> Result<String, ControlError> {
-    let id = uuid::Uuid::parse_str(id).map_err(|_| ControlError::NotFound)?;
-    Ok(id.to_string())
+    super::canonical_send_id(id).ok_or(ControlError::NotFound)
 }
 
 fn found(id: String, row: Option<(String, i32, i32)>) -> Result<Target, ControlError> {

@@ -286,6 +286,13 @@ pub struct SendSummary {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A send's id as stored (hyphenated lower case) from any spelling the `uuid` crate reads
+/// (`urn:uuid:…`, upper case, no hyphens), which PostgreSQL's `uuid` does not all take; `None`
+/// when it is no UUID.
+pub fn canonical_send_id(id: &str) -> Option<String> {
+    uuid::Uuid::parse_str(id).ok().map(|id| id.to_string())
+}
+
 /// The send `id` if it exists and belongs to `org` (`None`: any organisation). One row read:
 /// the counters are kept on the send.
 pub async fn get_send(

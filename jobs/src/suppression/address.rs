@@ -160,15 +160,28 @@ pub fn normalise_email(raw: &str) -> Result<String, AddressError> {
 /// right after the country code but where national numbers start with one). A `(0)` is
 /// the written convention for a trunk prefix dialled only from within the country (`+44 (0)20
 /// 7946 0958`), so it is dropped: kept, the number would be another one than the same number
-/// written without it, and a suppression of one would miss the other.
+/// written without it, and a suppression of one would miss the other. Where national numbers
+/// start with 0 ([`NATIONAL_ZERO`]: `+39 (0)6 6988 3145`) that 0 is part of the number, and
+/// kept.
 pub fn normalise_phone(raw: &str) -> Result<String, AddressError> {
     let invalid = AddressError::InvalidPhone;
-    let compact: String = raw
-        .trim()
-        .replace("(0)", "")
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-        .collect();
+    let compact_of = |text: String| -> String {
+        text.trim()
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+            .collect()
+    };
+    let zero_kept = compact_of(raw.replace("(0)", "0"));
+    let keeps_zero = zero_kept.strip_prefix('+').is_some_and(|digits| {
+        digits.len() > 3
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && NATIONAL_ZERO.contains(&&digits[..country_code_len(digits)])
+    });
+    let compact = if keeps_zero {
+        zero_kept
+    } else {
+        compact_of(raw.replace("(0)", ""))
+    };
     let Some(digits) = compact.strip_prefix('+') else {
         return Err(invalid("it must start with + and the country code"));
     };
@@ -327,6 +340,18 @@ mod tests {
         assert_eq!(
             normalise_phone("+44 (0)7700 900123").unwrap(),
             "+447700900123"
+        );
+        // Where the 0 belongs to the number, `(0)` is that 0: one number, however written.
+        for written in ["+39 (0)6 6988 3145", "+39 06 6988 3145"] {
+            assert_eq!(
+                normalise_phone(written).unwrap(),
+                "+390669883145",
+                "{written}"
+            );
+        }
+        assert_eq!(
+            normalise_phone("+225 (0)7 12 34 56 78").unwrap(),
+            "+2250712345678"
         );
     }
 

@@ -55,6 +55,8 @@ pub(super) struct Tally {
     /// Back to `queued` unsent: the send was paused or cancelled while they waited for their
     /// rate-limit slot.
     pub withdrawn: u32,
+    /// Back to `queued` unsent: the suppression list could not be read for them.
+    pub lookup_failed: u32,
 }
 
 pub(super) struct Finished {
@@ -337,9 +339,9 @@ impl<'a> Batch<'a> {
                     finished.tally.suppressed += 1;
                     StatusChange::new(id, "suppressed")
                 }
-                // Retried with backoff (`requeued`), not at once.
+                // Snoozed with backoff, not run again at once.
                 Dispatched::Withdrawn if lookup_failed => {
-                    finished.tally.requeued += 1;
+                    finished.tally.lookup_failed += 1;
                     StatusChange::new(id, "queued")
                 }
                 Dispatched::Withdrawn => {

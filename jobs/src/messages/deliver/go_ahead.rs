@@ -110,9 +110,9 @@ impl<'a> GoAhead<'a> {
         self.suppressed.load(Ordering::Relaxed)
     }
 
-    /// The message was withdrawn because the suppression list could not be read: a temporary
-    /// failure, retried with backoff like one at the provider (not at once, which would claim
-    /// and withdraw the same messages in a loop while the database struggles).
+    /// The message was withdrawn because the suppression list could not be read: its batch job
+    /// snoozes for a retry's backoff (not at once, which would claim and withdraw the same
+    /// messages in a loop while the database struggles).
     pub fn lookup_failed(&self) -> bool {
         self.lookup_failed.load(Ordering::Relaxed)
     }
