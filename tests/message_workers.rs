@@ -71,9 +71,11 @@ async fn two_worker_processes_together_keep_to_fifty_messages_a_second() {
     times.sort();
     let busiest = busiest_window(&times, Duration::from_secs(10));
     println!("rate limit 50/s, 2 processes: busiest 10 s window held {busiest} messages");
+    // The limit promises at most 50/s + 10 %; the floor only shows the two processes together
+    // were held to the limit rather than starved, with room for a loaded machine.
     assert!(
-        (450..=550).contains(&busiest),
-        "{busiest} messages in 10 s, expected 500 ± 10 %"
+        (400..=550).contains(&busiest),
+        "{busiest} messages in 10 s, expected at most 500 + 10 % and not far below"
     );
 }
 
@@ -121,5 +123,36 @@ async fn killing_workers_mid_send_loses_nothing_and_duplicates_only_what_was_in_
         duplicated <= killed.len() * 40,
         "{duplicated} duplicates after {} kills",
         killed.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_reports_its_breakers_and_rate_limit_and_withdraws_them_on_sigterm() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    let worker = worker(&db, &smtp, &[("WEDSYNC_SMTP_RATE_PER_SECOND", "50")]);
+    let limit: Option<f64> = wait_for(
+        "the worker's breaker report",
+        Duration::from_secs(20),
+        || async {
+            sqlx::query_scalar(
+                "SELECT rate_limit_per_second FROM provider_breakers WHERE provider = 'smtp'",
+            )
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    assert_eq!(limit, Some(50.0));
+
+    worker.terminate();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_breakers")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        left, 0,
+        "a process that stopped cleanly still shows in /v1/queues"
     );
 }

@@ -58,7 +58,8 @@ async fn max_overlap(db: &TestDb, since: Option<DateTime<Utc>>) -> i64 {
 async fn raising_the_pool_raises_running_jobs_without_restart() {
     let (db, queue, ctx) = setup().await;
     queue.set_concurrency("test", 2, None).await.unwrap();
-    let jobs: Vec<NewJob> = (0..60).map(|_| sleeper(300)).collect();
+    // Enough that the queue still holds jobs after ~3 s at 20 at a time.
+    let jobs: Vec<NewJob> = (0..200).map(|_| sleeper(300)).collect();
     queue.enqueue_many(&jobs).await.unwrap();
     let mut config = test_config(&["test"]);
     // Matching default, so the start does not depend on when the pool row is first read (that
@@ -75,12 +76,14 @@ async fn raising_the_pool_raises_running_jobs_without_restart() {
 
     // Raised to 20: at least 10 handlers run at once within a few seconds, same process.
     let raising = Instant::now();
+    let before_raise = db_now(&db).await;
     queue.set_concurrency("test", 20, None).await.unwrap();
+    // From the handlers' recorded spans, so a short peak cannot fall between two polls.
     let peak = wait_for(
         "at least 10 jobs running at once",
         Duration::from_secs(5),
         || async {
-            let n = running_now(&db).await;
+            let n = max_overlap(&db, Some(before_raise)).await;
             (n >= 10).then_some(n)
         },
     )

@@ -184,7 +184,9 @@ async fn leader_failover() {
     .await;
     let took = killed.elapsed();
     println!("B ticked a fire time after A's crash {took:?} later");
-    assert!(took < Duration::from_millis(2500), "failover took {took:?}");
+    // Typically ~1 s (B's next try, then the next whole second); the margin is for a loaded
+    // machine. The gap check below holds the real guarantee.
+    assert!(took < Duration::from_secs(4), "failover took {took:?}");
 
     // B's connection dies (terminated by the server): B loses the lock, takes it again on a new
     // connection and ticks on.

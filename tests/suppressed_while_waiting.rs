@@ -92,10 +92,10 @@ async fn a_guest_suppressed_while_their_claimed_message_waits_for_its_slot_gets_
 async fn a_guest_suppressed_while_their_chunk_waits_behind_a_slow_message_gets_nothing() {
     let db = TestDb::new().await.unwrap();
     let smtp = SmtpServer::start().await;
-    // The server takes 1.5 s to accept each message, over one connection, and chunks hold one
+    // The server takes 3 s to accept each message, over one connection, and chunks hold one
     // delivery: guest 1's chunk is claimed (and checked against the list) while guest 0's
     // message is still being accepted, and starts once it is.
-    const SLOW: Duration = Duration::from_millis(1500);
+    const SLOW: Duration = Duration::from_secs(3);
     smtp.slow_down(SLOW);
     let provider = smtp_provider_pooled(
         ProviderRole::Primary,

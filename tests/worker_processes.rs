@@ -51,7 +51,8 @@ async fn three_worker_processes_run_ten_thousand_jobs_exactly_once() {
 async fn jobs_of_a_killed_worker_are_rescued_and_completed() {
     let db = TestDb::new().await.unwrap();
     let queue = Queue::new(db.pool.clone());
-    let jobs: Vec<NewJob> = (0..10).map(|_| noop(1_500)).collect();
+    // Long enough that the victim is seen holding all ten, however late the poll comes.
+    let jobs: Vec<NewJob> = (0..10).map(|_| noop(10_000)).collect();
     queue.enqueue_many(&jobs).await.unwrap();
 
     let victim = WorkerProcess::spawn(&db, "default", &[]);
@@ -103,7 +104,8 @@ async fn sigterm_lets_in_flight_jobs_finish_within_the_grace_period() {
     let db = TestDb::new().await.unwrap();
     let queue = Queue::new(db.pool.clone());
     queue.set_concurrency("default", 20, None).await.unwrap();
-    let jobs: Vec<NewJob> = (0..400).map(|_| noop(50)).collect();
+    // ~5 s to drain at 20 at a time: the SIGTERM lands while jobs are still waiting.
+    let jobs: Vec<NewJob> = (0..400).map(|_| noop(250)).collect();
     queue.enqueue_many(&jobs).await.unwrap();
 
     let worker = WorkerProcess::spawn(&db, "default", &[("WEDSYNC_SHUTDOWN_GRACE_MS", "10000")]);

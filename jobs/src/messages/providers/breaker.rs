@@ -323,12 +323,13 @@ mod tests {
 
     #[test]
     fn without_calls_an_open_breaker_past_its_open_time_reads_half_open() {
-        let b = breaker(20);
+        // Open for 200 ms: a thread held up a little still reads it open first.
+        let b = breaker(200);
         for _ in 0..3 {
             call(&b).failed();
         }
         assert_eq!(b.snapshot().state, BreakerState::Open);
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(300));
         let s = b.snapshot();
         assert_eq!(s.state, BreakerState::HalfOpen);
         assert!(s.opened_at.is_some());
