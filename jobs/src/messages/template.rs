@@ -199,7 +199,7 @@ impl Templates {
         for ((part, name), text) in PARTS.into_iter().zip(sources) {
             let Some(text) = text else { continue };
             if sandboxed {
-                sandbox::refuse_growing_operators(part, &text)?;
+                sandbox::refuse_unbounded_constructs(part, &text)?;
             }
             env.add_template_owned(name, text)
                 .map_err(|e| TemplateError::Syntax {
