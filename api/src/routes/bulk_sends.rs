@@ -361,8 +361,9 @@ pub(crate) fn present(s: &SendSummary) -> Value {
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
     status: Option<String>,
-    after: Option<i64>,
-    limit: Option<i64>,
+    /// Strings, so that `limit=abc` is a 422 naming the parameter like `limit=0` is.
+    after: Option<String>,
+    limit: Option<String>,
 }
 
 async fn deliveries(
@@ -380,26 +381,42 @@ async fn deliveries(
             format!("must be one of {}", STATUSES.join(", ")),
         ));
     }
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        errors.push(FieldError::new(
-            "limit",
-            format!("must be 1 to {MAX_LIMIT}"),
-        ));
-    }
+    let number = |value: &Option<String>| {
+        value
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(str::parse::<i64>)
+    };
+    let limit = match number(&query.limit) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                format!("must be an integer from 1 to {MAX_LIMIT}"),
+            ));
+            DEFAULT_LIMIT
+        }
+    };
+    let after = match number(&query.after) {
+        None => -1,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            errors.push(FieldError::new(
+                "after",
+                "must be the next_after of the previous page".to_owned(),
+            ));
+            -1
+        }
+    };
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
     let send = find(&state, &principal, &id).await?;
-    let rows = messages::list_deliveries(
-        &state.pool,
-        &send.id,
-        query.status.as_deref(),
-        query.after.unwrap_or(-1),
-        limit,
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    let rows =
+        messages::list_deliveries(&state.pool, &send.id, query.status.as_deref(), after, limit)
+            .await
+            .map_err(ApiError::internal)?;
     let next_after = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| i64::from(r.ordinal)))
         .flatten();

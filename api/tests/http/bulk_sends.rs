@@ -292,20 +292,25 @@ async fn deliveries_are_listed_by_status_in_pages() {
     assert_eq!(summary["counts"]["queued"], 3);
     assert_eq!(summary["counts"]["sent"], 2);
 
-    let response = app
-        .get(
-            &format!("/v1/bulk-sends/{id}/deliveries?status=lost"),
-            &planner,
+    for (query, field) in [
+        ("status=lost", "status"),
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("after=x", "after"),
+    ] {
+        let response = app
+            .get(&format!("/v1/bulk-sends/{id}/deliveries?{query}"), &planner)
+            .send()
+            .await
+            .unwrap();
+        let body = problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
         )
-        .send()
-        .await
-        .unwrap();
-    problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "VALIDATION_ERROR",
-    )
-    .await;
+        .await;
+        assert_eq!(body["errors"][0]["field"], field, "{query}: {body}");
+    }
 }
 
 #[tokio::test]
