@@ -91,7 +91,12 @@ async fn while_the_only_provider_is_down_the_send_waits_and_after_recovery_all_a
     )
     .await;
     assert_eq!(published.open_processes, 1);
-    assert!(published.failures >= 5, "{published:?}");
+    // The failures that opened it are counted before it opens, so any report of it open shows
+    // them (more may have failed meanwhile; how many depends on scheduling).
+    assert!(
+        published.failures >= i64::from(BREAKER.failure_threshold),
+        "{published:?}"
+    );
     // Batches wait for the provider (snoozed), not failing or using up attempts.
     wait_for("every batch to wait", Duration::from_secs(20), || async {
         let waiting: i64 = sqlx::query_scalar(
@@ -119,7 +124,13 @@ async fn while_the_only_provider_is_down_the_send_waits_and_after_recovery_all_a
         || published_smtp(&db, BreakerState::Closed),
     )
     .await;
-    publisher.abort();
+    // A process that stops cleanly is no longer counted (not for REPORT_FRESHNESS more).
+    publisher.withdraw().await;
+    let states = breaker_states(&db.pool, REPORT_FRESHNESS).await.unwrap();
+    assert!(
+        states.is_empty(),
+        "a stopped process still shows: {states:?}"
+    );
 
     assert_eq!((summary.sent, summary.failed, summary.bounced), (300, 0, 0));
     let mut to = smtp.first_recipients();
@@ -525,10 +536,10 @@ async fn after_a_stall_at_the_server_the_rate_limit_still_holds() {
         .max()
         .unwrap();
     // Slots are 50 ms apart: a runtime held up for D ms lets the slots due meanwhile go together,
-    // about D / 50 more in that second. 28 allows 400 ms of that and still catches the 40 that
+    // about D / 50 more in that second. 32 allows 600 ms of that and still catches the 40 that
     // slots taken before the stall gave.
     assert!(
-        busiest_second <= 28,
+        busiest_second <= 32,
         "{busiest_second} messages in one second against a limit of 20"
     );
 }

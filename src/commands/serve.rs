@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wedsync_kinds::AppContext;
+use wedsync_kinds::messages::providers::BreakerPublisher;
 use wedsync_kinds::photos::pipeline::Limits as PhotoLimits;
 use wedsync_kinds::storage::Storage;
 use wedsync_metrics::{EventWriter, EventWriterConfig};
@@ -46,12 +47,19 @@ pub async fn all(settings: Settings, prometheus: PrometheusHandle) -> Result<(),
         entries.clone(),
         stop.clone(),
     );
-    let worker = run_worker(
-        pool.clone(),
-        app_context(&settings, pool.clone()).await?,
-        worker_config(&settings, &WorkerArgs::default()),
-        stop.clone(),
-    );
+    let (app, breakers) = app_context(&settings, pool.clone()).await?;
+    let worker_pool = pool.clone();
+    let worker = async {
+        let ran = run_worker(
+            worker_pool,
+            app,
+            worker_config(&settings, &WorkerArgs::default()),
+            stop.clone(),
+        )
+        .await;
+        breakers.withdraw().await;
+        ran
+    };
     let scheduler = async {
         wedsync_scheduler::run_with_entries(pool, entries, SCHEDULER_INTERVAL, stop.clone()).await;
         Ok(())
@@ -82,8 +90,10 @@ pub async fn worker(settings: Settings, args: WorkerArgs) -> Result<(), Failure>
     let pool = startup::connect(&settings, 16, true).await?;
     seed_pools(&pool, &settings).await?;
     let config = worker_config(&settings, &args);
-    let app = app_context(&settings, pool.clone()).await?;
-    run_worker(pool, app, config, shutdown::on_signal()).await
+    let (app, breakers) = app_context(&settings, pool.clone()).await?;
+    let ran = run_worker(pool, app, config, shutdown::on_signal()).await;
+    breakers.withdraw().await;
+    ran
 }
 
 pub async fn scheduler(settings: Settings) -> Result<(), Failure> {
@@ -277,19 +287,24 @@ fn photo_storage(settings: &Settings) -> Result<Storage, Failure> {
     }
 }
 
-/// What job handlers share: the pool, photo storage and limits.
-async fn app_context(settings: &Settings, pool: PgPool) -> Result<AppContext, Failure> {
+/// What job handlers share: the pool, photo storage and limits; and the task publishing the
+/// providers' breakers, to withdraw once the worker has stopped.
+async fn app_context(
+    settings: &Settings,
+    pool: PgPool,
+) -> Result<(AppContext, BreakerPublisher), Failure> {
     let mut messages = crate::commands::messages::context(settings, &pool)?;
     messages.signing_key = crate::commands::signing::unsubscribe_key(settings, &pool).await?;
-    messages
+    let breakers = messages
         .providers
         .spawn_publisher(pool.clone(), wedsync_worker::default_worker_id());
-    Ok(AppContext::new(pool)
+    let app = AppContext::new(pool)
         .with_storage(photo_storage(settings)?)
         .with_photo_limits(PhotoLimits {
             max_pixels: settings.photos.max_pixels,
         })
-        .with_messages(messages))
+        .with_messages(messages);
+    Ok((app, breakers))
 }
 
 async fn run_worker(

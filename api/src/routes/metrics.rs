@@ -173,6 +173,17 @@ pub fn write_provider_breakers(out: &mut String, providers: &[ProviderStatus]) {
             sample(out, name, &[("provider", &p.provider)], value(p));
         }
     }
+    let limit = "wedsync_provider_rate_limit_per_second";
+    gauge_header(
+        out,
+        limit,
+        "The send-rate limit in force, shared by every process (providers without one: no sample).",
+    );
+    for p in providers {
+        if let Some(per_second) = p.rate_limit_per_second {
+            sample(out, limit, &[("provider", &p.provider)], per_second);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -210,10 +221,16 @@ mod tests {
             successes: 20,
             rejected: 2,
             opened_at: None,
+            rate_limit_per_second: Some(50.0),
             processes: Vec::new(),
         };
+        let unlimited = ProviderStatus {
+            provider: "sms".into(),
+            rate_limit_per_second: None,
+            ..status.clone()
+        };
         let mut out = String::new();
-        write_provider_breakers(&mut out, &[status]);
+        write_provider_breakers(&mut out, &[status, unlimited]);
         for line in [
             r#"wedsync_provider_breaker_state{provider="smtp",state="half_open"} 1"#,
             r#"wedsync_provider_breaker_state{provider="smtp",state="closed"} 0"#,
@@ -223,9 +240,14 @@ mod tests {
             r#"wedsync_provider_failures{provider="smtp"} 9"#,
             r#"wedsync_provider_successes{provider="smtp"} 20"#,
             r#"wedsync_provider_rejected{provider="smtp"} 2"#,
+            r#"wedsync_provider_rate_limit_per_second{provider="smtp"} 50"#,
         ] {
             assert!(out.lines().any(|l| l == line), "no {line} in\n{out}");
         }
+        assert!(
+            !out.contains(r#"wedsync_provider_rate_limit_per_second{provider="sms"}"#),
+            "a provider without a limit has no limit sample:\n{out}"
+        );
         assert!(out.contains("# TYPE wedsync_provider_rejected gauge"));
     }
 }

@@ -58,15 +58,7 @@ async fn readyz_is_503_when_a_migration_is_missing() {
 async fn metrics_report_jobs_by_queue_kind_and_state() {
     let app = TestApp::spawn().await;
     app.enqueue(json!({ "kind": "noop" })).await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(
         text.contains(r#"wedsync_jobs{queue="default",kind="noop",state="available"} 1"#),
         "{text}"

@@ -170,14 +170,6 @@ async fn scaling_publishes_replicas_where_keda_reads_them() {
     let email = scaling.pointer("/pools/email/desired_replicas").unwrap();
     assert!(email.as_u64().unwrap() >= 1, "{scaling}");
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("wedsync_pool_desired_replicas{queue=\"photos\"} 0"));
 }

@@ -32,6 +32,7 @@ fn report(provider: &str, state: BreakerState, failures: i64, successes: i64) ->
             rejected: 0,
             opened_at: None,
         },
+        rate_limit_per_second: None,
     }
 }
 
@@ -129,15 +130,7 @@ async fn queues_show_each_providers_worst_state_over_fresh_processes() {
 async fn metrics_show_breaker_gauges_per_provider() {
     let app = TestApp::spawn().await;
     seed(&app).await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for line in [
         r#"wedsync_provider_breaker_state{provider="smtp",state="open"} 1"#,
         r#"wedsync_provider_breaker_state{provider="smtp",state="closed"} 0"#,
@@ -184,4 +177,77 @@ async fn publishing_prunes_rows_not_refreshed_for_prune_after() {
         [pair("a", "smtp"), pair("quiet", "smtp")],
         "gone's row and a's no longer reported provider are pruned; quiet is recent enough"
     );
+}
+
+#[tokio::test]
+async fn the_rate_limit_in_force_shows_next_to_each_processes_own_setting() {
+    let app = TestApp::spawn().await;
+    let pool = &app.db.pool;
+    let limited = |provider: &str, per_second: f64| BreakerReport {
+        rate_limit_per_second: Some(per_second),
+        ..report(provider, BreakerState::Closed, 0, 1)
+    };
+    // Two processes configured otherwise, and a shared row neither reports (a third process,
+    // since stopped, sent last): the row is the limit in force.
+    publish_breakers(
+        pool,
+        "a",
+        &[limited("smtp", 40.0), limited("sms", 5.0)],
+        KEEP,
+    )
+    .await
+    .unwrap();
+    let b = [
+        limited("smtp", 50.0),
+        report("smtp_secondary", BreakerState::Closed, 0, 1),
+    ];
+    publish_breakers(pool, "b", &b, KEEP).await.unwrap();
+    sqlx::query("INSERT INTO provider_rate_limits (provider, per_second) VALUES ('smtp', 45)")
+        .execute(pool)
+        .await
+        .unwrap();
+
+    let body: Value = app
+        .get("/v1/queues", &app.operator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let provider = |name: &str| {
+        body["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["provider"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .clone()
+    };
+    let smtp = provider("smtp");
+    assert_eq!(smtp["rate_limit_per_second"], 45.0, "{smtp}");
+    let mut own: Vec<(String, f64)> = smtp["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let id = p["process_id"].as_str().unwrap().to_owned();
+            (id, p["rate_limit_per_second"].as_f64().unwrap())
+        })
+        .collect();
+    own.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(own, [("a".to_owned(), 40.0), ("b".to_owned(), 50.0)]);
+    // No message has gone under sms's limit yet, so no shared row: the process's own setting.
+    assert_eq!(provider("sms")["rate_limit_per_second"], 5.0);
+    let secondary = provider("smtp_secondary");
+    assert!(secondary["rate_limit_per_second"].is_null(), "{secondary}");
+    assert!(secondary["processes"][0]["rate_limit_per_second"].is_null());
+
+    let text = app.metrics().await;
+    assert!(
+        text.lines()
+            .any(|l| l == r#"wedsync_provider_rate_limit_per_second{provider="smtp"} 45"#),
+        "{text}"
+    );
+    assert!(!text.contains(r#"wedsync_provider_rate_limit_per_second{provider="smtp_secondary"}"#));
 }

@@ -94,6 +94,18 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// The `/metrics` page (no key needed).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn job_count(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM all_jobs")
             .fetch_one(&self.db.pool)

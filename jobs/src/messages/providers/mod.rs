@@ -23,7 +23,7 @@ pub mod status;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, Call, Permission};
 pub use error::{SendError, SmsMessage};
-pub use publish::PUBLISH_EVERY;
+pub use publish::{BreakerPublisher, PUBLISH_EVERY};
 pub use rate_limit::RateLimiter;
 pub(crate) use sms::{OPTED_OUT_CODE, RECIPIENT_CODES};
 pub use sms::{SmsClient, SmsConfigError, SmsOutbox};

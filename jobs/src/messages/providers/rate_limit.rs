@@ -21,9 +21,17 @@ use tokio::time::Instant;
 /// How much sending time one reservation covers.
 pub const RESERVE_AHEAD: Duration = Duration::from_millis(50);
 
+/// Serialises [`ENSURE`] per provider, so that its statement's snapshot sees what another
+/// process wrote just before (two processes starting together would each see no row).
+const LOCK_ENSURE: &str =
+    "SELECT pg_advisory_xact_lock(hashtext('provider_rate_limits'), hashtext($1))";
+
+/// Write this process's rate; returns the one it replaced (`NULL`: none, or the same).
 const ENSURE: &str = "
+WITH before AS (SELECT per_second FROM provider_rate_limits WHERE provider = $1)
 INSERT INTO provider_rate_limits (provider, per_second) VALUES ($1, $2)
-ON CONFLICT (provider) DO UPDATE SET per_second = EXCLUDED.per_second, updated_at = now()";
+ON CONFLICT (provider) DO UPDATE SET per_second = EXCLUDED.per_second, updated_at = now()
+RETURNING (SELECT per_second FROM before WHERE per_second <> $2)";
 
 /// `$1` provider, `$2` slots: reserve them; returns the seconds from now to the end of the
 /// reserved run and the rate in force (the row's, which every process shares).
@@ -45,8 +53,9 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// A limit of `per_second` messages for `provider` (written to the shared row on first use;
-    /// every process should be configured alike: the last one to start wins).
+    /// A limit of `per_second` messages for `provider`, written to the shared row with this
+    /// process's first message under it. Every process should be configured alike: the last
+    /// one to write wins, and logs a warning naming the rate it replaced.
     pub fn new(pool: PgPool, provider: impl Into<String>, per_second: f64) -> RateLimiter {
         RateLimiter {
             pool,
@@ -71,12 +80,28 @@ impl RateLimiter {
     async fn next_slot(&self) -> Result<Instant, sqlx::Error> {
         self.ensured
             .get_or_try_init(|| async {
-                sqlx::query(ENSURE)
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(LOCK_ENSURE)
+                    .bind(&self.provider)
+                    .execute(&mut *tx)
+                    .await?;
+                let replaced: Option<f64> = sqlx::query_scalar(ENSURE)
                     .bind(&self.provider)
                     .bind(self.per_second)
-                    .execute(&self.pool)
-                    .await
-                    .map(|_| ())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                if let Some(replaced) = replaced {
+                    // Every process shares one limit: another was configured otherwise.
+                    tracing::warn!(
+                        provider = %self.provider,
+                        replaced,
+                        per_second = self.per_second,
+                        "this process changed the send-rate limit every worker process shares; \
+                         configure every process alike"
+                    );
+                }
+                Ok::<_, sqlx::Error>(())
             })
             .await?;
         let mut slots = self.slots.lock().await;

@@ -112,6 +112,8 @@ pub struct BreakerReport {
     pub role: ProviderRole,
     #[serde(flatten)]
     pub breaker: BreakerSnapshot,
+    /// The send-rate limit this process was configured with, if any.
+    pub rate_limit_per_second: Option<f64>,
 }
 
 /// A provider across the processes that reported it recently.
@@ -131,6 +133,11 @@ pub struct ProviderStatus {
     pub rejected: i64,
     /// The earliest `opened_at` of the processes whose breaker is open now.
     pub opened_at: Option<DateTime<Utc>>,
+    /// The send-rate limit in force (messages/s, shared by every process), when any of the
+    /// processes sends under one. Each process's own setting is in its row: where they differ,
+    /// the limit in force is the one of the process that sent its first message last (before
+    /// any message went, a process's own).
+    pub rate_limit_per_second: Option<f64>,
     pub processes: Vec<ProcessBreaker>,
 }
 
@@ -144,6 +151,8 @@ pub struct ProcessBreaker {
     pub successes: i64,
     pub rejected: i64,
     pub opened_at: Option<DateTime<Utc>>,
+    /// The send-rate limit this process was configured with (`null`: none).
+    pub rate_limit_per_second: Option<f64>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -197,6 +206,21 @@ pub async fn publish_breakers(
                 .collect::<Vec<_>>(),
         )
         .bind(prune_after.as_secs_f64())
+        .bind(
+            reports
+                .iter()
+                .map(|r| r.rate_limit_per_second)
+                .collect::<Vec<_>>(),
+        )
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Delete the rows of `process_id`: it stopped, and its breakers no longer decide anything.
+pub async fn withdraw_breakers(pool: &PgPool, process_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM provider_breakers WHERE process_id = $1")
+        .bind(process_id)
         .execute(pool)
         .await?;
     Ok(())
@@ -216,9 +240,16 @@ pub async fn breaker_states(
     let mut providers: Vec<ProviderStatus> = Vec::new();
     for row in rows {
         let (channel, role, process) = row.decode()?;
+        let in_force = row.rate_limit_in_force;
         match providers.last_mut() {
-            Some(status) if status.provider == row.provider => status.add(process),
-            _ => providers.push(ProviderStatus::first(row.provider, channel, role, process)),
+            Some(status) if status.provider == row.provider => status.add(process, in_force),
+            _ => providers.push(ProviderStatus::first(
+                row.provider,
+                channel,
+                role,
+                process,
+                in_force,
+            )),
         }
     }
     Ok(providers)
@@ -230,6 +261,7 @@ impl ProviderStatus {
         channel: Channel,
         role: ProviderRole,
         process: ProcessBreaker,
+        in_force: Option<f64>,
     ) -> Self {
         let mut status = ProviderStatus {
             provider,
@@ -242,13 +274,15 @@ impl ProviderStatus {
             successes: 0,
             rejected: 0,
             opened_at: None,
+            rate_limit_per_second: None,
             processes: Vec::new(),
         };
-        status.add(process);
+        status.add(process, in_force);
         status
     }
 
-    fn add(&mut self, process: ProcessBreaker) {
+    /// Count `process` in; `in_force` is the provider's shared rate-limit row, if it has one.
+    fn add(&mut self, process: ProcessBreaker, in_force: Option<f64>) {
         self.state = self.state.max(process.state);
         if process.state == BreakerState::Open {
             self.open_processes += 1;
@@ -256,6 +290,10 @@ impl ProviderStatus {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+        }
+        if process.rate_limit_per_second.is_some() {
+            // No shared row until a process's first message under the limit writes it.
+            self.rate_limit_per_second = in_force.or(process.rate_limit_per_second);
         }
         self.consecutive_failures = self.consecutive_failures.max(process.consecutive_failures);
         self.failures += process.failures;
@@ -277,7 +315,10 @@ struct Row {
     successes: i64,
     rejected: i64,
     opened_at: Option<DateTime<Utc>>,
+    rate_limit_per_second: Option<f64>,
     updated_at: DateTime<Utc>,
+    /// `provider_rate_limits.per_second` of the provider.
+    rate_limit_in_force: Option<f64>,
 }
 
 impl Row {
@@ -294,6 +335,7 @@ impl Row {
             successes: self.successes,
             rejected: self.rejected,
             opened_at: self.opened_at,
+            rate_limit_per_second: self.rate_limit_per_second,
             updated_at: self.updated_at,
         };
         Ok((channel, role, process))
@@ -306,16 +348,17 @@ const PUBLISH: &str = "
 WITH upserted AS (
     INSERT INTO provider_breakers AS b
            (provider, process_id, channel, role, state, consecutive_failures, failures,
-            successes, rejected, opened_at, updated_at)
-    SELECT p, $1, c, r, s, cf, f, su, rj, oa, now()
+            successes, rejected, opened_at, rate_limit_per_second, updated_at)
+    SELECT p, $1, c, r, s, cf, f, su, rj, oa, rl, now()
       FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[],
-                  $8::bigint[], $9::bigint[], $10::timestamptz[])
-           AS t(p, c, r, s, cf, f, su, rj, oa)
+                  $8::bigint[], $9::bigint[], $10::timestamptz[], $12::float8[])
+           AS t(p, c, r, s, cf, f, su, rj, oa, rl)
     ON CONFLICT (provider, process_id) DO UPDATE
        SET channel = EXCLUDED.channel, role = EXCLUDED.role, state = EXCLUDED.state,
            consecutive_failures = EXCLUDED.consecutive_failures, failures = EXCLUDED.failures,
            successes = EXCLUDED.successes, rejected = EXCLUDED.rejected,
-           opened_at = EXCLUDED.opened_at, updated_at = now()
+           opened_at = EXCLUDED.opened_at, rate_limit_per_second = EXCLUDED.rate_limit_per_second,
+           updated_at = now()
 )
 DELETE FROM provider_breakers
  WHERE updated_at < now() - make_interval(secs => $11::float8)
@@ -324,8 +367,10 @@ DELETE FROM provider_breakers
 /// Rows refreshed within `$1` seconds, grouped by provider; the newest row of a provider first
 /// (its channel and role are the provider's).
 const FRESH_ROWS: &str = "
-SELECT provider, process_id, channel, role, state, consecutive_failures, failures, successes,
-       rejected, opened_at, updated_at
-  FROM provider_breakers
- WHERE updated_at >= now() - make_interval(secs => $1::float8)
- ORDER BY provider, updated_at DESC, process_id";
+SELECT b.provider, b.process_id, b.channel, b.role, b.state, b.consecutive_failures, b.failures,
+       b.successes, b.rejected, b.opened_at, b.rate_limit_per_second, b.updated_at,
+       l.per_second AS rate_limit_in_force
+  FROM provider_breakers b
+  LEFT JOIN provider_rate_limits l ON l.provider = b.provider
+ WHERE b.updated_at >= now() - make_interval(secs => $1::float8)
+ ORDER BY b.provider, b.updated_at DESC, b.process_id";
