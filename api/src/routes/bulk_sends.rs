@@ -20,6 +20,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
 use crate::extract::{BodyLimit, Json, Path, Query};
 use crate::routes::Route;
+use crate::routes::page_limit::page_limit;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
@@ -381,24 +382,16 @@ async fn deliveries(
             format!("must be one of {}", STATUSES.join(", ")),
         ));
     }
-    let number = |value: &Option<String>| {
-        value
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(str::parse::<i64>)
-    };
-    let limit = match number(&query.limit) {
-        None => DEFAULT_LIMIT,
-        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => {
-            errors.push(FieldError::new(
-                "limit",
-                format!("must be an integer from 1 to {MAX_LIMIT}"),
-            ));
-            DEFAULT_LIMIT
-        }
-    };
-    let after = match number(&query.after) {
+    let limit = page_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT).unwrap_or_else(|e| {
+        errors.push(e);
+        DEFAULT_LIMIT
+    });
+    let after = match query
+        .after
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<i64>)
+    {
         None => -1,
         Some(Ok(n)) => n,
         Some(Err(_)) => {

@@ -10,6 +10,7 @@ use crate::auth::{Operator, Principal};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{Json, Path, Query};
 use crate::routes::Route;
+use crate::routes::page_limit::page_limit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -183,17 +184,10 @@ fn list_filter(principal: &Principal, params: ListParams) -> Result<JobFilter, A
             .map_err(|e| errors.push(FieldError::new("state", e.to_string())))
             .ok()
     });
-    let limit = match present(params.limit).map(|s| s.parse::<i64>()) {
-        None => DEFAULT_LIMIT,
-        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => {
-            errors.push(FieldError::new(
-                "limit",
-                format!("must be an integer from 1 to {MAX_LIMIT}"),
-            ));
-            DEFAULT_LIMIT
-        }
-    };
+    let limit = page_limit(params.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT).unwrap_or_else(|e| {
+        errors.push(e);
+        DEFAULT_LIMIT
+    });
     let before_id = present(params.before).and_then(|s| {
         s.parse::<i64>()
             .map_err(|_| errors.push(FieldError::new("before", "must be a job id".to_owned())))

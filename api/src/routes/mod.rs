@@ -10,6 +10,7 @@ pub mod mail_reports;
 pub mod metrics;
 pub mod metrics_hourly;
 pub mod openapi;
+mod page_limit;
 pub mod photos;
 pub mod pools;
 pub mod queues;

@@ -21,6 +21,7 @@ use crate::auth::{Principal, Role};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{Json, Query};
 use crate::routes::Route;
+use crate::routes::page_limit::page_limit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -255,14 +256,10 @@ fn list_filter(principal: &Principal, params: ListParams) -> Result<ListFilter, 
             false
         }
     };
-    let limit = match present(params.limit).map(|s| s.parse::<i64>()) {
-        None => DEFAULT_LIMIT,
-        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => {
-            invalid("limit", format!("must be an integer from 1 to {MAX_LIMIT}"));
-            DEFAULT_LIMIT
-        }
-    };
+    let limit = page_limit(params.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT).unwrap_or_else(|e| {
+        invalid(&e.field, e.message);
+        DEFAULT_LIMIT
+    });
     let before_id = present(params.before).and_then(|s| {
         s.parse::<i64>()
             .map_err(|_| invalid("before", "must be an entry id".to_owned()))

@@ -10,6 +10,7 @@ use crate::auth::{Principal, Role};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{Json, Query};
 use crate::routes::Route;
+use crate::routes::page_limit::page_limit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -159,19 +160,10 @@ async fn list(
                 Utc::now()
             }),
     };
-    let limit = match params.limit.as_deref().filter(|s| !s.is_empty()) {
-        None => DEFAULT_LIMIT,
-        Some(s) => match s.parse::<i64>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                errors.push(FieldError::new(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                ));
-                DEFAULT_LIMIT
-            }
-        },
-    };
+    let limit = page_limit(params.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT).unwrap_or_else(|e| {
+        errors.push(e);
+        DEFAULT_LIMIT
+    });
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
