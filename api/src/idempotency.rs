@@ -22,7 +22,7 @@
 //! idempotent by themselves.
 
 use crate::ApiState;
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::error::{ApiError, OutcomeUnknown, PROBLEM_JSON, error_chain};
 use crate::extract;
 use axum::RequestExt;
@@ -66,7 +66,7 @@ async fn once(state: ApiState, req: Request, next: Next) -> Result<Response, Api
     let mut limited = Request::new(body);
     *limited.extensions_mut() = parts.extensions.clone();
     let body = extract::body_bytes(limited, &()).await?;
-    let hash = request_hash(&parts.method, parts.uri.path(), &body);
+    let hash = request_hash(principal.role, &parts.method, parts.uri.path(), &body);
     let pool = state.pool;
 
     match claim(&pool, &principal.org_id, &key, &hash).await? {
@@ -133,9 +133,18 @@ fn idempotency_key(value: Option<&HeaderValue>) -> Result<String, ApiError> {
     valid.then(|| key.to_owned()).ok_or_else(invalid)
 }
 
-/// Identifies "the same request": a key reused on another endpoint or body is a different one.
-fn request_hash(method: &Method, path: &str, body: &[u8]) -> String {
+/// Identifies "the same request": a key reused on another endpoint or body is a different one,
+/// and so is one reused by a caller of another role. Keys are scoped to the organisation, and a
+/// replay runs no handler, so no role check: without the role, a planner repeating an admin's
+/// request (an erasure, say) with its key would be handed the admin's stored response. A
+/// repeat under another role is 422 `IDEMPOTENCY_KEY_REUSED`, and nothing runs.
+///
+/// Upgrading from a release whose hash had no role: a retry straddling the upgrade is answered
+/// 422 rather than replayed. Nothing is done twice.
+fn request_hash(role: Role, method: &Method, path: &str, body: &[u8]) -> String {
     let mut hasher = Sha256::new();
+    hasher.update(role.to_string());
+    hasher.update(b" ");
     hasher.update(method.as_str());
     hasher.update(b" ");
     hasher.update(path);
@@ -272,7 +281,7 @@ mod tests {
     #[tokio::test]
     async fn a_server_error_frees_the_key_unless_the_work_may_have_been_done() {
         let db = wedsync_db::testing::TestDb::new().await.unwrap();
-        let hash = request_hash(&Method::POST, "/v1/bulk-sends", b"{}");
+        let hash = request_hash(Role::Planner, &Method::POST, "/v1/bulk-sends", b"{}");
         let first_try = |key: &'static str| {
             let pool = db.pool.clone();
             let hash = hash.clone();
@@ -352,10 +361,27 @@ mod tests {
     }
 
     #[test]
-    fn the_same_key_on_another_path_or_body_is_another_request() {
-        let a = request_hash(&Method::POST, "/v1/jobs", b"{}");
-        assert_eq!(a, request_hash(&Method::POST, "/v1/jobs", b"{}"));
-        assert_ne!(a, request_hash(&Method::POST, "/v1/jobs/1/retry", b"{}"));
-        assert_ne!(a, request_hash(&Method::POST, "/v1/jobs", b"{\"a\":1}"));
+    fn the_same_key_on_another_path_body_or_role_is_another_request() {
+        let a = request_hash(Role::Operator, &Method::POST, "/v1/jobs", b"{}");
+        assert_eq!(
+            a,
+            request_hash(Role::Operator, &Method::POST, "/v1/jobs", b"{}")
+        );
+        assert_ne!(
+            a,
+            request_hash(Role::Operator, &Method::POST, "/v1/jobs/1/retry", b"{}")
+        );
+        assert_ne!(
+            a,
+            request_hash(Role::Operator, &Method::POST, "/v1/jobs", b"{\"a\":1}")
+        );
+        assert_ne!(
+            a,
+            request_hash(Role::Planner, &Method::POST, "/v1/jobs", b"{}")
+        );
+        assert_ne!(
+            a,
+            request_hash(Role::Admin, &Method::POST, "/v1/jobs", b"{}")
+        );
     }
 }

@@ -31,6 +31,44 @@ async fn only_an_admin_may_erase() {
     assert_eq!(count, 0);
 }
 
+/// A replay runs no handler, so the role is part of what makes a repeat "the same request": a
+/// planner of the admin's organisation who repeats the admin's erasure with its key is neither
+/// handed the admin's stored record nor runs anything.
+#[tokio::test]
+async fn an_admins_idempotency_key_replays_nothing_to_a_planner() {
+    let app = TestApp::spawn().await;
+    let admin = app.key("hq", Role::Admin).await;
+    let planner = app.key("hq", Role::Planner).await;
+    let body = json!({"email": GUEST});
+    let with_key = |key: &str| {
+        app.post("/v1/erasures", key)
+            .header("idempotency-key", "erase-1")
+            .json(&body)
+    };
+    let first = with_key(&admin).send().await.unwrap();
+    assert!(first.status().is_success(), "{}", first.status());
+    let first: Value = first.json().await.unwrap();
+
+    let theirs = with_key(&planner).send().await.unwrap();
+    assert!(theirs.headers().get("idempotent-replayed").is_none());
+    problem(
+        theirs,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    .await;
+
+    // The admin's own repeat is still the replay of the first answer.
+    let again = with_key(&admin).send().await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM erasures")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
 #[tokio::test]
 async fn an_erasure_without_a_valid_address_is_422() {
     let app = TestApp::spawn().await;

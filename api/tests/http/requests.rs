@@ -198,7 +198,7 @@ async fn idempotent_request_still_in_flight_is_409() {
     let hash = {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        h.update(format!("POST /v1/jobs\n{body}"));
+        h.update(format!("operator POST /v1/jobs\n{body}"));
         hex::encode(h.finalize())
     };
     sqlx::query(
