@@ -107,8 +107,19 @@ impl ApiError {
         }
     }
 
+    /// A server-side failure (500), unless the error, or one it was caused by, is PostgreSQL
+    /// refusing text it cannot store: a NUL character (`%00` in a query, `\u0000` in JSON) that
+    /// reached a statement through a field no check looked at is the request's fault, a 400
+    /// naming the cause.
     pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        ApiError::Internal(err.into())
+        let err = err.into();
+        if holds_unstorable_text(&*err) {
+            return ApiError::BadRequest(
+                "the request holds a NUL character (\\u0000 or %00), which no field may contain"
+                    .to_owned(),
+            );
+        }
+        ApiError::Internal(err)
     }
 
     pub fn status(&self) -> StatusCode {
@@ -237,6 +248,23 @@ impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         ApiError::internal(err)
     }
+}
+
+/// PostgreSQL's `character_not_in_repertoire` (a NUL byte in text) and `untranslatable_character`
+/// (`\u0000` in `jsonb`), anywhere in the error's chain of causes.
+fn holds_unstorable_text(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if let Some(db) = err
+            .downcast_ref::<sqlx::Error>()
+            .and_then(sqlx::Error::as_database_error)
+            && matches!(db.code().as_deref(), Some("22021" | "22P05"))
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 pub use wedsync_queue::error_chain;

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on POST writes: a repeat returns the first result and never does the work
+//! `Idempotency-Key` on writes (POST, PUT, PATCH, DELETE): a repeat returns the first result and never does the work
 //! twice (SPEC §3).
 //!
 //! A middleware rather than per-handler code, so every write gets the same guarantee:
@@ -43,9 +43,11 @@ const MAX_KEY_LEN: usize = 255;
 /// Our own responses are small; this only bounds a runaway one.
 const MAX_STORED_RESPONSE: usize = 16 * 1024 * 1024;
 
-/// The middleware; requests other than POST, or without the header, pass straight through.
+/// The middleware; reads (GET, HEAD), or requests without the header, pass straight through.
+/// Every write takes the key (SPEC §3): POST, and `DELETE /v1/suppressions`, whose repeat after
+/// a lost answer would otherwise be a 404 for the entry its first call removed.
 pub async fn middleware(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST
+    if !is_write(req.method())
         || !req.headers().contains_key(IDEMPOTENCY_KEY)
         || is_multipart(&req)
         || is_public(&req)
@@ -99,6 +101,10 @@ async fn once(state: ApiState, req: Request, next: Next) -> Result<Response, Api
             format!("the handler failed: {panicked}").into(),
         )),
     }
+}
+
+fn is_write(method: &Method) -> bool {
+    [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
 }
 
 /// Multipart uploads (photos) are not buffered for replay: they may be far larger than any

@@ -26,7 +26,7 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
@@ -42,6 +42,8 @@ const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 const MAX_NAME_LEN: usize = 200;
 const MAX_POSTAL_LEN: usize = 500;
+/// The earliest year `send_at` may name; any past time means now.
+const EARLIEST_SEND_AT_YEAR: i32 = 2000;
 /// How far ahead `send_at` may be: a wedding is planned up to a year or so ahead.
 const MAX_SEND_AHEAD_DAYS: i64 = 400;
 
@@ -132,7 +134,8 @@ async fn create(
         errors.push(FieldError::new("recipients", "is required"));
     }
     // A time in the past means now. Beyond a year it is a typo (9999 for 2027), and the send's
-    // recipients would sit in the database until then.
+    // recipients would sit in the database until then. Before 2000 it is a typo too, and a year
+    // before PostgreSQL's range (RFC 3339 as chrono reads it allows -5000) would be a 500.
     if body
         .send_at
         .is_some_and(|at| at > Utc::now() + chrono::Duration::days(MAX_SEND_AHEAD_DAYS))
@@ -140,6 +143,15 @@ async fn create(
         errors.push(FieldError::new(
             "send_at",
             format!("must be at most {MAX_SEND_AHEAD_DAYS} days ahead"),
+        ));
+    }
+    if body
+        .send_at
+        .is_some_and(|at| at.year() < EARLIEST_SEND_AT_YEAR)
+    {
+        errors.push(FieldError::new(
+            "send_at",
+            format!("must be in {EARLIEST_SEND_AT_YEAR} or later (a time in the past means now)"),
         ));
     }
     let (Some(category), Some(sender), Some(template), Some(recipients)) =

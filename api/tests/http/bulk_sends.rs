@@ -339,6 +339,10 @@ async fn send_at_schedules_the_fanout() {
     later["send_at"] = json!("9999-06-05T14:00:00Z");
     let response = create(&app, &planner, &later).await;
     assert_eq!(problem_fields(response).await, ["send_at"]);
+    // So is one before PostgreSQL's range, which was a 500.
+    later["send_at"] = json!("-5000-01-01T00:00:00Z");
+    let response = create(&app, &planner, &later).await;
+    assert_eq!(problem_fields(response).await, ["send_at"]);
     assert_eq!(stored_sends(&app).await, 1);
 }
 

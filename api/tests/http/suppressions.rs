@@ -296,6 +296,66 @@ async fn deleting_removes_the_entry_and_a_missing_one_is_404() {
     problem(bad, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
 }
 
+/// SPEC §3: writes accept `Idempotency-Key`. A delete whose answer was lost, repeated with its
+/// key, gets the first answer (the removed entry), not a 404 for the entry it removed.
+#[tokio::test]
+async fn a_delete_repeated_with_its_idempotency_key_replays_the_removed_entry() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let body = json!({"channel": "email", "address": "guest@example.com"});
+    let (_, added) = add(&app, &planner, body.clone()).await;
+    let keyed = || delete(&app, &planner, body.clone()).header("idempotency-key", "undo-1");
+
+    let first = keyed().send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["id"], added["id"]);
+
+    let repeat = keyed().send().await.unwrap();
+    assert_eq!(repeat.status(), StatusCode::OK);
+    assert_eq!(repeat.headers()["idempotent-replayed"], "true");
+    assert_eq!(repeat.json::<Value>().await.unwrap(), first);
+
+    // Without the key a repeat is a new request: the entry is gone.
+    let unkeyed = delete(&app, &planner, body).send().await.unwrap();
+    problem(unkeyed, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+}
+
+/// A NUL character cannot be stored in PostgreSQL text: where it reaches a statement through a
+/// field no check looks at, the answer is a 400 naming it, not a 500.
+#[tokio::test]
+async fn a_nul_character_in_an_org_id_is_a_400_not_a_500() {
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let listing = app
+        .get("/v1/suppressions?org_id=%00", &planner)
+        .send()
+        .await
+        .unwrap();
+    problem(listing, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    let jobs = app
+        .get("/v1/jobs?queue=a%00b", &app.operator)
+        .send()
+        .await
+        .unwrap();
+    problem(jobs, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    let (status, body) = add(
+        &app,
+        &app.operator,
+        json!({"channel": "email", "address": "guest@example.com", "org_id": "a\u{0}b"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "BAD_REQUEST");
+    assert!(body["detail"].as_str().unwrap().contains("NUL"), "{body}");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM suppressions")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}
+
 #[tokio::test]
 async fn a_planner_cannot_remove_a_guests_own_opt_out_or_complaint() {
     let app = TestApp::spawn().await;
