@@ -43,6 +43,21 @@ pub(super) enum Stop {
     Waiting(Duration),
 }
 
+impl Stop {
+    /// This stop, found after `earlier`: a cancel wins over a pause, and either over waiting for
+    /// a breaker (a cancelled batch must settle its rest now, not snooze first; a paused one
+    /// must be woken by the resume, not sleep out the breaker); two breaker waits keep the
+    /// shorter.
+    pub(super) fn after(self, earlier: Option<Stop>) -> Option<Stop> {
+        Some(match (earlier, self) {
+            (None, new) => new,
+            (Some(Stop::Cancelled), _) | (_, Stop::Cancelled) => Stop::Cancelled,
+            (Some(Stop::Paused), _) | (_, Stop::Paused) => Stop::Paused,
+            (Some(Stop::Waiting(a)), Stop::Waiting(b)) => Stop::Waiting(a.min(b)),
+        })
+    }
+}
+
 /// How many deliveries ended how in this run of the batch.
 #[derive(Debug, Default, Serialize)]
 pub(super) struct Tally {
@@ -221,6 +236,25 @@ impl<'a> Batch<'a> {
                 .providers
                 .send(channel, composed.outgoing, &go_ahead)
                 .await;
+            // Here, not in `drain`: an insert awaited there would hold up every other message
+            // of the chunk (their outcomes, and so their permits, and their rate-limit waits).
+            match &dispatched {
+                // The guest replied STOP to our number: every organisation's texts are
+                // refused, so the entry is global; their START removes it
+                // (`messages::sms_webhook`).
+                Dispatched::Failed {
+                    error: SendError::OptedOut(_),
+                    ..
+                } => self.suppress(&delivery, None, Reason::Unsubscribed).await,
+                Dispatched::Failed {
+                    error: SendError::Rejected(_),
+                    ..
+                } => {
+                    self.suppress(&delivery, Some(self.org_id), Reason::HardBounce)
+                        .await
+                }
+                _ => {}
+            }
             let suppressed_meanwhile = go_ahead.found_suppressed();
             let lookup_failed = go_ahead.lookup_failed();
             let permit = go_ahead.take_permit();
@@ -273,11 +307,8 @@ impl<'a> Batch<'a> {
                     provider,
                     error: SendError::OptedOut(reason),
                 } => {
-                    // The guest replied STOP to our number: every organisation's texts are
-                    // refused, so the entry is global; their START removes it
-                    // (`messages::sms_webhook`).
+                    // Put on the global list by the send's future (`start`).
                     finished.tally.suppressed += 1;
-                    self.suppress(&delivery, None, Reason::Unsubscribed).await;
                     StatusChange {
                         provider: Some(provider),
                         ..StatusChange::new(id, "suppressed").tried().error(reason)
@@ -287,9 +318,8 @@ impl<'a> Batch<'a> {
                     provider,
                     error: SendError::Rejected(reason),
                 } => {
+                    // Put on the organisation's list by the send's future (`start`).
                     finished.tally.bounced += 1;
-                    self.suppress(&delivery, Some(self.org_id), Reason::HardBounce)
-                        .await;
                     StatusChange {
                         provider: Some(provider),
                         ..StatusChange::new(id, "bounced").tried().error(reason)
@@ -328,11 +358,7 @@ impl<'a> Batch<'a> {
                 }
                 Dispatched::Waiting { retry_after } => {
                     finished.tally.requeued += 1;
-                    let wait = match finished.stop {
-                        Some(Stop::Waiting(w)) => w.min(retry_after),
-                        _ => retry_after,
-                    };
-                    finished.stop = Some(Stop::Waiting(wait));
+                    finished.stop = Stop::Waiting(retry_after).after(finished.stop);
                     StatusChange::new(id, "queued")
                 }
                 Dispatched::Withdrawn if suppressed_meanwhile => {
@@ -346,7 +372,9 @@ impl<'a> Batch<'a> {
                 }
                 Dispatched::Withdrawn => {
                     finished.tally.withdrawn += 1;
-                    finished.stop = finished.stop.or(watch.stop());
+                    if let Some(stop) = watch.stop() {
+                        finished.stop = stop.after(finished.stop);
+                    }
                     StatusChange::new(id, "queued")
                 }
             };
@@ -381,5 +409,33 @@ fn release(writer: &StatusWriter, claimed: &[Claimed], tally: &mut Tally) {
             writer.push(StatusChange::new(delivery.id, "queued"));
             tally.requeued += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stop;
+    use std::time::Duration;
+
+    #[test]
+    fn a_cancel_or_a_pause_is_never_overridden_by_a_breaker_wait() {
+        let wait = |ms| Stop::Waiting(Duration::from_millis(ms));
+        assert_eq!(wait(500).after(None), Some(wait(500)));
+        assert_eq!(wait(500).after(Some(wait(200))), Some(wait(200)));
+        assert_eq!(wait(100).after(Some(wait(200))), Some(wait(100)));
+        assert_eq!(
+            wait(100).after(Some(Stop::Cancelled)),
+            Some(Stop::Cancelled)
+        );
+        assert_eq!(wait(100).after(Some(Stop::Paused)), Some(Stop::Paused));
+        assert_eq!(Stop::Paused.after(Some(wait(100))), Some(Stop::Paused));
+        assert_eq!(
+            Stop::Cancelled.after(Some(Stop::Paused)),
+            Some(Stop::Cancelled)
+        );
+        assert_eq!(
+            Stop::Paused.after(Some(Stop::Cancelled)),
+            Some(Stop::Cancelled)
+        );
     }
 }

@@ -188,9 +188,16 @@ impl Proceed for GoAhead<'_> {
         self.lease.held().boxed()
     }
 
-    /// The last look again once a new connection is ready: the send still on, the lease held.
+    /// The last look again once a connection is ready: the send still on, the lease held, and
+    /// the suppression list read for the guest less than [`RECHECK_AFTER`] ago. A wait for the
+    /// connection itself can be long (a kept one that does not answer its check, then a new
+    /// one: up to twice the connect timeout); past that, the pool goes back to
+    /// [`Proceed::proceed`], which reads the list again, and a guest who unsubscribed
+    /// meanwhile gets nothing.
     fn still(&self) -> bool {
-        self.watch.stop().is_none() && self.lease.is_held()
+        self.watch.stop().is_none()
+            && self.lease.is_held()
+            && lock(&self.checked_at).elapsed() < RECHECK_AFTER
     }
 
     /// A fallback provider's connection is only queued for with the permit in hand (see
@@ -318,5 +325,34 @@ mod tests {
         assert!(go.lookup_failed());
         assert!(!go.found_suppressed());
         assert!(go.take_permit().is_none(), "nothing went: no permit kept");
+    }
+
+    #[tokio::test]
+    async fn a_long_wait_for_a_connection_sends_the_message_back_to_the_suppression_list() {
+        let db = TestDb::new().await.unwrap();
+        let states = SendStates::spawn(db.pool.clone());
+        let watch = states.watch(&uuid::Uuid::new_v4().to_string());
+        let unrecorded = Arc::new(Semaphore::new(1));
+        let lease = Lease::unbounded();
+        let go = |checked_at| {
+            GoAhead::new(
+                &watch,
+                &db.pool,
+                Guest {
+                    org_id: "org",
+                    channel: Channel::Email,
+                    address: "a@example.com",
+                },
+                checked_at,
+                &unrecorded,
+                &lease,
+            )
+        };
+        assert!(go(Instant::now()).still(), "just checked");
+        let stale = go(Instant::now() - RECHECK_AFTER);
+        assert!(!stale.still(), "checked too long ago to go without a look");
+        // `proceed` reads the list again (the guest is not on it), and then it may go.
+        assert!(stale.proceed().await);
+        assert!(stale.still());
     }
 }

@@ -51,12 +51,18 @@ impl SendStates {
         }))
     }
 
-    /// Watch `send_id` until the returned watch is dropped.
+    /// Watch `send_id`, which the caller has just read `active`, until the returned watch is
+    /// dropped. The shared state is set back to active: another batch of the send may still
+    /// hold the `paused` read before a resume, and a new batch starting on it would withdraw
+    /// its first chunk and sleep out [`PAUSED_SNOOZE`](super::PAUSED_SNOOZE) with the resume's
+    /// wake-up spent. A pause read by the task before the caller's own read is undone for at
+    /// most one tick ([`WATCH_EVERY`]); every claim checks the state in the database anyway.
     pub(super) fn watch(&self, send_id: &str) -> StateWatch {
         let mut watched = lock(&self.0.watched);
         let (state, holders) = watched
             .entry(send_id.to_owned())
             .or_insert_with(|| (Arc::new(AtomicU8::new(0)), 0));
+        state.store(0, Ordering::Release);
         *holders += 1;
         StateWatch {
             state: state.clone(),
@@ -204,8 +210,18 @@ mod tests {
             .await
             .expect("the pause reached every watch of the send");
         assert_eq!(of_b[0].stop(), None, "another send is not paused");
-        // A batch that starts now sees what the others see, without waiting for a tick.
-        assert_eq!(states.watch(&a).stop(), Some(Stop::Paused));
+        // A batch starts only on a send it has just read active: a resume this process has not
+        // read yet. Its watch, and the send's others, read active at once, so that nothing
+        // withdraws on the stale pause; while the database still says paused, the next tick
+        // puts the pause back.
+        let starting = states.watch(&a);
+        assert_eq!(starting.stop(), None);
+        assert!(of_a.iter().all(|w| w.stop().is_none()));
+        tokio::time::timeout(wait, until_all(&of_a, Some(Stop::Paused)))
+            .await
+            .expect("the next tick read the pause again");
+        assert_eq!(starting.stop(), Some(Stop::Paused));
+        drop(starting);
 
         set_state(&db, &b, "cancelled").await;
         set_state(&db, &a, "active").await;
