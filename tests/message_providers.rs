@@ -544,6 +544,31 @@ async fn after_a_stall_at_the_server_the_rate_limit_still_holds() {
     );
 }
 
+/// The shared rate limit lives in our database: when it cannot be read, nothing is sent and the
+/// answer is `NotReady`, which the batch job waits out without using an attempt, not a provider
+/// failure (which used one, and on the last attempt failed the delivery).
+#[tokio::test]
+async fn a_rate_limit_that_cannot_be_read_is_not_ready_not_a_provider_failure() {
+    let db = TestDb::new().await.unwrap();
+    let smtp = SmtpServer::start().await;
+    // A pool of its own, closed: every reservation through it fails.
+    let closed = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy_with(db.pool.connect_options().as_ref().clone());
+    closed.close().await;
+    let providers = Providers::new().with(
+        smtp_provider(ProviderRole::Primary, &smtp.url(), BreakerConfig::default())
+            .with_rate_limit(closed, 20.0),
+    );
+    let go = || true;
+    let outgoing = Outgoing::Email(Box::new(mail_to("guest@example.com")));
+    let dispatched = providers.send(Channel::Email, outgoing, &go).await;
+    assert!(
+        matches!(&dispatched, Dispatched::NotReady { reason } if reason.contains("rate limit")),
+        "{dispatched:?}"
+    );
+    assert_eq!(smtp.count(), 0, "nothing was sent");
+}
+
 #[tokio::test]
 async fn a_server_that_hangs_after_a_refusal_costs_one_connection_not_the_pool() {
     // After a refusal the pool resets the transaction with RSET; lettre sets no read timeout,

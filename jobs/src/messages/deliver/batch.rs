@@ -70,7 +70,8 @@ pub(super) struct Tally {
     /// Back to `queued` unsent: the send was paused or cancelled while they waited for their
     /// rate-limit slot.
     pub withdrawn: u32,
-    /// Back to `queued` unsent: the suppression list could not be read for them.
+    /// Back to `queued` unsent: the suppression list, or the provider's shared rate limit,
+    /// could not be read for them.
     pub lookup_failed: u32,
 }
 
@@ -369,6 +370,13 @@ impl<'a> Batch<'a> {
                 Dispatched::Withdrawn if lookup_failed => {
                     finished.tally.lookup_failed += 1;
                     StatusChange::new(id, "queued")
+                }
+                // Likewise: our database, not the provider, failed; no attempt is charged.
+                // Until 2026-12-07 this counted as the provider unavailable: an attempt used,
+                // and `failed` on the last one.
+                Dispatched::NotReady { reason } => {
+                    finished.tally.lookup_failed += 1;
+                    StatusChange::new(id, "queued").error(reason)
                 }
                 Dispatched::Withdrawn => {
                     finished.tally.withdrawn += 1;

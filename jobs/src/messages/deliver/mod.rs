@@ -165,11 +165,12 @@ impl Job for DeliverBatch {
                     finished.tally.requeued
                 ),
             )),
-            // The suppression list could not be read (the database failing): after the backoff
-            // of a retry, but with the attempt given back, as the provider did nothing wrong.
+            // The suppression list or the shared rate limit could not be read (the database
+            // failing): after the backoff of a retry, but with the attempt given back, as the
+            // provider did nothing wrong.
             None if finished.tally.lookup_failed > 0 => {
                 let wait = messages.retry_delay(ctx.attempt);
-                tracing::warn!(send_id = %self.send_id, ?wait, %tally, "the suppression list could not be read; batch snoozed");
+                tracing::warn!(send_id = %self.send_id, ?wait, %tally, "the suppression list or a rate limit could not be read; batch snoozed");
                 Ok(Outcome::Snooze(wait))
             }
             // Time was up, or a pause came and went between two claims: run again at once (the

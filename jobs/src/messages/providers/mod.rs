@@ -261,6 +261,9 @@ pub enum Dispatched {
     /// `proceed` said no once the rate limit and the transport let the message go (the send was
     /// paused or cancelled meanwhile, or the guest suppressed); nothing was sent.
     Withdrawn,
+    /// The provider's shared rate limit could not be read (the database failing): nothing was
+    /// sent, and no provider is at fault, so the delivery waits without using an attempt.
+    NotReady { reason: String },
 }
 
 /// Every provider of this process, by channel, first choice first.
@@ -338,12 +341,13 @@ impl Providers {
                     Some(GateStop::BreakerOpened(d)) => {
                         retry_after = Some(retry_after.map_or(d, |r| r.min(d)));
                     }
+                    // Our database failed, not the provider: no attempt is charged for it.
                     Some(GateStop::RateLimit(err)) => {
-                        let error =
-                            SendError::Unavailable(format!("rate limit unavailable: {err}"));
-                        return Dispatched::Failed {
-                            provider: provider.name.clone(),
-                            error,
+                        return Dispatched::NotReady {
+                            reason: format!(
+                                "the rate limit of {} could not be read: {err}",
+                                provider.name
+                            ),
                         };
                     }
                 },
