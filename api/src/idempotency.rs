@@ -1,5 +1,5 @@
-//! `Idempotency-Key` on writes (POST, PUT, PATCH, DELETE): a repeat returns the first result and never does the work
-//! twice (SPEC §3).
+//! `Idempotency-Key` on writes (POST, PUT, PATCH, DELETE): a repeat returns the first result and
+//! never does the work twice (SPEC §3).
 //!
 //! A middleware rather than per-handler code, so every write gets the same guarantee:
 //! 1. Claim `(org, key)` with the hash of method, path and body (`INSERT … ON CONFLICT DO
@@ -44,8 +44,9 @@ const MAX_KEY_LEN: usize = 255;
 const MAX_STORED_RESPONSE: usize = 16 * 1024 * 1024;
 
 /// The middleware; reads (GET, HEAD), or requests without the header, pass straight through.
-/// Every write takes the key (SPEC §3): POST, and `DELETE /v1/suppressions`, whose repeat after
-/// a lost answer would otherwise be a 404 for the entry its first call removed.
+/// Every write takes the key (SPEC §3): POST, `PUT /v1/pools/{queue}`, and
+/// `DELETE /v1/suppressions`, whose repeat after a lost answer would otherwise be a 404 for the
+/// entry its first call removed.
 pub async fn middleware(State(state): State<ApiState>, req: Request, next: Next) -> Response {
     if !is_write(req.method())
         || !req.headers().contains_key(IDEMPOTENCY_KEY)

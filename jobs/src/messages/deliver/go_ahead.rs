@@ -219,6 +219,24 @@ mod tests {
     use crate::messages::deliver::watch::SendStates;
     use wedsync_db::testing::TestDb;
 
+    /// The go-ahead of a message to `address` of organisation `org`, whose suppression list was
+    /// last read for it at `checked_at`.
+    fn go_ahead<'a>(
+        watch: &'a StateWatch,
+        pool: &'a PgPool,
+        address: &'a str,
+        checked_at: Instant,
+        unrecorded: &'a Arc<Semaphore>,
+        lease: &'a Lease,
+    ) -> GoAhead<'a> {
+        let guest = Guest {
+            org_id: "org",
+            channel: Channel::Email,
+            address,
+        };
+        GoAhead::new(watch, pool, guest, checked_at, unrecorded, lease)
+    }
+
     #[tokio::test]
     async fn the_unrecorded_permit_is_taken_when_the_message_may_go_and_kept_across_providers() {
         let db = TestDb::new().await.unwrap();
@@ -228,14 +246,10 @@ mod tests {
         let unrecorded = Arc::new(Semaphore::new(1));
         let lease = Lease::unbounded();
         let go = |address| {
-            GoAhead::new(
+            go_ahead(
                 &watch,
                 &db.pool,
-                Guest {
-                    org_id: "org",
-                    channel: Channel::Email,
-                    address,
-                },
+                address,
                 Instant::now(),
                 &unrecorded,
                 &lease,
@@ -275,14 +289,10 @@ mod tests {
         let unrecorded = Arc::new(Semaphore::new(1));
         // The worker's heartbeats have failed for longer than the lease.
         let lease = Lease::lapsed(Duration::from_secs(4));
-        let go = GoAhead::new(
+        let go = go_ahead(
             &watch,
             &db.pool,
-            Guest {
-                org_id: "org",
-                channel: Channel::Email,
-                address: "a@example.com",
-            },
+            "a@example.com",
             Instant::now(),
             &unrecorded,
             &lease,
@@ -308,16 +318,13 @@ mod tests {
         let closed = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy_with(db.pool.connect_options().as_ref().clone());
         closed.close().await;
-        let go = GoAhead::new(
+        // Checked by the claim long enough ago to look again.
+        let checked_at = Instant::now() - RECHECK_AFTER;
+        let go = go_ahead(
             &watch,
             &closed,
-            Guest {
-                org_id: "org",
-                channel: Channel::Email,
-                address: "a@example.com",
-            },
-            // Checked by the claim long enough ago to look again.
-            Instant::now() - RECHECK_AFTER,
+            "a@example.com",
+            checked_at,
             &unrecorded,
             &lease,
         );
@@ -335,14 +342,10 @@ mod tests {
         let unrecorded = Arc::new(Semaphore::new(1));
         let lease = Lease::unbounded();
         let go = |checked_at| {
-            GoAhead::new(
+            go_ahead(
                 &watch,
                 &db.pool,
-                Guest {
-                    org_id: "org",
-                    channel: Channel::Email,
-                    address: "a@example.com",
-                },
+                "a@example.com",
                 checked_at,
                 &unrecorded,
                 &lease,
