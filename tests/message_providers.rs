@@ -496,6 +496,17 @@ async fn messages_queued_for_a_failing_primary_go_to_the_secondary_once_its_brea
     );
 }
 
+/// The most messages the server accepted within any one second, once it holds `expected`.
+fn busiest_second(smtp: &SmtpServer, expected: usize) -> usize {
+    let mut at: Vec<_> = smtp.messages().iter().map(|m| m.accepted_at).collect();
+    at.sort();
+    assert_eq!(at.len(), expected);
+    (0..at.len())
+        .map(|i| at[i..].partition_point(|t| *t < at[i] + Duration::from_secs(1)))
+        .max()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn after_a_stall_at_the_server_the_rate_limit_still_holds() {
     // 20 messages a second, ten connections, and a server that first takes a second per
@@ -528,13 +539,7 @@ async fn after_a_stall_at_the_server_the_rate_limit_still_holds() {
             .iter()
             .all(|d| matches!(d, Dispatched::Sent { .. }))
     );
-    let mut at: Vec<_> = smtp.messages().iter().map(|m| m.accepted_at).collect();
-    at.sort();
-    assert_eq!(at.len(), 60);
-    let busiest_second = (0..at.len())
-        .map(|i| at[i..].partition_point(|t| *t < at[i] + Duration::from_secs(1)))
-        .max()
-        .unwrap();
+    let busiest_second = busiest_second(&smtp, 60);
     // Slots are 50 ms apart: a runtime held up for D ms lets the slots due meanwhile go together,
     // about D / 50 more in that second. 32 allows 600 ms of that and still catches the 40 that
     // slots taken before the stall gave.
@@ -629,13 +634,7 @@ async fn messages_held_up_after_their_slot_do_not_go_out_together() {
             .iter()
             .all(|d| matches!(d, Dispatched::Sent { .. }))
     );
-    let mut at: Vec<_> = smtp.messages().iter().map(|m| m.accepted_at).collect();
-    at.sort();
-    assert_eq!(at.len(), 40);
-    let busiest_second = (0..at.len())
-        .map(|i| at[i..].partition_point(|t| *t < at[i] + Duration::from_secs(1)))
-        .max()
-        .unwrap();
+    let busiest_second = busiest_second(&smtp, 40);
     // 20 a second, and as in the stall test above, slack for a runtime held up on a loaded
     // machine; slots spent late sent all 40 within a few milliseconds.
     assert!(
