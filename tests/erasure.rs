@@ -34,7 +34,7 @@ async fn seed_guest_everywhere(db: &TestDb) {
             ('messages', 'send_email', '{"to": "Guest.One+RSVP@example.com", "vars": {"phone": "+447700900123"}}',
              'available', '[]', 'invite:guest.one+rsvp@example.com', 'acme'),
             ('messages', 'send_email', '{"to": "guest.one+rsvp@EXAMPLE.com"}', 'retryable',
-             '[{"attempt": 1, "error": "452 mailbox guest.one+rsvp@example.com full"}]', NULL, 'acme')"#,
+             '[{"attempt": 1, "error": "452 mailbox\nguest.one+rsvp@example.com full"}]', NULL, 'acme')"#,
     )
     .await;
     exec(
@@ -73,10 +73,29 @@ async fn seed_guest_everywhere(db: &TestDb) {
            INSERT INTO bulk_sends (id, org_id, channel, category, sender_id, subject_template,
                                    text_template, recipients, recipient_count)
            SELECT '00000000-0000-0000-0000-000000000001', 'acme', 'email', 'marketing', id, 's', 't',
-                  '[{"address": "guest.one+rsvp@example.com", "variables": {"name": "Guest"}}]', 1
+                  '[{"address": "guest.one+rsvp@example.com", "variables": {"name": "Guestina Onewell"}},
+                    {"address": "olga@example.com",
+                     "variables": {"name": "Olga", "plus_one": "Guest.One+RSVP@example.com"}}]', 2
              FROM sender"#,
     )
     .await;
+    // Another guest's delivery that names the guest: as a plus-one, in an error, in the body.
+    sqlx::query(
+        "WITH delivery AS (
+             INSERT INTO deliveries (send_id, ordinal, address, address_hash, variables, last_error)
+             VALUES ('00000000-0000-0000-0000-000000000001', 1, 'olga@example.com', $1,
+                     '{\"plus_one\": \"guest.one+rsvp@example.com\"}',
+                     '421 try later (cc guest.one+rsvp@example.com)')
+             RETURNING id)
+         INSERT INTO delivery_bodies (delivery_id, sent_at, subject, body_text, body_html)
+         SELECT id, now(), 'Olga and guest.one+rsvp@example.com', 'Olga, bring Guest.One+RSVP@example.com',
+                '<p>Olga, bring guest.one+rsvp@example.com</p>'
+           FROM delivery",
+    )
+    .bind(Address::parse(Channel::Email, "olga@example.com").unwrap().hash())
+    .execute(&db.pool)
+    .await
+    .expect("seed another guest's delivery");
     sqlx::query(
         "WITH delivery AS (
              INSERT INTO deliveries (send_id, ordinal, address, address_hash, variables)
@@ -141,11 +160,14 @@ async fn no_column_of_any_table_holds_the_address_after_erasure() {
     let before = rows_containing(&db, EMAIL).await;
     assert!(before.len() >= 10, "{before:?}");
     assert!(!rows_containing(&db, PHONE).await.is_empty());
+    assert!(!rows_containing(&db, "Guestina Onewell").await.is_empty());
 
     let record = erase(&db.pool, &request(None)).await.unwrap();
 
     assert_eq!(rows_containing(&db, EMAIL).await, []);
     assert_eq!(rows_containing(&db, PHONE).await, []);
+    // Nor the variables that came with the guest's own recipient entry.
+    assert_eq!(rows_containing(&db, "Guestina Onewell").await, []);
     let list = SuppressionList::new(db.pool.clone());
     for org in ["acme", "other", "an-org-never-seen"] {
         assert!(
@@ -186,7 +208,9 @@ fn assert_counts(record: &ErasureRecord) {
         "jobs_finished.args": 3, "jobs_finished.errors": 1, "jobs_finished.result": 1,
         "jobs_finished.unique_key": 1, "idempotency_keys.response": 1,
         "weddings.name": 1, "pools.reason": 1,
-        "bulk_sends.recipients": 1, "deliveries": 1,
+        "bulk_sends.recipient": 1, "bulk_sends.recipients": 1, "deliveries": 1,
+        "deliveries.variables": 1, "deliveries.last_error": 1, "delivery_bodies.subject": 1,
+        "delivery_bodies.body_text": 1, "delivery_bodies.body_html": 1,
         // Acme's and the other org's email entries, and the global phone entry that the
         // erasure then turned into the `erased` one.
         "suppressions.address": 3,
@@ -217,6 +241,34 @@ async fn the_rows_stay_with_the_address_redacted_and_unique_keys_still_distinct(
         .await
         .unwrap();
     assert_eq!(finished, json!({"to": ["[erased]", "[erased]"]}));
+    // The guest's entry in the send keeps its place (Olga keeps ordinal 1) without its
+    // variables; Olga's own entry keeps hers, the guest's address in them redacted.
+    let recipients: Value = sqlx::query_scalar("SELECT recipients FROM bulk_sends")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        recipients,
+        json!([
+            {"address": "[erased]"},
+            {"address": "olga@example.com", "variables": {"name": "Olga", "plus_one": "[erased]"}}
+        ])
+    );
+    let olga: (Value, String, String) = sqlx::query_as(
+        "SELECT d.variables, d.last_error, b.body_text
+           FROM deliveries d JOIN delivery_bodies b ON b.delivery_id = d.id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        olga,
+        (
+            json!({"plus_one": "[erased]"}),
+            "421 try later (cc [erased])".to_owned(),
+            "Olga, bring [erased]".to_owned()
+        )
+    );
     let keys: Vec<String> =
         sqlx::query_scalar("SELECT unique_key FROM all_jobs WHERE unique_key IS NOT NULL")
             .fetch_all(&db.pool)
@@ -255,6 +307,9 @@ async fn other_guests_and_longer_addresses_are_left_alone() {
         "d": "+4477009001234",
         "e": "+1447700900123",
         "f": "guest.one@example.com",
+        "g": "o'guest.one+rsvp@example.com",
+        "h": "x&guest.one+rsvp@example.com",
+        "i": "élodie.guest.one+rsvp@example.com",
     });
     sqlx::query("INSERT INTO jobs (queue, kind, args) VALUES ('q', 'k', $1)")
         .bind(&near_misses)

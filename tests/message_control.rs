@@ -378,6 +378,13 @@ async fn a_cancel_leaves_the_deliveries_of_a_batch_job_still_there_to_that_job()
     let queue = Queue::new(db.pool.clone());
     let summary = control::cancel(&queue, &send.id, Some(ORG)).await.unwrap();
     assert_eq!((summary.sending, summary.cancelled), (3, 0));
+
+    // Then the job goes without settling them (its worker killed on its last attempt, or an
+    // operator's cancel): cancelling the send again settles what it left.
+    let batch = only_job(&db, "deliver_batch").await;
+    queue.cancel(batch, Some(ORG)).await.unwrap();
+    let summary = control::cancel(&queue, &send.id, Some(ORG)).await.unwrap();
+    assert_eq!((summary.sending, summary.cancelled), (0, 3));
 }
 
 #[tokio::test]

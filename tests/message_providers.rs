@@ -17,8 +17,8 @@ use wedsync_kinds::AppContext;
 use wedsync_kinds::messages::Category;
 use wedsync_kinds::messages::providers::status::{ProviderStatus, REPORT_FRESHNESS};
 use wedsync_kinds::messages::providers::{
-    BreakerConfig, BreakerState, Dispatched, EmailTransport, Outgoing, Proceed, ProviderRole,
-    Providers, SendError, breaker_states,
+    BreakerConfig, BreakerState, Dispatched, EmailTransport, Outgoing, Permission, Proceed,
+    ProviderRole, Providers, SendError, breaker_states,
 };
 use wedsync_kinds::register_all;
 use wedsync_kinds::suppression::Channel;
@@ -710,4 +710,35 @@ async fn a_refused_recipient_bounces_only_when_the_refusal_blames_the_address() 
     // Every refusal left the one connection usable.
     transport.send(&mail_to("bob@example.com")).await.unwrap();
     assert_eq!(smtp.first_recipients(), ["bob@example.com"]);
+}
+
+/// During a primary's outage the secondary takes the messages, so a batch sizes its chunks to
+/// the secondary's rate limit (half a second's worth), not to the primary's absence of one: a
+/// chunk of 100 at 20 a second would hold a pause off for five seconds.
+#[tokio::test]
+async fn chunks_follow_the_rate_limit_of_the_provider_in_use() {
+    let db = TestDb::new().await.unwrap();
+    let down = refusing_address();
+    let opens_at_once = BreakerConfig {
+        failure_threshold: 1,
+        open_for: Duration::from_secs(60),
+    };
+    let url = format!("smtp://{}", down.addr);
+    let providers = Providers::new()
+        .with(smtp_provider(ProviderRole::Primary, &url, opens_at_once))
+        .with(
+            smtp_provider(ProviderRole::Secondary, &url, BREAKER)
+                .with_rate_limit(db.pool.clone(), 20.0),
+        );
+    let mut messages = messages_context(providers);
+    messages.chunk_size = 100;
+    assert_eq!(messages.chunk_for(Channel::Email), 100);
+
+    let primary = &messages.providers.of(Channel::Email)[0];
+    let Permission::Granted(call) = primary.breaker().permit() else {
+        panic!("a closed breaker permits a call");
+    };
+    call.failed();
+    assert_eq!(primary.breaker().state(), BreakerState::Open);
+    assert_eq!(messages.chunk_for(Channel::Email), 10);
 }

@@ -312,10 +312,10 @@ async fn a_spent_time_budget_stops_early_and_still_succeeds() {
     let (db, queue) = setup().await;
     seed_finished(&db, "completed", "old", days(20), 20_000).await;
     seed_finished(&db, "discarded", "old", days(40), 10).await;
-    // One row per batch: 20,000 statements cannot fit in 0.2 s.
+    // One row per batch: 20,000 statements cannot fit in completed_jobs' share of 2 s.
     let args = RetentionCleanup {
         batch_size: Some(1),
-        time_budget_secs: Some(0.2),
+        time_budget_secs: Some(2.0),
         ..Default::default()
     };
     let job = run_cleanup(&db, &queue, args, "completed").await;
@@ -326,9 +326,34 @@ async fn a_spent_time_budget_stops_early_and_still_succeeds() {
     let left = finished_of_kind(&db, "completed", "old").await;
     assert!(removed > 0 && left > 0, "removed {removed}, left {left}");
     assert_eq!(removed + left as u64, 20_000);
-    // The budget was gone before the next policy began; it is reported with nothing removed.
-    assert_eq!(deleted_of(&job, "discarded_jobs"), 0);
-    assert_eq!(finished_of_kind(&db, "discarded", "old").await, 10);
+    // The first policy's backlog did not spend the budget of the ones after it: each gets an
+    // equal share of what is left when it starts.
+    assert_eq!(deleted_of(&job, "discarded_jobs"), 10);
+    assert_eq!(finished_of_kind(&db, "discarded", "old").await, 0);
+}
+
+#[tokio::test]
+async fn a_failing_policy_does_not_stop_the_ones_after_it() {
+    let (db, queue) = setup().await;
+    seed_finished(&db, "completed", "old", days(20), 3).await;
+    seed_finished(&db, "discarded", "old", days(40), 4).await;
+    // completed_jobs, the first policy, fails at its first batch.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'completed jobs may not go today'; END $$;
+         CREATE TRIGGER refuse_completed BEFORE DELETE ON jobs_finished
+             FOR EACH ROW WHEN (OLD.state = 'completed') EXECUTE FUNCTION refuse_delete();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let job = run_cleanup(&db, &queue, RetentionCleanup::default(), "retryable").await;
+
+    assert_eq!(finished_of_kind(&db, "discarded", "old").await, 0);
+    assert_eq!(finished_of_kind(&db, "completed", "old").await, 3);
+    let error = job.errors[0]["error"].as_str().unwrap();
+    assert!(error.contains("`completed_jobs` failed"), "{error}");
+    assert!(error.contains("\"discarded_jobs\":4"), "{error}");
 }
 
 #[tokio::test]

@@ -30,9 +30,10 @@ use chrono::{DateTime, Datelike, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
+use wedsync_kinds::messages::capped_recipients::CappedRecipients;
 use wedsync_kinds::messages::template::TemplateSource;
 use wedsync_kinds::messages::unsubscribe::SigningKey;
-use wedsync_kinds::messages::validate::{self, MAX_RECIPIENTS, Recipient, SendLayout};
+use wedsync_kinds::messages::validate::{self, MAX_RECIPIENTS, SendLayout};
 use wedsync_kinds::messages::{self, Category, NewSend, STATUSES, SendSummary, Sender};
 use wedsync_kinds::suppression::{Channel, normalise_email};
 
@@ -42,6 +43,10 @@ const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 const MAX_NAME_LEN: usize = 200;
 const MAX_POSTAL_LEN: usize = 500;
+/// The most bytes of name and postal address together: with the address and the organisation
+/// they are one entry of the senders' unique index, which PostgreSQL caps at 2,704 bytes. 200 +
+/// 500 characters of four bytes each would be over it: a 500 at the insert.
+const MAX_SENDER_BYTES: usize = 2_000;
 /// The earliest year `send_at` may name; any past time means now.
 const EARLIEST_SEND_AT_YEAR: i32 = 2000;
 /// How far ahead `send_at` may be: a wedding is planned up to a year or so ahead.
@@ -77,7 +82,7 @@ pub struct CreateBody {
     category: Option<String>,
     sender: Option<Sender>,
     template: Option<TemplateSource>,
-    recipients: Option<Vec<Recipient>>,
+    recipients: Option<CappedRecipients>,
     #[serde(default)]
     send_at: Option<DateTime<Utc>>,
 }
@@ -162,15 +167,16 @@ async fn create(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    if recipients.len() > MAX_RECIPIENTS {
+    if recipients.over_cap() {
         return Err(ApiError::Unprocessable {
             code: "TOO_MANY_RECIPIENTS",
             detail: format!(
                 "a bulk send takes at most {MAX_RECIPIENTS} recipients; this one has {}",
-                recipients.len()
+                recipients.total
             ),
         });
     }
+    let recipients = recipients.kept;
     match channel {
         Channel::Email if template.subject.trim().is_empty() || template.text.trim().is_empty() => {
             return Err(ApiError::invalid_field(
@@ -280,6 +286,16 @@ fn check_sender(sender: Sender, errors: &mut Vec<FieldError>) -> Option<Sender> 
         errors.push(FieldError::new(
             "sender.postal_address",
             format!("must be 1 to {MAX_POSTAL_LEN} characters (it is shown in every footer)"),
+        ));
+    }
+    if sender.name.len() + sender.postal_address.len() > MAX_SENDER_BYTES {
+        errors.push(FieldError::new(
+            "sender.postal_address",
+            format!(
+                "name and postal address together must be at most {MAX_SENDER_BYTES} bytes of \
+                 UTF-8, not {}",
+                sender.name.len() + sender.postal_address.len()
+            ),
         ));
     }
     // Line breaks are fine in an address; NUL cannot be stored.

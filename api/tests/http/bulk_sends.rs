@@ -397,6 +397,49 @@ async fn problem_fields(response: reqwest::Response) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn variables_of_too_many_values_are_a_422_naming_the_recipient() {
+    // 1,000,001 zeros: 2 MB of body that parsed in full would be ~32 MB of values.
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let zeros = vec![0; 1_000_001];
+    let send = body(json!([
+        {"address": "ann@example.com", "variables": {"name": "Ann", "table": 1}},
+        {"address": "bob@example.com", "variables": {"name": "Bob", "table": 2, "x": zeros}},
+    ]));
+    let response = create(&app, &planner, &send).await;
+    let fields = problem_fields(response).await;
+    assert!(
+        fields.len() == 1 && fields[0].starts_with("recipients[1].variables."),
+        "{fields:?}"
+    );
+    assert_eq!(stored_sends(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_sender_too_long_in_bytes_for_the_senders_index_is_a_422() {
+    // Within the character limits (200 and 500), but four bytes each and varied, so nothing
+    // compresses them: the senders' unique index entry would be over PostgreSQL's 2,704 bytes.
+    let app = TestApp::spawn().await;
+    let planner = app.key("acme", Role::Planner).await;
+    let varied = |n: u32, from: u32| -> String {
+        (0..n)
+            .map(|i| char::from_u32(from + i * 7).unwrap())
+            .collect()
+    };
+    let mut send =
+        body(json!([{"address": "ann@example.com", "variables": {"name": "Ann", "table": 1}}]));
+    send["sender"]["name"] = json!(varied(200, 0x20000));
+    send["sender"]["postal_address"] = json!(varied(500, 0x21000));
+    let response = create(&app, &planner, &send).await;
+    assert_eq!(problem_fields(response).await, ["sender.postal_address"]);
+    assert_eq!(stored_sends(&app).await, 0);
+    // Within the bytes too, it is stored.
+    send["sender"]["postal_address"] = json!(varied(300, 0x21000));
+    let response = create(&app, &planner, &send).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
 async fn a_nul_character_is_a_422_where_it_stands_and_nothing_is_stored() {
     // PostgreSQL text cannot hold NUL: stored, it would fail the insert (a 500) or, written by
     // the template, every outcome write of the worker that sent it.

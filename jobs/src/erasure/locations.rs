@@ -127,12 +127,35 @@ pub const LOCATIONS: &[Location] = &[
     redact_json!("idempotency_keys", "response"),
     redact_text!("weddings", "name"),
     redact_text!("pools", "reason"),
+    // The guest's own entry in a send not fanned out yet loses its variables too (their name,
+    // their table): it becomes `{"address": "[erased]"}`, which the fan-out skips, in its place
+    // so the other recipients keep their ordinals. Then the address anywhere else in the list.
+    delete_where!(
+        "bulk_sends.recipient",
+        r#"UPDATE bulk_sends b
+              SET recipients = (
+                  SELECT jsonb_agg(CASE WHEN lower(e.r->>'address') = $1
+                                        THEN '{"address": "[erased]"}'::jsonb ELSE e.r END
+                                   ORDER BY e.n)
+                    FROM jsonb_array_elements(b.recipients) WITH ORDINALITY AS e(r, n))
+            WHERE jsonb_typeof(b.recipients) = 'array'
+              AND EXISTS (SELECT 1 FROM jsonb_array_elements(b.recipients) AS e(r)
+                           WHERE lower(e.r->>'address') = $1)"#,
+        Param::Normalised
+    ),
     redact_json!("bulk_sends", "recipients"),
+    // The guest's own deliveries go (their bodies with them, by trigger); the address in other
+    // guests' deliveries (a plus-one's variables, a body that names them) is redacted.
     delete_where!(
         "deliveries",
         "DELETE FROM deliveries WHERE address_hash = $1",
         Param::Hash
     ),
+    redact_json!("deliveries", "variables"),
+    redact_text!("deliveries", "last_error"),
+    redact_text!("delivery_bodies", "subject"),
+    redact_text!("delivery_bodies", "body_text"),
+    redact_text!("delivery_bodies", "body_html"),
 ];
 
 #[cfg(test)]

@@ -84,11 +84,17 @@ pub async fn erase(pool: &PgPool, request: &ErasureRequest) -> Result<ErasureRec
         .chain([(SUPPRESSIONS.to_owned(), 0)])
         .collect();
     let mut suppression_ids = Vec::new();
-    for address in addresses {
-        for location in LOCATIONS {
+    // Location by location, each for every address: the hot rows (a send's, its deliveries'
+    // and their counters, which claims and pause or cancel wait for) are in the last
+    // locations, so they are locked only for the erasure's last moments, not through a second
+    // round of scans for the other address.
+    for location in LOCATIONS {
+        for address in &addresses {
             let n = run_location(&mut tx, location, address).await?;
             *counts.entry(location.name.to_owned()).or_default() += n;
         }
+    }
+    for address in addresses {
         let (redacted, id) = suppress(&mut tx, request.org_id.as_deref(), address).await?;
         *counts.entry(SUPPRESSIONS.to_owned()).or_default() += redacted;
         suppression_ids.push(id);
@@ -190,7 +196,8 @@ async fn suppress(
 
 /// A PostgreSQL (ARE) regular expression, used case-insensitively, that matches the normalised
 /// address but not as part of a longer one: `bob@example.com` must not match inside
-/// `jimbob@example.com` or `bob@example.com.au`, nor `+4477009001` inside `+447700900123`.
+/// `jimbob@example.com`, `o'bob@example.com` or `bob@example.com.au`, nor `+4477009001` inside
+/// `+447700900123`.
 pub fn match_pattern(address: &Address) -> String {
     // A backslash before a non-alphanumeric character makes it literal in an ARE.
     let literal: String = address
@@ -202,9 +209,13 @@ pub fn match_pattern(address: &Address) -> String {
         })
         .collect();
     match address.channel() {
-        Channel::Email => {
-            format!(r"(?<![a-z0-9._%+-]){literal}(?![a-z0-9-]|\.[a-z0-9])")
-        }
+        // Not after a character a local part may hold (RFC 5322's atext, a dot, any non-ASCII
+        // letter): erasing `brien@example.com` must leave `o'brien@example.com` alone. But
+        // after a JSON escape (`\n` in a jsonb value's text) it does match: that `n` is not
+        // part of the address. Not before more of a domain, either.
+        Channel::Email => format!(
+            r"(?:(?<![a-z0-9.!#$%&'*+/=?^_`{{|}}~\u0080-\uffff-])|(?<=\\[nrtbf])){literal}(?![a-z0-9\u0080-\uffff-]|\.[a-z0-9\u0080-\uffff])"
+        ),
         Channel::Sms => format!(r"(?<![0-9+]){literal}(?![0-9])"),
     }
 }

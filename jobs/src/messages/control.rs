@@ -95,8 +95,9 @@ pub async fn resume(
 
 /// Stop `id` for good: state `cancelled`, every `queued` delivery `cancelled` (sent ones stay
 /// as they are), a send not fanned out yet (or only partly) loses its recipients; then its
-/// waiting jobs are woken to end. Cancelling a cancelled send only wakes them again; a `done`
-/// one is a conflict.
+/// waiting jobs are woken to end. Cancelling a cancelled send settles again what its batch jobs
+/// left (a job gone since, killed on its last attempt or cancelled by an operator, leaves its
+/// claimed deliveries `sending`) and wakes them again; a `done` one is a conflict.
 pub async fn cancel(
     queue: &Queue,
     id: &str,
@@ -105,7 +106,7 @@ pub async fn cancel(
     let send = read(queue.pool(), id, org).await?;
     match send.state.as_str() {
         "active" | "paused" => cancel_now(queue.pool(), &send).await?,
-        "cancelled" => {}
+        "cancelled" => settle_again(queue.pool(), &send).await?,
         other => return Err(refused(other, "cancelled")),
     }
     let mut keys = send.batch_keys();
@@ -135,24 +136,43 @@ async fn cancel_now(pool: &PgPool, send: &Target) -> Result<(), ControlError> {
             other => Err(refused(other, "cancelled")),
         };
     }
-    let deliveries = cancel_queued(&mut tx, &send.id).await?;
-    let orphaned = sqlx::query(sql::CANCEL_ORPHANED_DELIVERIES)
-        .bind(&send.id)
-        .bind(send.batch_size.max(1))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let (deliveries, orphaned) = cancel_unsettled(&mut tx, send).await?;
     tx.commit().await?;
     tracing::info!(bulk_send.id = %send.id, deliveries, orphaned, "bulk send cancelled");
     Ok(())
 }
 
-async fn cancel_queued(conn: &mut PgConnection, send_id: &str) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(sql::CANCEL_QUEUED_DELIVERIES)
-        .bind(send_id)
+/// A cancelled send's deliveries that nothing will settle any more, `cancelled` as at the
+/// cancel: in the same order, the send's row first, then its deliveries.
+async fn settle_again(pool: &PgPool, send: &Target) -> Result<(), ControlError> {
+    let mut tx = pool.begin().await?;
+    lock(&mut tx, &send.id, None).await?;
+    let (deliveries, orphaned) = cancel_unsettled(&mut tx, send).await?;
+    tx.commit().await?;
+    if deliveries + orphaned > 0 {
+        tracing::info!(bulk_send.id = %send.id, deliveries, orphaned, "cancelled bulk send settled again");
+    }
+    Ok(())
+}
+
+/// A cancelled send's `queued` deliveries, and the `sending` ones of batch jobs that are gone,
+/// `cancelled`; returns how many of each.
+async fn cancel_unsettled(
+    conn: &mut PgConnection,
+    send: &Target,
+) -> Result<(u64, u64), sqlx::Error> {
+    let queued = sqlx::query(sql::CANCEL_QUEUED_DELIVERIES)
+        .bind(&send.id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let orphaned = sqlx::query(sql::CANCEL_ORPHANED_DELIVERIES)
+        .bind(&send.id)
+        .bind(send.batch_size.max(1))
         .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
+        .await?
+        .rows_affected();
+    Ok((queued, orphaned))
 }
 
 /// A send as read for a state change; `id` in the canonical form the job keys were made from.

@@ -6,6 +6,7 @@
 //! and one [`DeliverBatch`] job per batch of deliveries ([`NewSend::batch_size`]), again in one
 //! transaction; each batch job sends its deliveries one by one. See `docs/messages.md`.
 
+pub mod capped_recipients;
 pub mod control;
 mod deliver;
 pub mod email;
@@ -157,8 +158,9 @@ impl MessagesContext {
             .min(Duration::from_secs(30 * 60))
     }
 
-    /// Deliveries per chunk on `channel`: at most half a second's worth under a rate limit, so a
-    /// pause takes effect within about a second however slow the provider is made to go.
+    /// Deliveries per chunk on `channel`: at most half a second's worth under the rate limit of
+    /// the provider in use (`Providers::rate_limit`), so a pause takes effect within about a
+    /// second however slow the provider is made to go.
     pub fn chunk_for(&self, channel: Channel) -> i64 {
         let chunk = self.chunk_size.max(1) as f64;
         let limited = self

@@ -7,7 +7,9 @@
 //! An unknown policy name or an out-of-range value is a permanent error.
 //!
 //! Result: `{"deleted": {"<policy>": n, ...}, "complete": bool}`; `complete` is false when the
-//! time budget ran out first, which is still a success: the next run continues.
+//! time budget ran out first, which is still a success: the next run continues. Each policy gets
+//! an equal share of the budget left when it starts. A policy that fails (a database or object
+//! store error) does not stop the others: the run goes on, then fails as a retry naming it.
 
 mod delete;
 mod policy;
@@ -97,11 +99,15 @@ impl Job for RetentionCleanup {
         let deadline = Instant::now() + plan.time_budget;
         let mut deleted = serde_json::Map::new();
         let mut complete = true;
-        for resolved in &plan.policies {
+        let mut failures = Vec::new();
+        for (i, resolved) in plan.policies.iter().enumerate() {
             let name = resolved.policy.name;
-            let purged = delete::purge(&ctx.app, resolved, plan.batch_size, deadline)
-                .await
-                .map_err(|failed| {
+            let share = share_of_rest(deadline, plan.policies.len() - i);
+            // A policy that fails does not hold back the ones after it (message bodies, say,
+            // behind an object store that is down): the run goes on, then is retried.
+            let purged = match delete::purge(&ctx.app, resolved, plan.batch_size, share).await {
+                Ok(purged) => purged,
+                Err(failed) => {
                     tracing::warn!(
                         job_id = ctx.job_id,
                         policy = name,
@@ -109,11 +115,16 @@ impl Job for RetentionCleanup {
                         error = %failed.error,
                         "retention policy failed"
                     );
-                    JobError::retry(format!(
-                        "retention policy `{name}` failed after deleting {} rows: {}",
+                    failures.push(format!(
+                        "`{name}` failed after deleting {} rows: {}",
                         failed.deleted, failed.error
-                    ))
-                })?;
+                    ));
+                    delete::Purged {
+                        deleted: failed.deleted,
+                        drained: false,
+                    }
+                }
+            };
             tracing::info!(
                 job_id = ctx.job_id,
                 policy = name,
@@ -125,10 +136,27 @@ impl Job for RetentionCleanup {
             complete &= purged.drained;
             deleted.insert(name.to_owned(), json!(purged.deleted));
         }
+        if !failures.is_empty() {
+            return Err(JobError::retry(format!(
+                "retention policies failed ({}); deleted: {}",
+                failures.join("; "),
+                serde_json::Value::Object(deleted)
+            )));
+        }
         Ok(Outcome::Completed(Some(
             json!({ "deleted": deleted, "complete": complete }),
         )))
     }
+}
+
+/// The deadline of the next of `left` policies: an equal share of the time left before
+/// `deadline`, so a policy with a large backlog (finished jobs after a busy week) cannot spend
+/// the whole budget and leave the ones after it (message bodies: personal data) untouched. Time
+/// a policy does not need goes to the ones after it.
+fn share_of_rest(deadline: Instant, left: usize) -> Instant {
+    let now = Instant::now();
+    let rest = deadline.saturating_duration_since(now);
+    now + rest / u32::try_from(left.max(1)).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -9,12 +9,14 @@
 //! the hash, not the address).
 
 mod address;
+mod list;
 mod reason;
 pub(crate) mod sql;
 
 pub use address::{
     Address, AddressError, Channel, MAX_EMAIL_LEN, normalise_email, normalise_phone,
 };
+pub use list::ListFilter;
 pub use reason::{Reason, UnknownReason};
 
 use chrono::{DateTime, Utc};
@@ -42,24 +44,6 @@ pub struct Added {
     pub entry: Entry,
     /// False when the scope already held the address; that entry is returned unchanged.
     pub created: bool,
-}
-
-/// Which entries a listing shows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListFilter {
-    /// A planner's organisation: only its entries and the global ones, the global ones without
-    /// their readable address (they may be any organisation's guests; the hash still matches a
-    /// candidate address). `None`: all, readable.
-    pub visible_to: Option<String>,
-    /// Only this organisation's entries.
-    pub org_id: Option<String>,
-    /// Only global entries.
-    pub global_only: bool,
-    pub channel: Option<Channel>,
-    pub reason: Option<Reason>,
-    /// Keyset paging: only entries with a smaller id.
-    pub before_id: Option<i64>,
-    pub limit: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,20 +238,6 @@ impl SuppressionList {
             .bind(address.hash())
             .bind(admin)
             .fetch_optional(&self.pool)
-            .await
-    }
-
-    /// Entries newest first.
-    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Entry>, sqlx::Error> {
-        sqlx::query_as(sql::LIST)
-            .bind(filter.visible_to.as_deref())
-            .bind(filter.org_id.as_deref())
-            .bind(filter.global_only)
-            .bind(filter.channel.map(Channel::as_str))
-            .bind(filter.reason.map(Reason::as_str))
-            .bind(filter.before_id)
-            .bind(filter.limit)
-            .fetch_all(&self.pool)
             .await
     }
 }

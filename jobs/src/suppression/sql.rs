@@ -50,19 +50,55 @@ DELETE FROM suppressions
    AND (reason IN ('manual', 'hard_bounce') OR $4)
 RETURNING id, org_id, channel, address, address_hash, reason, created_at";
 
-/// Filters are NULL (or false) when unused; see `ListFilter`.
-pub const LIST: &str = "
-SELECT id, org_id, channel,
-       CASE WHEN $1::text IS NOT NULL AND org_id IS NULL THEN NULL ELSE address END AS address,
-       CASE WHEN $1::text IS NOT NULL AND org_id IS NULL THEN NULL ELSE address_hash END
-           AS address_hash,
+// The listings (`list::Scope`). Each reads one index range newest first, so a page costs its
+// own rows even under a generic plan: `$n IS NULL OR org_id = $n` would leave the plan no index
+// condition on `org_id`, and a planner with few entries beside a million-entry global list would
+// scan the global list for them. `$1` organisation, `$2` channel, `$3` reason, `$4` before this
+// id, `$5` limit, `$6` hide the readable address of global entries (a planner's listing).
+macro_rules! list_select {
+    () => {
+        "SELECT id, org_id, channel,
+       CASE WHEN $6::boolean AND org_id IS NULL THEN NULL ELSE address END AS address,
+       CASE WHEN $6::boolean AND org_id IS NULL THEN NULL ELSE address_hash END AS address_hash,
        reason, created_at
-  FROM suppressions
- WHERE ($1::text IS NULL OR org_id = $1 OR org_id IS NULL)
-   AND ($2::text IS NULL OR org_id = $2)
-   AND (NOT $3 OR org_id IS NULL)
-   AND ($4::text IS NULL OR channel = $4)
-   AND ($5::text IS NULL OR reason = $5)
-   AND ($6::bigint IS NULL OR id < $6)
+  FROM suppressions"
+    };
+}
+
+/// Unused filters are NULL; `id < COALESCE(...)` stays an index condition in a generic plan.
+macro_rules! list_filters {
+    () => {
+        "
+   AND ($2::text IS NULL OR channel = $2)
+   AND ($3::text IS NULL OR reason = $3)
+   AND id < COALESCE($4::bigint, 9223372036854775807)
  ORDER BY id DESC
- LIMIT $7";
+ LIMIT $5::bigint"
+    };
+}
+
+/// Every entry: the primary key, backwards.
+pub const LIST_ALL: &str = concat!(list_select!(), "\n WHERE TRUE", list_filters!());
+
+/// One organisation's entries: `(org_id, id)`, backwards.
+pub const LIST_ORG: &str = concat!(
+    list_select!(),
+    "\n WHERE org_id = $1::text",
+    list_filters!()
+);
+
+/// The global entries: `(org_id, id)` where `org_id IS NULL`, backwards.
+pub const LIST_GLOBAL: &str = concat!(list_select!(), "\n WHERE org_id IS NULL", list_filters!());
+
+/// An organisation's entries and the global ones: the two ranges merged by id.
+pub const LIST_ORG_AND_GLOBAL: &str = concat!(
+    "(",
+    list_select!(),
+    "\n WHERE org_id = $1::text",
+    list_filters!(),
+    ")\nUNION ALL\n(",
+    list_select!(),
+    "\n WHERE org_id IS NULL",
+    list_filters!(),
+    ")\n ORDER BY id DESC\n LIMIT $5::bigint"
+);

@@ -299,9 +299,15 @@ impl Providers {
         self.email.iter().chain(&self.sms)
     }
 
-    /// The largest number of messages per second the channel's first provider takes, if limited.
+    /// The rate limit, if any, of the provider the channel's messages go to now: the first
+    /// whose breaker is not open (the first when every one is). During a primary's outage that
+    /// is the secondary's, whose lower limit a batch must size its chunks to.
     pub fn rate_limit(&self, channel: Channel) -> Option<f64> {
-        self.of(channel).first().and_then(Provider::rate_limit)
+        let chain = self.of(channel);
+        (chain.iter())
+            .find(|p| p.breaker.state() != BreakerState::Open)
+            .or(chain.first())
+            .and_then(Provider::rate_limit)
     }
 
     /// Send `outgoing` on `channel` (see the module documentation for the choice of provider),
