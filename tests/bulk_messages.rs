@@ -502,17 +502,36 @@ async fn rerunning_the_fanout_creates_nothing_twice() {
     assert_eq!((summary.total, summary.queued), (120, 120));
 }
 
+fn erase_guest(i: usize) -> ErasureRequest {
+    ErasureRequest {
+        org_id: Some(ORG.to_owned()),
+        email: Some(Address::parse(Channel::Email, &guest(i)).unwrap()),
+        phone: None,
+        requested_by: ORG.to_owned(),
+    }
+}
+
+/// A cancel before the fan-out counts the recipients left `cancelled`, but not a guest erased
+/// meanwhile: the fan-out would have skipped them, and an erased guest's count goes with them.
+#[tokio::test]
+async fn a_cancel_before_the_fanout_does_not_count_an_erased_guest() {
+    let db = TestDb::new().await.unwrap();
+    let send = new_send(Category::Transactional, recipients(3));
+    store(&db, &send).await;
+    erase(&db.pool, &erase_guest(1)).await.unwrap();
+    let queue = wedsync_queue::Queue::new(db.pool.clone());
+    let summary = wedsync_kinds::messages::control::cancel(&queue, &send.id, Some(ORG))
+        .await
+        .unwrap();
+    // No delivery was made (`total` counts deliveries); two recipients will never get one.
+    assert_eq!((summary.total, summary.cancelled), (0, 2));
+}
+
 #[tokio::test]
 async fn an_erased_guest_gets_no_delivery_and_their_delivery_rows_go() {
     let db = TestDb::new().await.unwrap();
     let send = new_send(Category::Transactional, recipients(3));
     store(&db, &send).await;
-    let erase_guest = |i: usize| ErasureRequest {
-        org_id: Some(ORG.to_owned()),
-        email: Some(Address::parse(Channel::Email, &guest(i)).unwrap()),
-        phone: None,
-        requested_by: ORG.to_owned(),
-    };
     // Before the fan-out: only the pending recipients hold the address.
     erase(&db.pool, &erase_guest(1)).await.unwrap();
     let app = AppContext::new(db.pool.clone());

@@ -236,7 +236,9 @@ UPDATE bulk_sends SET state = 'active', paused_at = NULL, updated_at = now()
 
 /// Cancel a send, if it is still active or paused (no row: it is not). One not fanned out yet,
 /// or only partly, loses its inline recipients (the fan-out then finds nothing more to do) and
-/// counts those that got no delivery `cancelled`, since none will get one. `fanout_next` is read
+/// counts those that got no delivery `cancelled`, since none will get one — but not a guest
+/// erased meanwhile (`[erased]`), whom the fan-out would have skipped: an erased guest's count
+/// goes with them, as their deleted delivery's does. `fanout_next` is read
 /// from the locked row, as it stands once a slice being fanned out has committed.
 ///
 /// The row is locked `FOR NO KEY UPDATE`, as the fan-out locks it: a claim or an outcome write
@@ -246,7 +248,9 @@ UPDATE bulk_sends SET state = 'active', paused_at = NULL, updated_at = now()
 /// no claim or outcome write touches, for the same reason.
 pub const CANCEL_SEND: &str = "
 WITH before AS (
-    SELECT id, recipients IS NOT NULL AS pending, recipient_count - fanout_next AS never_fanned
+    SELECT id, recipients IS NOT NULL AS pending,
+           (SELECT count(*) FROM jsonb_array_elements(recipients) WITH ORDINALITY AS e(r, n)
+             WHERE e.n > fanout_next AND strpos(e.r->>'address', '[erased]') = 0) AS never_fanned
       FROM bulk_sends
      WHERE id = $1::uuid AND state IN ('active', 'paused')
        FOR NO KEY UPDATE
