@@ -238,3 +238,48 @@ async fn waiting_jobs_are_woken_by_their_unique_keys() {
         "scheduled"
     );
 }
+
+/// A completion the server refuses for a while, not for its row (read-only during a failover:
+/// SQLSTATE 25006), is retried until it lands. Given up on, the job would stay `running` under a
+/// live worker, which neither the rescuer nor the sweep moves.
+#[tokio::test]
+async fn a_completion_refused_for_a_while_is_written_once_the_database_takes_it() {
+    let (db, queue, ctx) = setup().await;
+    sqlx::raw_sql(
+        "CREATE SEQUENCE refusals;
+         CREATE FUNCTION refuse_completion() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             PERFORM nextval('refusals');
+             RAISE EXCEPTION 'read-only for a failover' USING ERRCODE = '25006';
+         END $$;
+         CREATE TRIGGER refuse_completion BEFORE INSERT ON jobs_finished
+             FOR EACH ROW EXECUTE FUNCTION refuse_completion();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let id = queue
+        .enqueue(scripted(Behaviour::Succeed))
+        .await
+        .unwrap()
+        .id;
+    let worker = start_worker(&db, registry(), ctx, test_config(&["test"]));
+    // Three refusals: as many as the old code made before it gave the completion up.
+    wait_for("three refused writes", Duration::from_secs(10), || async {
+        let refused: i64 = sqlx::query_scalar(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM refusals",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .ok()?;
+        (refused >= 3).then_some(())
+    })
+    .await;
+    sqlx::raw_sql("DROP TRIGGER refuse_completion ON jobs_finished")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let job = wait_for_state(&queue, id, "completed", Duration::from_secs(20)).await;
+    assert_eq!(job.attempt, 1);
+    worker.stop().await;
+}

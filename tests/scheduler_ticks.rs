@@ -226,6 +226,76 @@ async fn leader_failover() {
     );
 }
 
+/// A leader that stops answering without its connection closing (its host gone, its process
+/// frozen) loses the lock once its session has sat idle for `leader_timeout`, and another
+/// scheduler leads and ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_loses_the_lock_to_another_scheduler() {
+    let db = TestDb::new().await.expect("test database");
+    let interval = Duration::from_millis(100);
+    // A takes the lock, then never uses its connection again: frozen.
+    let frozen = wedsync_scheduler::try_lead(&db.pool, interval)
+        .await
+        .unwrap()
+        .expect("A leads");
+    let a_pid = leader_pid(&db).await.expect("A holds the lock");
+    let stop = CancellationToken::new();
+    let b = tokio::spawn(wedsync_scheduler::run_with_entries(
+        db.pool.clone(),
+        vec![entry("heartbeat", "* * * * * *")],
+        interval,
+        stop.clone(),
+    ));
+    let frozen_at = Instant::now();
+    wait_for("B to lead", Duration::from_secs(20), || async {
+        leader_pid(&db).await.filter(|pid| *pid != a_pid)
+    })
+    .await;
+    let took = frozen_at.elapsed();
+    println!("B led {took:?} after A froze");
+    assert!(
+        took >= wedsync_scheduler::leader_timeout(interval) / 2,
+        "{took:?}"
+    );
+    wait_for("B's first tick", Duration::from_secs(5), || async {
+        (!fire_times(&db, "heartbeat").await.is_empty()).then_some(())
+    })
+    .await;
+    stop.cancel();
+    b.await.expect("B stops");
+    drop(frozen);
+}
+
+#[tokio::test]
+async fn an_entry_that_fails_does_not_hold_back_the_ones_after_it() {
+    let db = TestDb::new().await.expect("test database");
+    // PostgreSQL's jsonb refuses a NUL character: this entry's enqueue fails at every pass.
+    let refused = Entry::parse(
+        "refused",
+        "* * * * * *",
+        London,
+        "noop",
+        serde_json::json!({"note": "a\u{0}b"}),
+        "default",
+    )
+    .expect("valid entry");
+    let entries = vec![refused, entry("after-it", "* * * * * *")];
+    let start = utc(2026, 1, 1, 0, 0, 0);
+    tick(&db.pool, &entries, start).await.unwrap();
+    let err = tick(&db.pool, &entries, start + TimeDelta::seconds(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ScheduleError::Queue(_) | ScheduleError::Database(_)),
+        "{err}"
+    );
+    assert_eq!(
+        fire_times(&db, "after-it").await,
+        [start + TimeDelta::seconds(1)]
+    );
+    assert!(fire_times(&db, "refused").await.is_empty());
+}
+
 #[tokio::test]
 async fn missed_ticks_are_caught_up_once() {
     let db = TestDb::new().await.expect("test database");

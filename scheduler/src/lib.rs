@@ -65,7 +65,7 @@ pub async fn run_with_entries(
             leader = None;
         }
         if leader.is_none() {
-            match try_lead(&pool).await {
+            match try_lead(&pool, interval).await {
                 Ok(Some(conn)) => {
                     tracing::info!("this scheduler is the leader");
                     leader = Some(conn);
@@ -105,13 +105,43 @@ pub async fn run_with_entries(
     }
 }
 
-/// A detached connection holding the leader lock, or None if another scheduler holds it.
-async fn try_lead(pool: &PgPool) -> Result<Option<PgConnection>, sqlx::Error> {
+/// A detached connection holding the leader lock, or None if another scheduler holds it. The
+/// server ends the connection's session, and with it the lock, once it has sat idle for
+/// [`leader_timeout`]: a leader whose host died or whose process froze would otherwise keep the
+/// lock until TCP keepalive gives up (about two hours with Linux's defaults), and no entry would
+/// fire meanwhile. A live leader uses the connection every `interval`.
+pub async fn try_lead(
+    pool: &PgPool,
+    interval: Duration,
+) -> Result<Option<PgConnection>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(LEADER_LOCK)
         .fetch_one(&mut *conn)
         .await?;
-    // Only the leader's connection leaves the pool; a follower's goes back to it.
-    Ok(locked.then(|| conn.detach()))
+    if !locked {
+        // Only the leader's connection leaves the pool; a follower's goes back to it.
+        return Ok(None);
+    }
+    let mut conn = conn.detach();
+    let timeout = format!("{}ms", leader_timeout(interval).as_millis());
+    let set = sqlx::query(
+        "SELECT set_config('idle_session_timeout', $1, false),
+                set_config('idle_in_transaction_session_timeout', $1, false)",
+    )
+    .bind(&timeout)
+    .execute(&mut conn)
+    .await;
+    if let Err(err) = set {
+        // PostgreSQL before 14 has no `idle_session_timeout`: lead without it.
+        tracing::warn!(error = %err, "the leader connection has no idle timeout");
+    }
+    Ok(Some(conn))
+}
+
+/// How long a leader's connection may sit idle (or idle in a transaction) before the server
+/// ends it: ten checks' worth, at least two seconds. Leadership moving while the old leader
+/// only stalled is harmless: every tick is exactly-once by its own row lock.
+pub fn leader_timeout(interval: Duration) -> Duration {
+    (interval * 10).max(Duration::from_secs(2))
 }

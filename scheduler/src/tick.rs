@@ -55,16 +55,30 @@ pub async fn tick(
 
 /// [`tick`] on a given connection (the scheduler leader ticks on the connection that holds its
 /// leader lock, so a leader whose connection died cannot tick).
+///
+/// An entry that fails (its args refused by the database, say) does not hold back the ones
+/// after it, such as the built-in nightly retention: each failure is logged with the entry's
+/// name, every entry is ticked, and the first error is returned.
 pub async fn tick_on(
     conn: &mut PgConnection,
     entries: &[Entry],
     now: DateTime<Utc>,
 ) -> Result<Vec<Fired>, ScheduleError> {
     let mut fired = Vec::new();
+    let mut first_error = None;
     for entry in entries {
-        fired.extend(tick_entry(conn, entry, now).await?);
+        match tick_entry(conn, entry, now).await {
+            Ok(entry_fired) => fired.extend(entry_fired),
+            Err(err) => {
+                tracing::warn!(entry = %entry.name, error = %err, "schedule entry failed to tick");
+                first_error.get_or_insert(err);
+            }
+        }
     }
-    Ok(fired)
+    match first_error {
+        Some(err) => Err(err),
+        None => Ok(fired),
+    }
 }
 
 async fn tick_entry(

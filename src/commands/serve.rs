@@ -147,7 +147,7 @@ fn schedule_entries(settings: &Settings) -> Result<Vec<wedsync_scheduler::Entry>
         entries.push(nightly);
     }
     entries.extend(crate::commands::metrics_schedule::hourly_metrics_rollup(
-        settings, &entries,
+        &entries,
     )?);
     let scaling = <wedsync_kinds::PoolScaling as wedsync_queue::Job>::KIND;
     if !entries.iter().any(|e| e.kind == scaling) {
@@ -157,7 +157,8 @@ fn schedule_entries(settings: &Settings) -> Result<Vec<wedsync_scheduler::Entry>
 }
 
 /// `pool-scaling`: evaluate every pool at second 0 of every minute (SPEC §6), with the rules on
-/// the wall clock of `WEDSYNC_TIMEZONE`.
+/// the wall clock of `WEDSYNC_TIMEZONE`. The entry itself runs on UTC: every minute is a minute
+/// there, while in a local zone the hour a DST fall-back repeats would be skipped.
 fn pool_scaling_entry(
     settings: &Settings,
 ) -> Result<wedsync_scheduler::Entry, wedsync_scheduler::ScheduleError> {
@@ -167,7 +168,7 @@ fn pool_scaling_entry(
     wedsync_scheduler::Entry::parse(
         "pool-scaling",
         "0 * * * * *",
-        settings.timezone,
+        chrono_tz::UTC,
         <wedsync_kinds::PoolScaling as wedsync_queue::Job>::KIND,
         serde_json::to_value(job).unwrap_or_default(),
         <wedsync_kinds::PoolScaling as wedsync_queue::Job>::QUEUE,
@@ -322,4 +323,46 @@ async fn run_worker(
     );
     worker.run(stop).await.context("running the worker")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, TimeZone, Utc};
+
+    fn entry(name: &str) -> wedsync_scheduler::Entry {
+        let settings = Settings::from_env_and_file(
+            |name| (name == "WEDSYNC_TIMEZONE").then(|| "Europe/London".to_owned()),
+            None,
+        )
+        .unwrap();
+        let entries = schedule_entries(&settings).unwrap();
+        entries.into_iter().find(|e| e.name == name).unwrap()
+    }
+
+    fn utc(h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 10, 25, h, mi, 0).unwrap()
+    }
+
+    /// On 2026-10-25 London's 01:00–02:00 comes twice (00:00–02:00 UTC). The built-in entries
+    /// that run every hour or minute fire through both: a rollup skipped there would be an
+    /// hour never aggregated, and pools would not be evaluated for an hour.
+    #[test]
+    fn the_hourly_and_minutely_built_ins_fire_through_a_repeated_local_hour() {
+        let rollup = entry(crate::commands::metrics_schedule::NAME);
+        assert_eq!(
+            wedsync_scheduler::next_fires(&rollup, utc(0, 0), 4),
+            [utc(0, 5), utc(1, 5), utc(2, 5), utc(3, 5)]
+        );
+        let scaling = entry("pool-scaling");
+        let fires = wedsync_scheduler::next_fires(&scaling, utc(0, 58), 4);
+        assert_eq!(fires, [utc(0, 59), utc(1, 0), utc(1, 1), utc(1, 2)]);
+        // The nightly retention stays on the local clock: 03:30 in London is 03:30 UTC in
+        // winter.
+        let retention = entry("nightly-retention");
+        assert_eq!(
+            wedsync_scheduler::next_fires(&retention, utc(0, 0), 1),
+            [utc(3, 30)]
+        );
+    }
 }

@@ -52,14 +52,14 @@ async fn write_group(queue: &Queue, group: &[Completion], stop: &CancellationTok
     let worker = group[0].claimed_by.as_ref();
     let rows: Vec<(i64, Option<Value>)> = group.iter().map(|c| (c.id, c.result.clone())).collect();
     match write_with_retry(queue, worker, &rows, stop).await {
-        Err(QueueError::Database(sqlx::Error::Database(err))) if rows.len() > 1 => {
+        Err(err) if rejects_the_rows(&err) && rows.len() > 1 => {
             // One row the database rejects must not block the others: write them one by one.
             tracing::warn!(error = %err, "a completion batch was rejected; writing rows one by one");
             for row in rows {
                 write_alone(queue, worker, row, stop).await;
             }
         }
-        Err(QueueError::Database(sqlx::Error::Database(_))) => {
+        Err(err) if rejects_the_rows(&err) => {
             let row = rows.into_iter().next().expect("a group is never empty");
             write_alone(queue, worker, row, stop).await;
         }
@@ -91,8 +91,18 @@ async fn write_alone(
     }
 }
 
-/// Retry transient failures with backoff; a database error (the statement itself was rejected)
-/// is returned at once. After shutdown is requested, give up after the final-write deadline.
+/// Whether the database refused the rows themselves (SQLSTATE class 22, a data exception, or 23,
+/// a broken constraint), which no retry mends. Any other error may pass: a server read-only
+/// during a failover (25006), a full disk, a statement timeout, a terminated backend. Given up
+/// on, such a completion would leave its job `running` under a live worker, which nothing
+/// rescues.
+fn rejects_the_rows(err: &QueueError) -> bool {
+    matches!(err, QueueError::Database(sqlx::Error::Database(db))
+        if db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")))
+}
+
+/// Retry failures with backoff, except a rejection of the rows ([`rejects_the_rows`]), which is
+/// returned at once. After shutdown is requested, give up after the final-write deadline.
 async fn write_with_retry(
     queue: &Queue,
     worker: &str,
@@ -112,7 +122,7 @@ async fn write_with_retry(
                 }
                 return Ok(());
             }
-            Err(err @ QueueError::Database(sqlx::Error::Database(_))) => return Err(err),
+            Err(err) if rejects_the_rows(&err) => return Err(err),
             Err(err) => {
                 if stop.is_cancelled() {
                     let deadline = *deadline

@@ -156,7 +156,13 @@ fn override_from(
                 ))
             })
             .ok(),
-        (None, Some(secs)) if secs > 0 => Some(now + TimeDelta::seconds(secs.min(i64::MAX / 1000))),
+        // Checked: chrono's `+` panics past its range (a 500, and a key that stays claimed).
+        (None, Some(secs)) if secs > 0 => TimeDelta::try_seconds(secs)
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .or_else(|| {
+                errors.push(FieldError::new("override.ttl_seconds", "is too large"));
+                None
+            }),
         (None, Some(_)) => {
             errors.push(FieldError::new("override.ttl_seconds", "must be positive"));
             None

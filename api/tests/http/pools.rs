@@ -173,3 +173,25 @@ async fn scaling_publishes_replicas_where_keda_reads_them() {
     let metrics = app.metrics().await;
     assert!(metrics.contains("wedsync_pool_desired_replicas{queue=\"photos\"} 0"));
 }
+
+#[tokio::test]
+async fn a_ttl_beyond_any_date_is_a_422_not_a_500() {
+    let app = TestApp::spawn().await;
+    for ttl in [9_000_000_000_000_i64, i64::MAX] {
+        let response = app
+            .put("/v1/pools/photos", &app.operator)
+            .json(&json!({
+                "override": { "size": 1, "ttl_seconds": ttl, "reason": "typo" }
+            }))
+            .send()
+            .await
+            .unwrap();
+        let body = problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        )
+        .await;
+        assert_eq!(body["errors"][0]["field"], "override.ttl_seconds", "{body}");
+    }
+}
