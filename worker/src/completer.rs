@@ -91,14 +91,23 @@ async fn write_alone(
     }
 }
 
-/// Whether the database refused the rows themselves (SQLSTATE class 22, a data exception, or 23,
-/// a broken constraint), which no retry mends. Any other error may pass: a server read-only
-/// during a failover (25006), a full disk, a statement timeout, a terminated backend. Given up
-/// on, such a completion would leave its job `running` under a live worker, which nothing
-/// rescues.
+/// SQLSTATE classes of errors that pass: a lost connection (08), a server read-only during a
+/// failover (25), a serialization failure or deadlock (40), a full disk or too many connections
+/// (53), a lock not available (55), a statement cancelled or a backend terminated (57), an I/O
+/// error (58). Given up on, such a completion would leave its job `running` under a live
+/// worker, which nothing rescues.
+const PASSING_CLASSES: [&str; 7] = ["08", "25", "40", "53", "55", "57", "58"];
+
+/// Whether the database refused the statement for what it holds (a data exception, a broken
+/// constraint, a value over a limit…), which no retry mends: every database error outside
+/// [`PASSING_CLASSES`].
 fn rejects_the_rows(err: &QueueError) -> bool {
-    matches!(err, QueueError::Database(sqlx::Error::Database(db))
-        if db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")))
+    let QueueError::Database(sqlx::Error::Database(db)) = err else {
+        return false;
+    };
+    let code = db.code();
+    let class = code.as_deref().and_then(|code| code.get(..2));
+    !class.is_some_and(|class| PASSING_CLASSES.contains(&class))
 }
 
 /// Retry failures with backoff, except a rejection of the rows ([`rejects_the_rows`]), which is
